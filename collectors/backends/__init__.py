@@ -1,0 +1,50 @@
+"""Device backends, registered in one table. Adding a vendor means one module and one line here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from collectors.backends import nvml, simulated
+from collectors.backends.base import Backend, BackendUnavailable
+from collectors.settings import CollectorSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    factory: Callable[[CollectorSettings], Backend]
+    in_auto: bool  # probed by ``auto``; the simulator never is
+
+
+def _simulated(settings: CollectorSettings) -> Backend:
+    return simulated.SimulatedBackend(settings.simulated, settings.cluster)
+
+
+BACKENDS: dict[str, BackendSpec] = {
+    "nvml": BackendSpec(nvml.create, in_auto=True),
+    "simulated": BackendSpec(_simulated, in_auto=False),
+}
+
+
+def open_backends(settings: CollectorSettings) -> list[Backend]:
+    """Open the configured backends; ``auto`` means every real backend this node has."""
+    unknown = [name for name in settings.backends if name != "auto" and name not in BACKENDS]
+    if unknown:
+        raise BackendUnavailable(f"backends: unknown {unknown}; choose from auto, {', '.join(BACKENDS)}")
+    if settings.backends != ["auto"]:
+        return [BACKENDS[name].factory(settings) for name in settings.backends]
+    opened = []
+    for name, spec in BACKENDS.items():
+        if not spec.in_auto:
+            continue
+        try:
+            opened.append(spec.factory(settings))
+        except BackendUnavailable as exc:
+            log.debug("backend not present on this node", backend=name, reason=str(exc))
+    if not opened:
+        raise BackendUnavailable("auto found no accelerator on this node; use --backend simulated for a demo")
+    return opened

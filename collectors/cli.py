@@ -1,0 +1,72 @@
+"""``fleetmeter collect``: run the collector daemon on this node."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import structlog
+import typer
+
+from collectors.backends import open_backends
+from collectors.backends.base import BackendUnavailable
+from collectors.daemon import CollectorDaemon
+from collectors.settings import CollectorSettings
+from fleetmeter import logs
+from fleetmeter.settings import ConfigError, load_settings
+
+log = structlog.get_logger(__name__)
+
+
+def collect(
+    backend: Annotated[str | None, typer.Option(help="auto, nvml, simulated, or a comma-separated list.")] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka HOST:PORT[,HOST:PORT...].")] = None,
+    topic: Annotated[str | None, typer.Option(help="Kafka topic for samples.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Port of the Prometheus /metrics endpoint.")] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between scrapes.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML or YAML configuration file.",
+                                                envvar="FLEETMETER_CONFIG")] = None,
+    spool_dir: Annotated[Path | None, typer.Option(help="Directory of the disk spool.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Metric names: fleetmeter or dcgm.")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Simulated backend: number of nodes.")] = None,
+    devices_per_node: Annotated[int | None, typer.Option(help="Simulated backend: devices per node.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Simulated backend: random seed.")] = None,
+    speedup: Annotated[float | None, typer.Option(help="Simulated backend: simulated s per real s.")] = None,
+    run_for: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+) -> None:
+    """Read this node's accelerators every interval; serve /metrics; send samples to Kafka."""
+    simulated = {"nodes": nodes, "devices_per_node": devices_per_node, "seed": seed, "speedup": speedup}
+    try:
+        settings = load_settings(
+            CollectorSettings,
+            config_file=config,
+            backends=backend,
+            interval_s=interval,
+            run_for_s=run_for,
+            kafka=_section(bootstrap_servers=bootstrap_servers, topic=topic),
+            metrics=_section(port=metrics_port, profile=profile),
+            spool=_section(dir=spool_dir),
+            simulated=_section(**simulated),
+        )
+        logs.configure(settings.logging)
+        backends = open_backends(settings)
+    except (ConfigError, BackendUnavailable) as exc:
+        typer.echo(f"fleetmeter collect: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    daemon = CollectorDaemon(settings, backends)
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("stop requested", signal=signal.Signals(signum).name)
+        daemon.stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    daemon.run()
+
+
+def _section(**flags: object) -> dict[str, object] | None:
+    """Flags given for one nested section, or None so that lower layers keep the whole section."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    return given or None

@@ -1,0 +1,170 @@
+"""The collector daemon: scrape every backend on a fixed cadence, then expose and ship the rows."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, start_http_server
+
+from collectors.attribution import Attribution, AttributionSource, BackendHint
+from collectors.attribution.static import SchedulerFile, StaticRules
+from collectors.backends.base import Backend
+from collectors.cadence import Clock, ScaledClock, WallClock, next_tick
+from collectors.exposition.device_metrics import BackendErrors, DeviceMetrics
+from collectors.exposition.health import Health
+from collectors.exposition.profiles import PROFILES
+from collectors.intervals import IntervalBuilder
+from collectors.readings import DeviceReading
+from collectors.sequences import NodeSequences
+from collectors.settings import AttributionSettings, CollectorSettings
+from collectors.transport.sender import KafkaSender
+from collectors.transport.spool import Spool, SpooledMessage
+from fleetmeter import __version__
+from schemas import wire
+from schemas.sample_v1 import rows_to_batch
+
+log = structlog.get_logger(__name__)
+
+KAFKA_COMPRESSION = "zstd"
+
+
+def attribution_sources(settings: AttributionSettings) -> list[AttributionSource]:
+    """Most specific and most current first: the scheduler's file, the static rules, the backend's hint."""
+    sources: list[AttributionSource] = []
+    if settings.scheduler_file is not None:
+        sources.append(SchedulerFile(settings.scheduler_file))
+    if settings.static:
+        sources.append(StaticRules(settings.static))
+    sources.append(BackendHint())
+    return sources
+
+
+def clock_for(settings: CollectorSettings) -> Clock:
+    if "simulated" not in settings.backends:
+        return WallClock()
+    start = settings.simulated.start
+    start_ms = time.time_ns() // 1_000_000 if start is None else int(start.timestamp() * 1000)
+    return ScaledClock(start_ms, settings.simulated.speedup)
+
+
+class CollectorDaemon:
+    def __init__(self, settings: CollectorSettings, backends: Sequence[Backend],
+                 registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.backends = list(backends)
+        self.registry = registry or CollectorRegistry()
+        self.health = Health(self.registry)
+        self.device_metrics = DeviceMetrics(PROFILES[settings.metrics.profile])
+        self.registry.register(self.device_metrics)
+        self.registry.register(BackendErrors(lambda: {b.name: b.read_errors() for b in self.backends}))
+        self.clock = clock_for(settings)
+        self.builder = IntervalBuilder(settings.cluster, settings.interval_s * settings.max_interval_factor)
+        self.attribution = Attribution(attribution_sources(settings.attribution))
+        self.spool = Spool(settings.spool.dir, settings.spool.max_bytes, settings.spool.fsync)
+        self.health.spool_messages.set_function(lambda: self.spool.messages)
+        self.health.spool_bytes.set_function(lambda: self.spool.bytes)
+        self.sequences = NodeSequences(settings.spool.dir / "sequences.json")
+        self.sender = KafkaSender(self.spool, settings.kafka, KAFKA_COMPRESSION, self.health)
+        self.stopping = threading.Event()
+        self.metrics_port: int | None = None
+        self._pending_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._pending_scrapes: dict[str, int] = defaultdict(int)
+        self._accounted_drops = 0
+        self._accounted_gaps = 0
+
+    # -- one scrape ------------------------------------------------------------------------------
+
+    def scrape_once(self) -> None:
+        now_ms = self.clock.now_ms()
+        self.attribution.refresh()
+        by_node: dict[str, list[DeviceReading]] = defaultdict(list)
+        for reading in self._read_backends(now_ms):
+            by_node[reading.device.node].append(reading)
+        for node, readings in by_node.items():
+            rows = self.builder.rows(readings, now_ms, self.sequences.next(node), self.attribution.owner_of)
+            self.device_metrics.update(rows)
+            self._pending_rows[node].extend(rows)
+            self._pending_scrapes[node] += 1
+            if self._pending_scrapes[node] >= self.settings.scrapes_per_message:
+                self._ship(node)
+        self.sequences.save()
+        self.health.interval_gaps.inc(self.builder.gaps - self._accounted_gaps)
+        self._accounted_gaps = self.builder.gaps
+
+    def _read_backends(self, now_ms: int) -> list[DeviceReading]:
+        readings: list[DeviceReading] = []
+        for backend in self.backends:
+            started = time.perf_counter()
+            try:
+                readings.extend(backend.read(now_ms))
+                self.health.scrape_success.labels(backend.name).set(1)
+            except Exception:  # one failing backend must not stop the others or the daemon
+                log.exception("backend read failed", backend=backend.name)
+                self.health.scrape_success.labels(backend.name).set(0)
+            self.health.scrape_duration.labels(backend.name).set(time.perf_counter() - started)
+        return readings
+
+    def _ship(self, node: str) -> None:
+        rows = self._pending_rows.pop(node, [])
+        self._pending_scrapes.pop(node, None)
+        if not rows:
+            return
+        try:
+            payload = wire.encode(rows_to_batch(rows))
+        except (TypeError, ValueError, OverflowError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            log.error("rows could not be encoded; dropped", node=node, rows=len(rows), error=str(exc))
+            self.health.samples_dropped.labels("encode_error").inc(len(rows))
+            return
+        message = SpooledMessage(node.encode(), payload, wire.headers(f"fleetmeter-collector/{__version__}"),
+                                 len(rows))
+        self.spool.append(message)
+        self.health.samples_produced.inc(len(rows))
+        dropped = self.spool.dropped_rows - self._accounted_drops
+        if dropped:
+            self.health.samples_dropped.labels("spool_full").inc(dropped)
+            self._accounted_drops = self.spool.dropped_rows
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve /metrics, start the sender, scrape on cadence until stopped, then shut down cleanly."""
+        metrics = self.settings.metrics
+        server, _ = start_http_server(metrics.port, metrics.address, registry=self.registry)
+        self.metrics_port = server.server_port
+        self.sender.start()
+        log.info("collector started", metrics=f"http://{metrics.address}:{self.metrics_port}/metrics",
+                 backends=[b.name for b in self.backends], topic=self.settings.kafka.topic)
+        try:
+            self._loop()
+        finally:
+            self.shutdown()
+            server.shutdown()
+
+    def _loop(self) -> None:
+        period = self.settings.interval_s / self.clock.speedup
+        start = time.monotonic()
+        deadline = None if self.settings.run_for_s is None else start + self.settings.run_for_s
+        tick = 0
+        while not self.stopping.is_set():
+            self.scrape_once()
+            tick, missed = next_tick(start, period, time.monotonic(), tick)
+            if missed:
+                self.health.scrapes_missed.inc(missed)
+            wake_at = start + tick * period
+            if deadline is not None and wake_at > deadline:
+                break
+            self.stopping.wait(max(0.0, wake_at - time.monotonic()))
+
+    def shutdown(self) -> None:
+        """Ship what is pending, let the sender deliver within the timeout, close the backends."""
+        for node in list(self._pending_rows):
+            self._ship(node)
+        self.sender.stop(self.settings.shutdown_timeout_s)
+        for backend in self.backends:
+            backend.close()
+        log.info("collector stopped", spooled=self.spool.messages)

@@ -1,0 +1,80 @@
+"""Configuration of the collector daemon (``fleetmeter collect``), declared once with its defaults."""
+
+from __future__ import annotations
+
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from collectors.attribution.static import OwnerRule
+from fleetmeter.settings import KafkaSettings, LayeredSettings, LoggingSettings, Section
+
+
+class SimulatedSettings(Section):
+    """The simulated fleet: a seeded stand-in for hardware (demo, tests, benchmarks)."""
+
+    nodes: int = Field(default=4, ge=1)
+    devices_per_node: int = Field(default=8, ge=1, le=64)
+    seed: int = 0
+    start: datetime | None = Field(default=None, description="Simulated time at start (default: now).")
+    speedup: float = Field(default=1.0, gt=0, description="Simulated seconds per real second.")
+    model: str = "NVIDIA H100 80GB HBM3"
+    tenants: list[str] = Field(default=["research", "search-ranking", "vision", "speech"], min_length=1)
+    failing_devices: int = Field(default=1, ge=0, description="Devices that degrade and raise XIDs.")
+
+
+class NvmlSettings(Section):
+    rediscover_every: int = Field(
+        default=30, ge=1, description="Scrapes between re-enumerations (MIG reconfiguration, hot-plug)."
+    )
+
+
+class SpoolSettings(Section):
+    """The on-disk queue in front of Kafka. Every message is written here first, then sent."""
+
+    dir: Path = Path("/var/lib/fleetmeter/spool")
+    max_bytes: int = Field(default=1 << 30, gt=0, description="Oldest messages are dropped beyond this.")
+    fsync: bool = Field(default=False, description="fsync each message (survives power loss, costs I/O).")
+
+
+class MetricsSettings(Section):
+    address: str = "0.0.0.0"
+    port: int = Field(default=9410, ge=0, le=65535)
+    profile: Literal["fleetmeter", "dcgm"] = Field(
+        default="fleetmeter", description="Metric names: fleetmeter's own, or dcgm-exporter compatible."
+    )
+
+
+class AttributionSettings(Section):
+    static: list[OwnerRule] = []
+    scheduler_file: Path | None = Field(
+        default=None, description="Rules file that a scheduler hook rewrites: {'rules': [...]}."
+    )
+
+
+class CollectorSettings(LayeredSettings):
+    cluster: str = Field(default="default", min_length=1)
+    node: str = Field(default_factory=socket.gethostname, min_length=1)
+    backends: list[str] = Field(default=["auto"], min_length=1)
+    interval_s: float = Field(default=10.0, gt=0)
+    scrapes_per_message: int = Field(default=1, ge=1, description="Scrapes of a node batched per message.")
+    max_interval_factor: float = Field(
+        default=3.0, gt=1, description="A gap longer than this many intervals starts the device afresh."
+    )
+    run_for_s: float | None = Field(default=None, gt=0, description="Stop after this long (tests, demos).")
+    shutdown_timeout_s: float = Field(default=10.0, ge=0)
+    kafka: KafkaSettings = KafkaSettings()
+    spool: SpoolSettings = SpoolSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    attribution: AttributionSettings = AttributionSettings()
+    simulated: SimulatedSettings = SimulatedSettings()
+    nvml: NvmlSettings = NvmlSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value

@@ -1,0 +1,103 @@
+"""Drains the spool into Kafka, oldest first, on a thread of its own.
+
+The scrape loop never waits for Kafka: it appends to the spool and moves on. This thread sends a
+window of the oldest messages, deletes each one that Kafka acknowledges, and on any failure backs off
+(exponentially, up to ``max_backoff_s``), drops its producer and starts again from the oldest message
+still in the spool. Delivery is at least once; the pipeline removes duplicates by (device_uuid, ts).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import structlog
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from collectors.exposition.health import Health
+from collectors.transport.spool import Spool
+from fleetmeter.kafka_client import client_kwargs
+from fleetmeter.settings import KafkaSettings
+
+log = structlog.get_logger(__name__)
+
+WINDOW = 256
+
+
+class KafkaSender(threading.Thread):
+    def __init__(self, spool: Spool, kafka: KafkaSettings, compression: str | None, health: Health,
+                 max_backoff_s: float = 30.0) -> None:
+        super().__init__(name="kafka-sender", daemon=True)
+        self.spool = spool
+        self.kafka = kafka
+        self.compression = compression
+        self.health = health
+        self.max_backoff_s = max_backoff_s
+        self._stopping = threading.Event()
+        self._producer: KafkaProducer | None = None
+        self._failures = 0
+
+    def stop(self, timeout_s: float) -> None:
+        """Ask the thread to finish: it sends what it can within ``timeout_s``; the rest stays spooled."""
+        self._stopping.set()
+        self.spool.wake()
+        self.join(timeout_s + 1)
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            batch = self.spool.oldest(WINDOW, wait_s=0.5)
+            if batch:
+                self._deliver(batch)
+        final = self.spool.oldest(WINDOW)
+        if final:
+            self._deliver(final)
+        self._close_producer()
+
+    def _deliver(self, batch: list[Any]) -> None:
+        try:
+            producer = self._producer or self._connect()
+            pending = [
+                (entry, producer.send(self.kafka.topic, key=message.key, value=message.value,
+                                      headers=message.headers))
+                for entry, message in batch
+            ]
+            for entry, future in pending:
+                future.get(timeout=self.kafka.request_timeout_ms / 1000 * 3)
+                self.spool.remove(entry)
+                self.health.messages_sent.inc()
+        except KafkaError as exc:
+            self._failed(exc)
+            return
+        self._failures = 0
+        self.health.kafka_connected.set(1)
+
+    def _connect(self) -> KafkaProducer:
+        self._producer = KafkaProducer(
+            **client_kwargs(self.kafka),
+            compression_type=self.compression,
+            acks="all",
+            linger_ms=5,
+            max_block_ms=self.kafka.request_timeout_ms,
+            delivery_timeout_ms=self.kafka.request_timeout_ms * 2,
+        )
+        log.info("connected to kafka", bootstrap_servers=self.kafka.bootstrap_servers)
+        return self._producer
+
+    def _failed(self, exc: KafkaError) -> None:
+        self._failures += 1
+        self.health.kafka_send_errors.inc()
+        self.health.kafka_connected.set(0)
+        backoff_s = min(self.max_backoff_s, 0.5 * 2 ** min(self._failures - 1, 10))
+        log.warning("kafka delivery failed; messages stay spooled", error=repr(exc), retry_in_s=backoff_s,
+                    spooled=self.spool.messages)
+        self._close_producer()
+        self._stopping.wait(backoff_s)
+
+    def _close_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except KafkaError:
+                pass
+            self._producer = None

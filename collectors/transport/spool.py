@@ -1,0 +1,172 @@
+"""A bounded, crash-safe, first-in-first-out queue of Kafka messages in a directory.
+
+Every message is written here before it is sent and deleted once Kafka acknowledges it, so a daemon
+killed at any moment loses nothing that reached the spool. One file per message, named by a rising
+number, written to a temporary name and renamed into place (a reader never sees half a file). Each
+file carries a CRC; a damaged file is moved to ``corrupt/`` and counted, never sent. When the spool
+holds more than ``max_bytes``, the oldest messages are deleted and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+_MAGIC = b"FMSPOOL1"
+_HEADER = struct.Struct(">8sII")  # magic, crc32 of the rest, length of the JSON metadata
+_SUFFIX = ".msg"
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledMessage:
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    number: int
+    size: int
+    rows: int
+
+
+class SpoolCorrupt(ValueError):
+    pass
+
+
+def encode(message: SpooledMessage) -> bytes:
+    meta = json.dumps({
+        "key": message.key.decode("latin-1"),
+        "headers": [[name, value.decode("latin-1")] for name, value in message.headers],
+        "rows": message.rows,
+    }).encode()
+    body = meta + message.value
+    return _HEADER.pack(_MAGIC, zlib.crc32(body), len(meta)) + body
+
+
+def decode(data: bytes) -> SpooledMessage:
+    if len(data) < _HEADER.size:
+        raise SpoolCorrupt("truncated header")
+    magic, crc, meta_length = _HEADER.unpack_from(data)
+    body = data[_HEADER.size:]
+    if magic != _MAGIC or zlib.crc32(body) != crc or meta_length > len(body):
+        raise SpoolCorrupt("bad magic or checksum")
+    meta = json.loads(body[:meta_length])
+    return SpooledMessage(
+        key=meta["key"].encode("latin-1"),
+        value=body[meta_length:],
+        headers=[(name, value.encode("latin-1")) for name, value in meta["headers"]],
+        rows=int(meta["rows"]),
+    )
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int, fsync: bool = False) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        self.dropped_messages = 0
+        self.dropped_rows = 0
+        self.corrupt_messages = 0
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._entries: deque[Entry] = deque()
+        self._bytes = 0
+        directory.mkdir(parents=True, exist_ok=True)
+        self._recover()
+
+    def _recover(self) -> None:
+        """Index what a previous run left: finished files in order; half-written ones are discarded."""
+        for leftover in self.directory.glob("*.tmp"):
+            leftover.unlink()
+        for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
+            try:
+                message = decode(path.read_bytes())
+            except SpoolCorrupt:
+                self._quarantine(path)
+                continue
+            self._index(Entry(int(path.stem), path.stat().st_size, message.rows))
+        self._next_number = self._entries[-1].number + 1 if self._entries else 0
+
+    @property
+    def messages(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def _path(self, number: int) -> Path:
+        return self.directory / f"{number:020d}{_SUFFIX}"
+
+    def _index(self, entry: Entry) -> None:
+        self._entries.append(entry)
+        self._bytes += entry.size
+
+    def append(self, message: SpooledMessage) -> None:
+        data = encode(message)
+        with self._lock:
+            number = self._next_number
+            self._next_number += 1
+            temporary = self.directory / f"{number:020d}.tmp"
+            with open(temporary, "wb") as file:
+                file.write(data)
+                if self.fsync:
+                    file.flush()
+                    os.fsync(file.fileno())
+            os.replace(temporary, self._path(number))
+            self._index(Entry(number, len(data), message.rows))
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                oldest = self._entries.popleft()
+                self._bytes -= oldest.size
+                self._path(oldest.number).unlink(missing_ok=True)
+                self.dropped_messages += 1
+                self.dropped_rows += oldest.rows
+            self._not_empty.notify_all()
+
+    def oldest(self, limit: int, wait_s: float = 0.0) -> list[tuple[Entry, SpooledMessage]]:
+        """Up to ``limit`` messages, oldest first, waiting up to ``wait_s`` for one to arrive."""
+        with self._lock:
+            if not self._entries and wait_s > 0:
+                self._not_empty.wait(wait_s)
+            entries = list(self._entries)[:limit]
+        found = []
+        for entry in entries:
+            try:
+                found.append((entry, decode(self._path(entry.number).read_bytes())))
+            except FileNotFoundError:
+                continue  # dropped for space while we were reading
+            except SpoolCorrupt:
+                with self._lock:
+                    self._forget(entry)
+                self._quarantine(self._path(entry.number))
+        return found
+
+    def remove(self, entry: Entry) -> None:
+        """Forget a message that Kafka acknowledged."""
+        with self._lock:
+            self._forget(entry)
+        self._path(entry.number).unlink(missing_ok=True)
+
+    def wake(self) -> None:
+        with self._lock:
+            self._not_empty.notify_all()
+
+    def _forget(self, entry: Entry) -> None:
+        if entry in self._entries:
+            self._entries.remove(entry)
+            self._bytes -= entry.size
+
+    def _quarantine(self, path: Path) -> None:
+        self.corrupt_messages += 1
+        corrupt = self.directory / "corrupt"
+        corrupt.mkdir(exist_ok=True)
+        path.replace(corrupt / path.name)

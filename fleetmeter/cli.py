@@ -1,0 +1,15 @@
+"""The ``fleetmeter`` command: one entry point, a subcommand per job."""
+
+from __future__ import annotations
+
+import typer
+
+from collectors.cli import collect
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.command()(collect)
+
+
+@app.callback()
+def main() -> None:
+    """Accelerator utilization metrics: collectors -> Kafka -> Parquet -> DuckDB."""

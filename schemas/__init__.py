@@ -1,0 +1,1 @@
+"""The contract between node collectors and the pipeline: sample schema and Kafka wire format."""
