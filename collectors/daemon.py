@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 
 from collectors.attribution import Attribution, AttributionSource, BackendHint
 from collectors.attribution.static import SchedulerFile, StaticRules
@@ -57,6 +57,7 @@ class CollectorDaemon:
                  registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.backends = list(backends)
+        disable_created_metrics()  # the *_created series only double the exposition here
         self.registry = registry or CollectorRegistry()
         self.health = Health(self.registry)
         self.device_metrics = DeviceMetrics(PROFILES[settings.metrics.profile])

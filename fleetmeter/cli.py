@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from collectors.cli import collect
+from fleetmeter.demo import demo
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command()(collect)
+app.command()(demo)
 
 
 @app.callback()

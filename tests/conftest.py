@@ -1,0 +1,63 @@
+"""Shared fixtures: a real Kafka-protocol broker (Tansu) on a free loopback port, and helpers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from kafka import KafkaConsumer
+
+from collectors.settings import CollectorSettings
+from fleetmeter.embedded_broker import EmbeddedBroker
+from schemas import wire
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run soak and long-running variants")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow variant: pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as broker:
+        yield broker
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"test.samples.{uuid.uuid4().hex[:12]}"
+
+
+def consume(bootstrap_servers: str, topic: str, idle_ms: int = 3000) -> list[tuple[bytes, list[tuple[str, bytes]], pa.Table]]:
+    """Every message on the topic as (key, headers, decoded table), read until idle for ``idle_ms``."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
+                             consumer_timeout_ms=idle_ms, group_id=None, enable_auto_commit=False)
+    try:
+        return [(m.key, list(m.headers), wire.decode(m.value)) for m in consumer]
+    finally:
+        consumer.close()
+
+
+def collector_settings(tmp_path: Path, bootstrap_servers: str, topic: str, **overrides: object) -> CollectorSettings:
+    """Settings for a simulated collector writing to ``topic``, with its spool under ``tmp_path``."""
+    values: dict[str, object] = {
+        "cluster": "test",
+        "backends": ["simulated"],
+        "kafka": {"bootstrap_servers": [bootstrap_servers], "topic": topic, "request_timeout_ms": 3000},
+        "spool": {"dir": tmp_path / "spool"},
+        "metrics": {"address": "127.0.0.1", "port": 0},
+        "simulated": {"nodes": 2, "devices_per_node": 4, "seed": 7, "start": "2026-01-05T00:00:00Z"},
+    }
+    values |= overrides
+    return CollectorSettings(**values)  # type: ignore[arg-type]
