@@ -63,6 +63,13 @@ COLUMNS: tuple[str, ...] = tuple(SAMPLE_SCHEMA.names)
 
 
 def rows_to_batch(rows: list[dict[str, object]]) -> pa.RecordBatch:
-    """Build a record batch of this schema from row dicts keyed by column name (``ts`` in epoch ms)."""
+    """Build a record batch of this schema from row dicts keyed by column name (``ts`` in epoch ms).
+
+    Arrow does not enforce nullability on construction, so required columns are checked here.
+    """
     columns = {name: [row.get(name) for row in rows] for name in COLUMNS}
-    return pa.RecordBatch.from_pydict(columns, schema=SAMPLE_SCHEMA)
+    batch = pa.RecordBatch.from_pydict(columns, schema=SAMPLE_SCHEMA)
+    for field, column in zip(SAMPLE_SCHEMA, batch.columns, strict=True):
+        if not field.nullable and column.null_count:
+            raise ValueError(f"column {field.name!r} is required but {column.null_count} rows have no value")
+    return batch

@@ -1,0 +1,63 @@
+import pytest
+
+from collectors.intervals import IntervalBuilder
+from collectors.readings import Counter, Device, DeviceReading, Owner
+
+DEVICE = Device("node-a", "GPU-1", 0, "gpu", "nvidia", "H100")
+OWNER = Owner("team", "job-1")
+
+
+def reading(**values: object) -> DeviceReading:
+    return DeviceReading(device=DEVICE, **values)  # type: ignore[arg-type]
+
+
+def build(builder: IntervalBuilder, ts_ms: int, item: DeviceReading) -> list[dict[str, object]]:
+    return builder.rows([item], ts_ms, seq=ts_ms // 1000, owner_of=lambda _: OWNER)
+
+
+def test_first_reading_primes_and_the_second_covers_the_interval_between() -> None:
+    builder = IntervalBuilder("c1", max_interval_s=60)
+    assert build(builder, 1_000_000, reading(util_compute=0.5)) == []
+    [row] = build(builder, 1_010_000, reading(util_compute=0.7))
+    assert row["ts"] == 1_000_000 and row["interval_s"] == 10.0
+    assert row["util_compute"] == 0.7 and row["tenant"] == "team" and row["job_id"] == "job-1"
+    assert row["cluster"] == "c1" and row["node"] == "node-a" and row["seq"] == 1010
+
+
+def test_counters_become_deltas_and_a_reset_is_not_negative() -> None:
+    builder = IntervalBuilder("c", max_interval_s=60)
+    build(builder, 0, reading(counters={"energy_j": Counter(5000.0), "ecc_corrected": Counter(7)}))
+    [row] = build(builder, 10_000, reading(counters={"energy_j": Counter(8000.0), "ecc_corrected": Counter(9)}))
+    assert row["energy_j"] == 3000.0 and row["ecc_corrected"] == 2
+    [row] = build(builder, 20_000, reading(counters={"energy_j": Counter(120.0), "ecc_corrected": Counter(0)}))
+    assert row["energy_j"] == 120.0 and row["ecc_corrected"] == 0
+
+
+def test_energy_comes_from_mean_power_where_there_is_no_counter() -> None:
+    builder = IntervalBuilder("c", max_interval_s=60)
+    build(builder, 0, reading(power_w=100.0))
+    [row] = build(builder, 10_000, reading(power_w=300.0))
+    assert row["energy_j"] == pytest.approx((100 + 300) / 2 * 10)
+
+
+def test_rates_become_amounts_over_the_interval() -> None:
+    builder = IntervalBuilder("c", max_interval_s=60)
+    build(builder, 0, reading(rates={"pcie_tx_bytes": 1000.0}))
+    [row] = build(builder, 4_000, reading(rates={"pcie_tx_bytes": 3000.0}))
+    assert row["pcie_tx_bytes"] == 8000
+    assert row["nvlink_tx_bytes"] is None
+
+
+def test_a_long_gap_primes_again_instead_of_reporting_a_stale_interval() -> None:
+    builder = IntervalBuilder("c", max_interval_s=30)
+    build(builder, 0, reading())
+    assert build(builder, 100_000, reading()) == []
+    assert builder.gaps == 1
+    assert len(build(builder, 110_000, reading())) == 1
+
+
+def test_a_clock_that_goes_back_yields_no_row() -> None:
+    builder = IntervalBuilder("c", max_interval_s=30)
+    build(builder, 50_000, reading())
+    assert build(builder, 40_000, reading()) == []
+    assert builder.clock_regressions == 1
