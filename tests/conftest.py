@@ -49,6 +49,19 @@ def consume(bootstrap_servers: str, topic: str, idle_ms: int = 3000) -> list[tup
         consumer.close()
 
 
+class StepClock:
+    """A collector clock that advances one scrape interval per reading, so tests need not sleep."""
+
+    speedup = 1.0
+
+    def __init__(self, start_ms: int = 1_767_571_200_000, step_ms: int = 10_000) -> None:
+        self._next, self._step = start_ms, step_ms
+
+    def now_ms(self) -> int:
+        self._next += self._step
+        return self._next - self._step
+
+
 def collector_settings(tmp_path: Path, bootstrap_servers: str, topic: str, **overrides: object) -> CollectorSettings:
     """Settings for a simulated collector writing to ``topic``, with its spool under ``tmp_path``."""
     values: dict[str, object] = {

@@ -79,6 +79,7 @@ class KafkaSender(threading.Thread):
             acks="all",
             linger_ms=5,
             max_block_ms=self.kafka.request_timeout_ms,
+            bootstrap_timeout_ms=self.kafka.request_timeout_ms,
             delivery_timeout_ms=self.kafka.request_timeout_ms * 2,
         )
         log.info("connected to kafka", bootstrap_servers=self.kafka.bootstrap_servers)

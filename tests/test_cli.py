@@ -1,0 +1,82 @@
+"""`fleetmeter collect` as an operator runs it: a real process, a real /metrics endpoint, a real broker."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from fleetmeter.embedded_broker import EmbeddedBroker, free_port
+from tests.conftest import consume
+
+FLEETMETER = shutil.which("fleetmeter") or str(Path(sys.executable).parent / "fleetmeter")
+
+
+def test_collect_serves_metrics_while_samples_reach_the_topic(kafka_broker: EmbeddedBroker, topic: str,
+                                                              tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [FLEETMETER, "collect", "--backend", "simulated", "--bootstrap-servers", kafka_broker.bootstrap_servers,
+         "--topic", topic, "--metrics-port", str(port), "--interval", "10", "--speedup", "100",
+         "--spool-dir", str(tmp_path / "spool"), "--nodes", "2", "--devices-per-node", "8", "--run-for", "60"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        exposition = ""
+        for _ in range(100):
+            time.sleep(0.1)
+            try:
+                exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+            if "fleetmeter_device_utilization_ratio{" in exposition:
+                break
+        families = {family.name: family for family in text_string_to_metric_families(exposition)}
+        assert len(families["fleetmeter_device_utilization_ratio"].samples) == 16
+        assert families["fleetmeter_collector_scrape_success"].samples[0].value == 1
+        process.terminate()  # SIGTERM: flush, close, exit 0
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr
+        assert '"event": "collector stopped"' in stderr
+    finally:
+        process.kill()
+    messages = consume(kafka_broker.bootstrap_servers, topic)
+    assert messages and all(table.num_rows == 8 for _, _, table in messages)
+
+
+def test_a_bad_configuration_names_the_field_before_anything_starts(tmp_path: Path) -> None:
+    config = tmp_path / "collector.yaml"
+    config.write_text("interval_s: -5\nkafka:\n  topicc: typo\n")
+    result = subprocess.run([FLEETMETER, "collect", "--config", str(config)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "interval_s" in result.stderr and "kafka.topicc" in result.stderr
+
+
+def test_layers_flags_over_environment_over_file(tmp_path: Path) -> None:
+    from collectors.settings import CollectorSettings
+    from fleetmeter.settings import load_settings
+
+    config = tmp_path / "collector.toml"
+    config.write_text('interval_s = 30\nnode = "from-file"\n[kafka]\ntopic = "file-topic"\nclient_id = "file-id"\n')
+    import os
+
+    os.environ["FLEETMETER_KAFKA__TOPIC"] = "env-topic"
+    os.environ["FLEETMETER_NODE"] = "from-env"
+    try:
+        settings = load_settings(CollectorSettings, config_file=config, node="from-flag", interval_s=None)
+    finally:
+        del os.environ["FLEETMETER_KAFKA__TOPIC"], os.environ["FLEETMETER_NODE"]
+    assert settings.interval_s == 30 and settings.node == "from-flag"
+    assert settings.kafka.topic == "env-topic" and settings.kafka.client_id == "file-id"
+
+
+def test_auto_without_accelerators_says_what_to_do(tmp_path: Path) -> None:
+    result = subprocess.run([FLEETMETER, "collect", "--backend", "auto", "--spool-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--backend simulated" in result.stderr
