@@ -49,7 +49,7 @@ class MetricsSettings(Section):
 
 
 class AttributionSettings(Section):
-    static: list[OwnerRule] = []
+    static: list[OwnerRule] = Field(default_factory=list)
     scheduler_file: Path | None = Field(
         default=None, description="Rules file that a scheduler hook rewrites: {'rules': [...]}."
     )

@@ -80,6 +80,6 @@ def summarize(bootstrap_servers: str, topic: str) -> None:
         tenant[2] += row["energy_j"] or 0.0
     typer.echo(f"\n{messages} messages, {len(rows)} samples on topic {topic}\n")
     typer.echo(f"{'tenant':<16}{'device-hours':>14}{'busy':>8}{'energy kWh':>12}")
-    for tenant, (seconds, busy, energy) in sorted(totals.items(), key=lambda item: -item[1][0]):
-        typer.echo(f"{tenant:<16}{seconds / 3600:>14.1f}{busy / seconds:>8.0%}{energy / 3.6e6:>12.1f}")
+    for name, (device_s, busy_s, energy_j) in sorted(totals.items(), key=lambda item: -item[1][0]):
+        typer.echo(f"{name:<16}{device_s / 3600:>14.1f}{busy_s / device_s:>8.0%}{energy_j / 3.6e6:>12.1f}")
     typer.echo("\nnext: fleetmeter collect --help")

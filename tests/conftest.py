@@ -39,7 +39,10 @@ def topic() -> str:
     return f"test.samples.{uuid.uuid4().hex[:12]}"
 
 
-def consume(bootstrap_servers: str, topic: str, idle_ms: int = 3000) -> list[tuple[bytes, list[tuple[str, bytes]], pa.Table]]:
+Message = tuple[bytes, list[tuple[str, bytes]], pa.Table]
+
+
+def consume(bootstrap_servers: str, topic: str, idle_ms: int = 3000) -> list[Message]:
     """Every message on the topic as (key, headers, decoded table), read until idle for ``idle_ms``."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
                              consumer_timeout_ms=idle_ms, group_id=None, enable_auto_commit=False)

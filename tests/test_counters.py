@@ -1,3 +1,5 @@
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -11,7 +13,7 @@ def test_deltas_of_a_monotonic_counter_add_up_to_its_increase(start: int, steps:
     readings = [start]
     for step in steps:
         readings.append(readings[-1] + step)
-    deltas = [counter_delta(a, b) for a, b in zip(readings, readings[1:], strict=False)]
+    deltas = [counter_delta(a, b) for a, b in itertools.pairwise(readings)]
     assert deltas == steps
     assert sum(deltas) == readings[-1] - start
 

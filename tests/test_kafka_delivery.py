@@ -9,9 +9,9 @@ import pyarrow as pa
 
 from collectors.backends import open_backends
 from collectors.daemon import CollectorDaemon
+from collectors.settings import CollectorSettings
 from fleetmeter.embedded_broker import EmbeddedBroker, free_port
 from schemas import wire
-from collectors.settings import CollectorSettings
 from tests.conftest import StepClock, collector_settings, consume
 
 
@@ -27,7 +27,8 @@ def run_scrapes(daemon: CollectorDaemon, scrapes: int) -> None:
 
 
 def sample_keys(tables: list[pa.Table]) -> Counter[tuple[str, object]]:
-    return Counter((row["device_uuid"], row["ts"]) for t in tables for row in t.select(["device_uuid", "ts"]).to_pylist())
+    rows = (row for table in tables for row in table.select(["device_uuid", "ts"]).to_pylist())
+    return Counter((row["device_uuid"], row["ts"]) for row in rows)
 
 
 def test_each_node_scrape_is_one_keyed_message_with_headers(kafka_broker: EmbeddedBroker, topic: str,

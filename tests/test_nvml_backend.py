@@ -25,7 +25,8 @@ def test_discovers_eight_gpus_and_the_mig_instances(fake: FakeNvml) -> None:
     gpus = [d for d in devices if d.kind == "gpu"]
     migs = [d for d in devices if d.kind == "mig"]
     assert [d.index for d in gpus] == list(range(8))
-    assert {d.uuid for d in migs} == {"MIG-00000000-0000-0000-0000-0000000000a1", "MIG-00000000-0000-0000-0000-0000000000a2"}
+    assert {d.uuid for d in migs} == {"MIG-00000000-0000-0000-0000-0000000000a1",
+                                      "MIG-00000000-0000-0000-0000-0000000000a2"}
     assert all(d.parent_uuid == fake.gpus[6].uuid and d.index == 6 for d in migs)
     assert {d.model for d in migs} == {"NVIDIA H100 80GB HBM3 MIG 3g.40gb", "NVIDIA H100 80GB HBM3 MIG 1g.10gb"}
 

@@ -120,8 +120,8 @@ class NvmlBackend:
         uuid = None if handle is None else q(("index", index), "nvmlDeviceGetUUID", handle)
         if uuid is None:
             return None
-        mig_mode = q(uuid, "nvmlDeviceGetMigMode", handle)
-        mig_enabled = bool(mig_mode) and mig_mode[0] == nvml.NVML_DEVICE_MIG_ENABLE
+        mig_mode = q(uuid, "nvmlDeviceGetMigMode", handle) or [nvml.NVML_DEVICE_MIG_DISABLE]
+        mig_enabled = mig_mode[0] == nvml.NVML_DEVICE_MIG_ENABLE
         device = Device(self.node, uuid, index, "gpu", "nvidia", q(uuid, "nvmlDeviceGetName", handle) or "")
         tracked = self._carry_over(previous.get(uuid), _Tracked(device, handle, mig_enabled=mig_enabled))
         if not tracked.xid_registered and self._event_set is not None:
@@ -236,7 +236,7 @@ class NvmlBackend:
             if fresh:
                 member = _VALUE_MEMBERS.get(value_type, "uiVal")
                 tracked.samples_seen_us[sampling_type] = max(s.timeStamp for s in fresh)
-                return sum(getattr(s.sampleValue, member) for s in fresh) / len(fresh) / 100
+                return float(sum(getattr(s.sampleValue, member) for s in fresh)) / len(fresh) / 100
         rates = self._q(tracked.device.uuid, "nvmlDeviceGetUtilizationRates", tracked.handle)
         return None if rates is None else getattr(rates, instant_member) / 100
 

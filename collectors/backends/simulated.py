@@ -177,7 +177,8 @@ class SimulatedBackend:
         mem_used = int(MEM_TOTAL_BYTES * mem_fraction * (1 + 0.02 * noise(device.uuid, "mem")))
         self._advance_counters(state, now_ms, power_w, util, allocation.workload)
         xids = self._xid_events(state, now_ms, failed)
-        pid = 10_000 + zlib.crc32(allocation.owner.job_id.encode()) % 50_000 if allocation.owner else None
+        job_id = allocation.owner.job_id if allocation.owner else None
+        pid = None if job_id is None else 10_000 + zlib.crc32(job_id.encode()) % 50_000
         temp_c = 32 + 45 * util + 2 * noise(device.uuid, now_ms // 60_000) + (15 if state.failing else 0)
         return DeviceReading(
             device=device,

@@ -39,7 +39,7 @@ class DeviceMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             devices = [(row, dict(self._totals[uuid])) for uuid, row in self._latest.items()]
-        families: dict[str, Metric] = {}
+        families: dict[str, Any] = {}
         for spec in self.profile.families:
             family = families.get(spec.name)
             if family is None:
@@ -47,7 +47,8 @@ class DeviceMetrics(Collector):
                 metric_type: Callable[..., Any] = (
                     CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
                 )
-                family = families[spec.name] = metric_type(spec.name, spec.documentation, labels=label_names)
+                family = metric_type(spec.name, spec.documentation, labels=label_names)
+                families[spec.name] = family
             extra_values = [value for _, value in spec.labels]
             for row, totals in devices:
                 value = spec.value(row, totals)

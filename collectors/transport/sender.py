@@ -8,6 +8,7 @@ still in the spool. Delivery is at least once; the pipeline removes duplicates b
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -97,8 +98,6 @@ class KafkaSender(threading.Thread):
 
     def _close_producer(self) -> None:
         if self._producer is not None:
-            try:
+            with contextlib.suppress(KafkaError):
                 self._producer.close(timeout=1)
-            except KafkaError:
-                pass
             self._producer = None
