@@ -14,6 +14,7 @@ from collectors.backends import open_backends
 from collectors.backends.base import BackendUnavailable
 from collectors.daemon import CollectorDaemon
 from collectors.settings import CollectorSettings
+from collectors.transport.spool import SpoolLocked
 from fleetmeter import logs
 from fleetmeter.settings import ConfigError, load_settings
 
@@ -51,11 +52,10 @@ def collect(
             simulated=_section(**simulated),
         )
         logs.configure(settings.logging)
-        backends = open_backends(settings)
-    except (ConfigError, BackendUnavailable) as exc:
+        daemon = CollectorDaemon(settings, open_backends(settings))
+    except (ConfigError, BackendUnavailable, SpoolLocked, OSError) as exc:
         typer.echo(f"fleetmeter collect: {exc}", err=True)
         raise typer.Exit(2) from exc
-    daemon = CollectorDaemon(settings, backends)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         log.info("stop requested", signal=signal.Signals(signum).name)
@@ -63,7 +63,12 @@ def collect(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    daemon.run()
+    try:
+        daemon.run()
+    except OSError as exc:  # the metrics port is taken, the address is not ours
+        typer.echo(f"fleetmeter collect: cannot serve /metrics on {settings.metrics.address}:"
+                   f"{settings.metrics.port}: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _section(**flags: object) -> dict[str, object] | None:

@@ -169,3 +169,4 @@ class CollectorDaemon:
         for backend in self.backends:
             backend.close()
         log.info("collector stopped", spooled=self.spool.messages)
+        self.spool.close()

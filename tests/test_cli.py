@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleetmeter.embedded_broker import EmbeddedBroker, free_port
@@ -64,8 +66,6 @@ def test_layers_flags_over_environment_over_file(tmp_path: Path) -> None:
 
     config = tmp_path / "collector.toml"
     config.write_text('interval_s = 30\nnode = "from-file"\n[kafka]\ntopic = "file-topic"\nclient_id = "file-id"\n')
-    import os
-
     os.environ["FLEETMETER_KAFKA__TOPIC"] = "env-topic"
     os.environ["FLEETMETER_NODE"] = "from-env"
     try:
@@ -76,7 +76,34 @@ def test_layers_flags_over_environment_over_file(tmp_path: Path) -> None:
     assert settings.kafka.topic == "env-topic" and settings.kafka.client_id == "file-id"
 
 
+def node_has_nvidia_gpus() -> bool:
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+@pytest.mark.skipif(node_has_nvidia_gpus(), reason="this node has GPUs, so auto finds them")
 def test_auto_without_accelerators_says_what_to_do(tmp_path: Path) -> None:
     result = subprocess.run([FLEETMETER, "collect", "--backend", "auto", "--spool-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--backend simulated" in result.stderr
+
+
+def test_a_taken_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [FLEETMETER, "collect", "--backend", "simulated", "--metrics-port", str(port), "--spool-dir",
+             str(tmp_path), "--bootstrap-servers", "127.0.0.1:1"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "FLEETMETER_METRICS__ADDRESS": "127.0.0.1"},
+        )
+    assert result.returncode == 2 and f"cannot serve /metrics on 127.0.0.1:{port}" in result.stderr

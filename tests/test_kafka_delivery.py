@@ -72,6 +72,7 @@ def test_samples_survive_a_broker_outage_and_a_daemon_restart_and_arrive_once(to
     first.sender.stop(timeout_s=0.5)
     first.sender.join(timeout=20)  # as if the process had exited: nothing of it may send later
     assert not first.sender.is_alive()
+    first.spool.close()
     spooled = first.spool.messages
     assert spooled == 2 * 4
     # The broker comes up; a new daemon on the same spool sends the backlog first, then new scrapes.

@@ -1,6 +1,8 @@
 from pathlib import Path
 
-from collectors.transport.spool import Spool, SpooledMessage
+import pytest
+
+from collectors.transport.spool import Spool, SpooledMessage, SpoolLocked
 
 
 def message(number: int, size: int = 100) -> SpooledMessage:
@@ -37,6 +39,7 @@ def test_a_restarted_spool_resumes_in_order_and_keeps_numbering(tmp_path: Path) 
     first = Spool(tmp_path, max_bytes=10**6)
     for number in range(3):
         first.append(message(number))
+    first.close()
     (tmp_path / "00000000000000000099.tmp").write_bytes(b"half a file")
     second = Spool(tmp_path, max_bytes=10**6)
     second.append(message(3))
@@ -52,4 +55,13 @@ def test_a_damaged_file_is_quarantined_and_counted_never_returned(tmp_path: Path
     damaged.write_bytes(damaged.read_bytes()[:-7] + b"garbage")
     assert numbers(spool) == [0, 2]
     assert spool.corrupt_messages == 1 and (tmp_path / "corrupt" / damaged.name).exists()
+    spool.close()
     assert numbers(Spool(tmp_path, max_bytes=10**6)) == [0, 2]
+
+
+def test_two_collectors_cannot_share_a_spool(tmp_path: Path) -> None:
+    first = Spool(tmp_path, max_bytes=10**6)
+    with pytest.raises(SpoolLocked, match="in use by another collector"):
+        Spool(tmp_path, max_bytes=10**6)
+    first.close()
+    Spool(tmp_path, max_bytes=10**6).close()

@@ -9,6 +9,7 @@ holds more than ``max_bytes``, the oldest messages are deleted and counted.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import struct
@@ -40,6 +41,10 @@ class Entry:
 
 class SpoolCorrupt(ValueError):
     pass
+
+
+class SpoolLocked(RuntimeError):
+    """Another collector already uses this spool directory (two would send each message twice)."""
 
 
 def encode(message: SpooledMessage) -> bytes:
@@ -81,6 +86,12 @@ class Spool:
         self._entries: deque[Entry] = deque()
         self._bytes = 0
         directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(directory / ".lock", "w")  # noqa: SIM115 - held for the spool's lifetime
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            raise SpoolLocked(f"spool {directory} is in use by another collector") from exc
         self._recover()
 
     def _recover(self) -> None:
@@ -155,6 +166,10 @@ class Spool:
         with self._lock:
             self._forget(entry)
         self._path(entry.number).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Release the directory for another collector (the files stay for it)."""
+        self._lock_file.close()
 
     def wake(self) -> None:
         with self._lock:
