@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from collectors.intervals import IntervalBuilder
 from collectors.readings import Counter, Device, DeviceReading, Owner
@@ -61,3 +63,25 @@ def test_a_clock_that_goes_back_yields_no_row() -> None:
     build(builder, 50_000, reading())
     assert build(builder, 40_000, reading()) == []
     assert builder.clock_regressions == 1
+
+
+
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 10**6), st.booleans()), min_size=1, max_size=60),
+    start=st.integers(10**6 + 1, 10**9),
+)
+def test_energy_rows_add_up_to_the_energy_really_used_across_resets(steps: list[tuple[int, bool]], start: int) -> None:
+    """Each step uses some energy; sometimes the driver resets the counter to zero first.
+
+    A reset is only taken when the counter then reads below its previous value (otherwise no reader
+    could tell it from growth), which holds whenever the counter stood above what one interval can add.
+    """
+    builder = IntervalBuilder("c", max_interval_s=60)
+    counter, ts, reported = float(start), 0, 0.0
+    build(builder, ts, reading(counters={"energy_j": Counter(counter)}))
+    for used, reset in steps:
+        counter = (0.0 if reset and counter > 10**6 else counter) + used
+        ts += 10_000
+        [row] = build(builder, ts, reading(counters={"energy_j": Counter(counter)}))
+        reported += row["energy_j"]  # type: ignore[operator]
+    assert reported == sum(used for used, _ in steps)

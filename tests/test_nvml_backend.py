@@ -131,3 +131,29 @@ def test_a_node_without_gpus_is_unavailable(fake: FakeNvml) -> None:
     fake.gpus = []
     with pytest.raises(BackendUnavailable, match="no GPUs"):
         NvmlBackend("node-a", fake)
+
+
+def test_older_drivers_throttle_reasons_come_from_the_deprecated_call(fake: FakeNvml) -> None:
+    limited = fake.gpus[7]  # its driver lacks nvmlDeviceGetCurrentClocksEventReasons
+    limited.throttle_mask = pynvml.nvmlClocksThrottleReasonHwSlowdown
+    backend = NvmlBackend("node-a", fake)
+    backend.read(0)
+    assert by_uuid(backend.read(1))[limited.uuid].throttle_reasons == ("hw_slowdown",)
+    assert fake.calls[("nvmlDeviceGetCurrentClocksEventReasons", limited.uuid)] == 1
+    assert fake.calls[("nvmlDeviceGetCurrentClocksThrottleReasons", limited.uuid)] == 2
+
+
+def test_a_transient_driver_error_is_null_for_one_scrape_and_counted(fake: FakeNvml) -> None:
+    backend = NvmlBackend("node-a", fake)
+    gpu = fake.gpus[4]
+    gpu.temp_c = 55
+    original = fake.nvmlDeviceGetTemperature
+
+    def lost(handle: object, sensor: int) -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+
+    fake.nvmlDeviceGetTemperature = lost  # type: ignore[method-assign]
+    assert by_uuid(backend.read(0))[gpu.uuid].temp_c is None
+    assert backend.read_errors()["NVMLError_GpuIsLost"] == len(fake.all_devices())  # each failed once
+    fake.nvmlDeviceGetTemperature = original  # type: ignore[method-assign]
+    assert by_uuid(backend.read(1))[gpu.uuid].temp_c == 55.0  # asked again: it was not "unsupported"
