@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
-
 import structlog
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from collectors.exposition.health import Health
-from collectors.transport.spool import Spool
+from collectors.transport.spool import Entry, Spool, SpooledMessage
 from fleetmeter.kafka_client import client_kwargs
 from fleetmeter.settings import KafkaSettings
 
@@ -55,7 +53,7 @@ class KafkaSender(threading.Thread):
             self._deliver(final)
         self._close_producer()
 
-    def _deliver(self, batch: list[Any]) -> None:
+    def _deliver(self, batch: list[tuple[Entry, SpooledMessage]]) -> None:
         try:
             producer = self._producer or self._connect()
             pending = [
