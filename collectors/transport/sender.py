@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+
 import structlog
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
