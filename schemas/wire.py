@@ -42,12 +42,15 @@ def headers(producer: str) -> list[tuple[str, bytes]]:
 
 
 def decode(payload: bytes) -> pa.Table:
-    """Read one message back into a table; reject unreadable payloads and unknown major versions."""
+    """Read one message back into a table; reject unreadable or inconsistent payloads and unknown major versions."""
     try:
         table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        # Reading checks the framing, not the buffers: corrupt offsets inside a well-framed stream
+        # would crash whatever reads the columns next (seen: a segfault in polars.from_arrow).
+        table.validate(full=True)
+    except (pa.ArrowException, OSError, ValueError) as exc:  # any malformed stream, whatever part broke
         raise WireFormatError(f"not an Arrow IPC stream: {exc}") from exc
-    version = (table.schema.metadata or {}).get(SCHEMA_VERSION_METADATA_KEY, b"").decode()
+    version = (table.schema.metadata or {}).get(SCHEMA_VERSION_METADATA_KEY, b"").decode(errors="replace")
     if version.split(".")[0] != str(SCHEMA_MAJOR):
         raise WireFormatError(f"unsupported schema version {version!r} (this reader knows {SCHEMA_VERSION})")
     return table

@@ -1,0 +1,97 @@
+"""First stage of the pipeline: turn one Kafka message into valid sample rows and quarantined rest.
+
+A message that cannot be read at all (not Arrow IPC, unknown major version, a required column missing or
+of an unconvertible type) is rejected whole, with its reason. Otherwise each row is checked; rows that
+break a rule are set aside with the first rule they break and the others proceed. Columns that a newer
+minor version added are ignored (schemas/sample_v1.md, "Evolving the schema").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+
+from schemas import wire
+from schemas.sample_v1 import COLUMNS, SAMPLE_SCHEMA
+
+#: Longest interval a row may cover; a collector never reports more than a few scrape intervals.
+MAX_INTERVAL_S = 3600.0
+#: Power above this is a broken reading, not a device (the largest accelerators draw about 1.2 kW).
+MAX_POWER_W = 5000.0
+
+_RATIOS = ("util_compute", "util_mem_bw", "sm_active", "tensor_active")
+_NON_NEGATIVE = ("mem_used_bytes", "mem_total_bytes", "energy_j", "ecc_corrected", "ecc_uncorrected",
+                 "pcie_tx_bytes", "pcie_rx_bytes", "nvlink_tx_bytes", "nvlink_rx_bytes")
+_REQUIRED = tuple(field.name for field in SAMPLE_SCHEMA if not field.nullable)
+#: The v1 schema with every column nullable, so that a row missing a required value is quarantined
+#: on its own instead of failing the cast of the whole message.
+_LENIENT_SCHEMA = pa.schema([field.with_nullable(True) for field in SAMPLE_SCHEMA], metadata=SAMPLE_SCHEMA.metadata)
+
+
+class MessageRejected(ValueError):
+    """The whole message is unreadable; ``reason`` is a short stable label for metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Validated:
+    rows: pl.DataFrame  # valid rows, in the schema's column order and types
+    rejected: pl.DataFrame  # the other rows, same columns plus ``reason``
+
+
+def decode(payload: bytes) -> pa.Table:
+    """The message's rows in exactly the v1 columns and types (nulls allowed), or :class:`MessageRejected`."""
+    try:
+        table = wire.decode(payload)
+    except wire.WireFormatError as exc:
+        reason = "unsupported_schema_version" if "schema version" in str(exc) else "unreadable"
+        raise MessageRejected(reason, str(exc)) from exc
+    missing = [name for name in COLUMNS if name not in table.column_names]
+    if missing:
+        raise MessageRejected("missing_columns", ", ".join(missing))
+    try:
+        return table.select(list(COLUMNS)).cast(_LENIENT_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as exc:
+        raise MessageRejected("wrong_types", str(exc)) from exc
+
+
+def _first_broken_rule(now_ms: int, max_future_ms: int) -> pl.Expr:
+    """A string expression naming the first rule a row breaks, or null for a valid row."""
+    rules: list[tuple[str, pl.Expr]] = [
+        (f"{name}_missing", pl.col(name).is_null()) for name in _REQUIRED
+    ]
+    rules += [
+        ("interval_invalid", pl.col("interval_s").is_nan() | (pl.col("interval_s") <= 0)),
+        ("interval_too_long", pl.col("interval_s") > MAX_INTERVAL_S),
+        ("ts_in_future", pl.col("ts").dt.epoch("ms") > now_ms + max_future_ms),
+    ]
+    rules += [
+        (f"{name}_out_of_range", pl.col(name).is_not_null() & ~pl.col(name).is_between(0.0, 1.0))
+        for name in _RATIOS
+    ]
+    rules += [(f"{name}_negative", pl.col(name) < 0) for name in _NON_NEGATIVE]
+    rules += [
+        ("energy_j_not_finite", pl.col("energy_j").is_not_null() & ~pl.col("energy_j").is_finite()),
+        ("power_w_out_of_range", pl.col("power_w").is_not_null() & ~pl.col("power_w").is_between(0.0, MAX_POWER_W)),
+        ("mem_used_above_total", pl.col("mem_used_bytes") > pl.col("mem_total_bytes")),
+    ]
+    # Fold from the last rule to the first so that the first broken rule is the one reported.
+    expression: pl.Expr = pl.lit(None, dtype=pl.String)
+    for reason, broken in reversed(rules):
+        expression = pl.when(broken.fill_null(False)).then(pl.lit(reason)).otherwise(expression)
+    return expression
+
+
+def validate(payload: bytes, now_ms: int, max_future_s: float = 300.0) -> Validated:
+    """Split one message into valid rows and rejected rows; raise :class:`MessageRejected` if unreadable."""
+    frame = pl.from_arrow(decode(payload))
+    assert isinstance(frame, pl.DataFrame)
+    checked = frame.with_columns(_first_broken_rule(now_ms, int(max_future_s * 1000)).alias("reason"))
+    valid = checked.filter(pl.col("reason").is_null()).drop("reason")
+    return Validated(rows=valid, rejected=checked.filter(pl.col("reason").is_not_null()))

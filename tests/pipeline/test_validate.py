@@ -1,0 +1,133 @@
+"""Validation of incoming messages: whole-message rejections and per-row quarantine reasons."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.validate import MAX_INTERVAL_S, MessageRejected, validate
+from schemas import wire
+from schemas.sample_v1 import SAMPLE_SCHEMA, SCHEMA_VERSION_METADATA_KEY, rows_to_batch
+
+NOW_MS = 1_767_571_200_000
+
+
+def row(**values: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "ts": NOW_MS - 60_000, "interval_s": 10.0, "cluster": "c", "node": "n", "device_uuid": "GPU-1",
+        "device_index": 0, "device_kind": "gpu", "vendor": "nvidia", "model": "H100", "tenant": "t", "seq": 1,
+        "util_compute": 0.5, "mem_used_bytes": 10, "mem_total_bytes": 100, "power_w": 300.0, "energy_j": 3000.0,
+    }
+    return base | values
+
+
+def message(*rows: dict[str, object]) -> bytes:
+    return wire.encode(rows_to_batch(list(rows)))
+
+
+def test_valid_rows_pass_unchanged() -> None:
+    result = validate(message(row(), row(device_uuid="GPU-2", util_compute=None)), NOW_MS)
+    assert result.rejected.height == 0
+    assert result.rows["device_uuid"].to_list() == ["GPU-1", "GPU-2"]
+    assert result.rows["util_compute"].to_list() == [0.5, None]
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"interval_s": -10.0}, "interval_invalid"),
+        ({"interval_s": math.nan}, "interval_invalid"),
+        ({"interval_s": MAX_INTERVAL_S + 1}, "interval_too_long"),
+        ({"util_compute": 1.5}, "util_compute_out_of_range"),
+        ({"util_compute": math.nan}, "util_compute_out_of_range"),
+        ({"tensor_active": -0.1}, "tensor_active_out_of_range"),
+        ({"ts": NOW_MS + 3_600_000}, "ts_in_future"),
+        ({"energy_j": -1.0}, "energy_j_negative"),
+        ({"energy_j": math.inf}, "energy_j_not_finite"),
+        ({"power_w": 1e9}, "power_w_out_of_range"),
+        ({"mem_used_bytes": 200}, "mem_used_above_total"),
+    ],
+)
+def test_a_bad_row_is_quarantined_with_its_reason_and_the_rest_proceeds(values: dict[str, object],
+                                                                        reason: str) -> None:
+    result = validate(message(row(device_uuid="GPU-ok"), row(device_uuid="GPU-bad", **values)), NOW_MS)
+    assert result.rows["device_uuid"].to_list() == ["GPU-ok"]
+    assert result.rejected["device_uuid"].to_list() == ["GPU-bad"]
+    assert result.rejected["reason"].to_list() == [reason]
+
+
+def test_unreadable_payloads_are_rejected_whole_with_a_reason() -> None:
+    with pytest.raises(MessageRejected) as garbage:
+        validate(b"not arrow at all", NOW_MS)
+    assert garbage.value.reason == "unreadable"
+    truncated = message(row())[:-40]
+    with pytest.raises(MessageRejected) as cut:
+        validate(truncated, NOW_MS)
+    assert cut.value.reason == "unreadable"
+
+
+def test_unknown_major_version_and_missing_columns_are_rejected() -> None:
+    batch = rows_to_batch([row()])
+    v2 = batch.replace_schema_metadata({SCHEMA_VERSION_METADATA_KEY: b"2.0"})
+    with pytest.raises(MessageRejected) as version:
+        validate(wire.encode(v2), NOW_MS)
+    assert version.value.reason == "unsupported_schema_version"
+    narrow = batch.drop_columns(["tenant"]).replace_schema_metadata(SAMPLE_SCHEMA.metadata)
+    with pytest.raises(MessageRejected) as missing:
+        validate(wire.encode(narrow), NOW_MS)
+    assert missing.value.reason == "missing_columns" and "tenant" in missing.value.detail
+
+
+def test_a_required_value_missing_in_a_row_is_quarantined() -> None:
+    batch = rows_to_batch([row(), row(device_uuid="GPU-2")])
+    nullable = pa.schema([field.with_nullable(True) for field in SAMPLE_SCHEMA], metadata=SAMPLE_SCHEMA.metadata)
+    tenants = pa.array(["t", None])
+    broken = pa.RecordBatch.from_arrays(
+        [tenants if name == "tenant" else batch.column(name) for name in SAMPLE_SCHEMA.names], schema=nullable
+    )
+    result = validate(wire.encode(broken), NOW_MS)
+    assert result.rows.height == 1 and result.rejected["reason"].to_list() == ["tenant_missing"]
+
+
+def test_a_newer_minor_version_with_extra_columns_is_accepted_and_the_extras_ignored() -> None:
+    batch = rows_to_batch([row()]).append_column("new_reading", pa.array([7.0]))
+    newer = batch.replace_schema_metadata({SCHEMA_VERSION_METADATA_KEY: b"1.3"})
+    result = validate(wire.encode(newer), NOW_MS)
+    assert result.rows.height == 1 and "new_reading" not in result.rows.columns
+
+
+KNOWN_REJECTIONS = {"unreadable", "unsupported_schema_version", "missing_columns", "wrong_types"}
+
+
+def check_outcome(payload: bytes) -> None:
+    """Either a whole-message rejection with a known reason, or rows that all obey the rules."""
+    try:
+        result = validate(payload, NOW_MS)
+    except MessageRejected as exc:
+        assert exc.reason in KNOWN_REJECTIONS
+        return
+    rows = result.rows
+    assert rows.columns == list(SAMPLE_SCHEMA.names)
+    assert rows.filter((pl.col("interval_s") <= 0) | pl.col("interval_s").is_nan()).height == 0
+    assert rows.filter(~pl.col("util_compute").is_between(0.0, 1.0)).height == 0
+    assert all(rows[name].null_count() == 0 for name in ("ts", "device_uuid", "tenant", "seq"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes_are_rejected_with_a_known_reason(payload: bytes) -> None:
+    check_outcome(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=8))
+def test_corrupted_messages_never_let_a_bad_row_through(flips: list[tuple[int, int]]) -> None:
+    payload = bytearray(message(row(), row(device_uuid="GPU-2", util_compute=0.9)))
+    for position, mask in flips:
+        payload[position % len(payload)] ^= mask
+    check_outcome(bytes(payload))
