@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, start_
 from collectors.attribution import Attribution, AttributionSource, BackendHint
 from collectors.attribution.static import SchedulerFile, StaticRules
 from collectors.backends.base import Backend
+from collectors.backends.simulated import SimulatedBackend
 from collectors.cadence import Clock, ScaledClock, WallClock, next_tick
 from collectors.exposition.device_metrics import BackendErrors, DeviceMetrics
 from collectors.exposition.health import Health
@@ -44,12 +45,12 @@ def attribution_sources(settings: AttributionSettings) -> list[AttributionSource
     return sources
 
 
-def clock_for(settings: CollectorSettings) -> Clock:
-    if "simulated" not in settings.backends:
-        return WallClock()
-    start = settings.simulated.start
-    start_ms = time.time_ns() // 1_000_000 if start is None else int(start.timestamp() * 1000)
-    return ScaledClock(start_ms, settings.simulated.speedup)
+def clock_for(backends: Sequence[Backend]) -> Clock:
+    """Simulated time when the simulator runs (it owns the start and speed-up), else the wall clock."""
+    for backend in backends:
+        if isinstance(backend, SimulatedBackend):
+            return ScaledClock(backend.start_ms, backend.settings.speedup)
+    return WallClock()
 
 
 class CollectorDaemon:
@@ -63,7 +64,7 @@ class CollectorDaemon:
         self.device_metrics = DeviceMetrics(PROFILES[settings.metrics.profile])
         self.registry.register(self.device_metrics)
         self.registry.register(BackendErrors(lambda: {b.name: b.read_errors() for b in self.backends}))
-        self.clock = clock_for(settings)
+        self.clock = clock_for(self.backends)
         self.builder = IntervalBuilder(settings.cluster, settings.interval_s * settings.max_interval_factor)
         self.attribution = Attribution(attribution_sources(settings.attribution))
         self.spool = Spool(settings.spool.dir, settings.spool.max_bytes, settings.spool.fsync)

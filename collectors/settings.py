@@ -5,12 +5,12 @@ from __future__ import annotations
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from collectors.attribution.static import OwnerRule
-from fleetmeter.settings import KafkaSettings, LayeredSettings, LoggingSettings, Section
+from fleetmeter.settings import CommaList, KafkaSettings, LayeredSettings, LoggingSettings, Section
 
 
 class SimulatedSettings(Section):
@@ -58,7 +58,7 @@ class AttributionSettings(Section):
 class CollectorSettings(LayeredSettings):
     cluster: str = Field(default="default", min_length=1)
     node: str = Field(default_factory=socket.gethostname, min_length=1)
-    backends: list[str] = Field(default=["auto"], min_length=1)
+    backends: CommaList = Field(default=["auto"], min_length=1)
     interval_s: float = Field(default=10.0, gt=0)
     scrapes_per_message: int = Field(default=1, ge=1, description="Scrapes of a node batched per message.")
     max_interval_factor: float = Field(
@@ -73,8 +73,3 @@ class CollectorSettings(LayeredSettings):
     simulated: SimulatedSettings = SimulatedSettings()
     nvml: NvmlSettings = NvmlSettings()
     logging: LoggingSettings = LoggingSettings()
-
-    @field_validator("backends", mode="before")
-    @classmethod
-    def _split_comma_list(cls, value: Any) -> Any:
-        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value

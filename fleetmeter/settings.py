@@ -8,9 +8,9 @@ Each command declares one ``BaseSettings`` subclass that derives from :class:`La
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -23,6 +23,14 @@ from pydantic_settings import (
 from schemas.wire import DEFAULT_TOPIC
 
 S = TypeVar("S", bound="LayeredSettings")
+
+
+def _split_commas(value: Any) -> Any:
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
+#: A list of strings that may also be given as one comma-separated string (flags, environment).
+CommaList = Annotated[list[str], BeforeValidator(_split_commas)]
 
 
 class ConfigError(Exception):
@@ -38,7 +46,7 @@ class Section(BaseModel):
 class KafkaSettings(Section):
     """How to reach the Kafka cluster (shared by collectors and pipeline workers)."""
 
-    bootstrap_servers: list[str] = Field(default=["localhost:9092"], min_length=1)
+    bootstrap_servers: CommaList = Field(default=["localhost:9092"], min_length=1)
     topic: str = Field(default=DEFAULT_TOPIC, min_length=1)
     client_id: str = "fleetmeter"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -52,11 +60,6 @@ class KafkaSettings(Section):
         default=None, description="File holding the SASL password (e.g. a mounted secret)."
     )
     request_timeout_ms: int = Field(default=10_000, gt=0)
-
-    @field_validator("bootstrap_servers", mode="before")
-    @classmethod
-    def _split_comma_list(cls, value: Any) -> Any:
-        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
     def password(self) -> str | None:
         """The SASL password, read from its file when one is configured."""

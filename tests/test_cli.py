@@ -60,18 +60,15 @@ def test_a_bad_configuration_names_the_field_before_anything_starts(tmp_path: Pa
     assert "interval_s" in result.stderr and "kafka.topicc" in result.stderr
 
 
-def test_layers_flags_over_environment_over_file(tmp_path: Path) -> None:
+def test_layers_flags_over_environment_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from collectors.settings import CollectorSettings
     from fleetmeter.settings import load_settings
 
     config = tmp_path / "collector.toml"
     config.write_text('interval_s = 30\nnode = "from-file"\n[kafka]\ntopic = "file-topic"\nclient_id = "file-id"\n')
-    os.environ["FLEETMETER_KAFKA__TOPIC"] = "env-topic"
-    os.environ["FLEETMETER_NODE"] = "from-env"
-    try:
-        settings = load_settings(CollectorSettings, config_file=config, node="from-flag", interval_s=None)
-    finally:
-        del os.environ["FLEETMETER_KAFKA__TOPIC"], os.environ["FLEETMETER_NODE"]
+    monkeypatch.setenv("FLEETMETER_KAFKA__TOPIC", "env-topic")
+    monkeypatch.setenv("FLEETMETER_NODE", "from-env")
+    settings = load_settings(CollectorSettings, config_file=config, node="from-flag", interval_s=None)
     assert settings.interval_s == 30 and settings.node == "from-flag"
     assert settings.kafka.topic == "env-topic" and settings.kafka.client_id == "file-id"
 
