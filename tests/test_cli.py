@@ -104,3 +104,9 @@ def test_a_taken_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=60, env={**os.environ, "FLEETMETER_METRICS__ADDRESS": "127.0.0.1"},
         )
     assert result.returncode == 2 and f"cannot serve /metrics on 127.0.0.1:{port}" in result.stderr
+
+
+def test_auto_mixed_with_named_backends_is_refused_clearly(tmp_path: Path) -> None:
+    result = subprocess.run([FLEETMETER, "collect", "--backend", "simulated,auto", "--spool-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "auto cannot be combined" in result.stderr

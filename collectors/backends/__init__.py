@@ -35,6 +35,8 @@ def open_backends(settings: CollectorSettings) -> list[Backend]:
     unknown = [name for name in settings.backends if name != "auto" and name not in BACKENDS]
     if unknown:
         raise BackendUnavailable(f"backends: unknown {unknown}; choose from auto, {', '.join(BACKENDS)}")
+    if "auto" in settings.backends and len(settings.backends) > 1:
+        raise BackendUnavailable("backends: auto cannot be combined with named backends; list them instead")
     if settings.backends != ["auto"]:
         return [BACKENDS[name].factory(settings) for name in settings.backends]
     opened = []
