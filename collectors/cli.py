@@ -16,7 +16,7 @@ from collectors.daemon import CollectorDaemon
 from collectors.settings import CollectorSettings
 from collectors.transport.spool import SpoolLocked
 from fleetmeter import logs
-from fleetmeter.settings import ConfigError, load_settings
+from fleetmeter.settings import ConfigError, flag_section, load_settings
 
 log = structlog.get_logger(__name__)
 
@@ -46,10 +46,10 @@ def collect(
             backends=backend,
             interval_s=interval,
             run_for_s=run_for,
-            kafka=_section(bootstrap_servers=bootstrap_servers, topic=topic),
-            metrics=_section(port=metrics_port, profile=profile),
-            spool=_section(dir=spool_dir),
-            simulated=_section(**simulated),
+            kafka=flag_section(bootstrap_servers=bootstrap_servers, topic=topic),
+            metrics=flag_section(port=metrics_port, profile=profile),
+            spool=flag_section(dir=spool_dir),
+            simulated=flag_section(**simulated),
         )
         logs.configure(settings.logging)
         daemon = CollectorDaemon(settings, open_backends(settings))
@@ -69,9 +69,3 @@ def collect(
         typer.echo(f"fleetmeter collect: cannot serve /metrics on {settings.metrics.address}:"
                    f"{settings.metrics.port}: {exc}", err=True)
         raise typer.Exit(2) from exc
-
-
-def _section(**flags: object) -> dict[str, object] | None:
-    """Flags given for one nested section, or None so that lower layers keep the whole section."""
-    given = {key: value for key, value in flags.items() if value is not None}
-    return given or None

@@ -122,3 +122,9 @@ def load_settings(settings_cls: type[S], **flags: Any) -> S:
         raise ConfigError(f"invalid configuration: {problems}") from exc
     except (OSError, ValueError) as exc:  # unreadable or unparsable config file
         raise ConfigError(f"config_file: {exc}") from exc
+
+
+def flag_section(**flags: object) -> dict[str, object] | None:
+    """Flags given for one nested section, or None so that lower layers keep the whole section."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    return given or None

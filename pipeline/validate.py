@@ -61,7 +61,7 @@ def decode(payload: bytes) -> pa.Table:
         raise MessageRejected("wrong_types", str(exc)) from exc
 
 
-def _first_broken_rule(now_ms: int, max_future_ms: int) -> pl.Expr:
+def _first_broken_rule(now_ms: int, max_future_ms: int, max_lateness_ms: int | None) -> pl.Expr:
     """A string expression naming the first rule a row breaks, or null for a valid row."""
     rules: list[tuple[str, pl.Expr]] = [
         (f"{name}_missing", pl.col(name).is_null()) for name in _REQUIRED
@@ -71,6 +71,8 @@ def _first_broken_rule(now_ms: int, max_future_ms: int) -> pl.Expr:
         ("interval_too_long", pl.col("interval_s") > MAX_INTERVAL_S),
         ("ts_in_future", pl.col("ts").dt.epoch("ms") > now_ms + max_future_ms),
     ]
+    if max_lateness_ms is not None:
+        rules.append(("ts_too_old", pl.col("ts").dt.epoch("ms") < now_ms - max_lateness_ms))
     rules += [
         (f"{name}_out_of_range", pl.col(name).is_not_null() & ~pl.col(name).is_between(0.0, 1.0))
         for name in _RATIOS
@@ -88,10 +90,15 @@ def _first_broken_rule(now_ms: int, max_future_ms: int) -> pl.Expr:
     return expression
 
 
-def validate(payload: bytes, now_ms: int, max_future_s: float = 300.0) -> Validated:
-    """Split one message into valid rows and rejected rows; raise :class:`MessageRejected` if unreadable."""
+def validate(payload: bytes, now_ms: int, max_future_s: float = 300.0, max_lateness_s: float | None = None,
+             ) -> Validated:
+    """Split one message into valid rows and rejected rows; raise :class:`MessageRejected` if unreadable.
+
+    Rows older than ``max_lateness_s`` before ``now_ms`` are rejected as ``ts_too_old`` (None: no bound).
+    """
     frame = pl.from_arrow(decode(payload))
     assert isinstance(frame, pl.DataFrame)
-    checked = frame.with_columns(_first_broken_rule(now_ms, int(max_future_s * 1000)).alias("reason"))
+    lateness_ms = None if max_lateness_s is None else int(max_lateness_s * 1000)
+    checked = frame.with_columns(_first_broken_rule(now_ms, int(max_future_s * 1000), lateness_ms).alias("reason"))
     valid = checked.filter(pl.col("reason").is_null()).drop("reason")
     return Validated(rows=valid, rejected=checked.filter(pl.col("reason").is_not_null()))

@@ -1,0 +1,56 @@
+"""``fleetmeter pipeline run``: a pipeline worker in a Kafka consumer group."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Annotated
+
+import structlog
+import typer
+from prometheus_client import start_http_server
+
+from fleetmeter import logs
+from fleetmeter.settings import ConfigError, flag_section, load_settings
+from pipeline.settings import PipelineSettings
+from pipeline.worker import PipelineWorker
+
+log = structlog.get_logger(__name__)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Kafka -> validated Parquet -> rollups.")
+
+
+@app.command()
+def run(
+    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka HOST:PORT[,HOST:PORT...].")] = None,
+    topic: Annotated[str | None, typer.Option(help="Kafka topic of samples.")] = None,
+    warehouse: Annotated[str | None, typer.Option(help="Warehouse directory or URI (s3://bucket/path).")] = None,
+    group_id: Annotated[str | None, typer.Option(help="Kafka consumer group of the workers.")] = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="Drain the topic, finish, exit 0.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(help="Port of the worker's /metrics (0: any free port).")]
+    = None,
+    config: Annotated[str | None, typer.Option(help="TOML or YAML configuration file.",
+                                               envvar="FLEETMETER_CONFIG")] = None,
+) -> None:
+    """Consume samples, keep the Parquet warehouse and its rollups, exactly once across restarts."""
+    try:
+        settings = load_settings(
+            PipelineSettings, config_file=config, until_idle=until_idle or None,
+            kafka=flag_section(bootstrap_servers=bootstrap_servers, topic=topic),
+            consumer=flag_section(group_id=group_id), warehouse=flag_section(uri=warehouse),
+            metrics=flag_section(port=metrics_port),
+        )
+        logs.configure(settings.logging)
+        worker = PipelineWorker(settings)
+        start_http_server(settings.metrics.port, settings.metrics.address, registry=worker.metrics.registry)
+    except (ConfigError, OSError) as exc:
+        typer.echo(f"fleetmeter pipeline run: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("stop requested", signal=signal.Signals(signum).name)
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    worker.run()

@@ -1,0 +1,39 @@
+"""The worker's own Prometheus metrics (names prefixed ``fleetmeter_pipeline_``, base units)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class PipelineMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.messages = Counter("fleetmeter_pipeline_messages", "Kafka messages read, by outcome.",
+                                ["outcome"], registry=r)
+        self.bytes_in = Counter("fleetmeter_pipeline_bytes_in", "Bytes of Kafka message payloads read.",
+                                registry=r)
+        self.rows = Counter("fleetmeter_pipeline_rows", "Sample rows by outcome: stored, duplicate, quarantined.",
+                            ["outcome"], registry=r)
+        self.quarantined = Counter("fleetmeter_pipeline_quarantined", "Rows or whole messages quarantined, by reason.",
+                                   ["kind", "reason"], registry=r)
+        self.files_written = Counter("fleetmeter_pipeline_files_written", "Parquet files written, by table.",
+                                     ["table"], registry=r)
+        self.bytes_written = Counter("fleetmeter_pipeline_bytes_written", "Parquet bytes written, by table.",
+                                     ["table"], registry=r)
+        self.files_compacted = Counter("fleetmeter_pipeline_files_compacted",
+                                       "Small files merged away by compaction, by table.", ["table"], registry=r)
+        self.commits = Counter("fleetmeter_pipeline_commits", "Warehouse commits, by kind (flush, compaction).",
+                               ["kind"], registry=r)
+        self.commit_seconds = Histogram(
+            "fleetmeter_pipeline_commit_duration_seconds", "Time to write one commit (data files and record).",
+            ["kind"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.batch_delay = Histogram(
+            "fleetmeter_pipeline_batch_delay_seconds",
+            "From reading a batch's first message to its commit: how long rows wait to become visible.",
+            buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 120, 300), registry=r)
+        self.lag = Gauge("fleetmeter_pipeline_consumer_lag", "Messages in the partition not yet committed.",
+                         ["partition"], registry=r)
+        self.committed_offset = Gauge("fleetmeter_pipeline_committed_offset",
+                                      "Next offset to read, per the warehouse.", ["partition"], registry=r)
+        self.assigned = Gauge("fleetmeter_pipeline_assigned_partitions", "Partitions this worker owns.", registry=r)

@@ -1,0 +1,268 @@
+"""One Kafka partition's share of the warehouse: buffer its messages, commit them, compact its files.
+
+A commit (see ``warehouse/manifest.py``) writes every new file under the partition's next generation,
+then checks with Kafka that this worker still owns the partition (``fence``), then rewrites the
+partition's commit record. Rollup files are rewritten whole (merged with the new partials) rather
+than appended to, so each rollup bucket holds one file per partition; the files they replace are
+deleted after a grace period. Everything from one batch of offsets lands in one commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import polars as pl
+import structlog
+
+from pipeline import quarantine, rollups
+from pipeline.dedup import KEY, KEY_SCHEMA, StoredKeys
+from pipeline.metrics import PipelineMetrics
+from pipeline.settings import PipelineSettings
+from pipeline.validate import MessageRejected, validate
+from pipeline.warehouse import layout
+from pipeline.warehouse.layout import FileName
+from pipeline.warehouse.manifest import PartitionState, load_state, save_state
+from pipeline.warehouse.storage import Storage
+from schemas.sample_v1 import SAMPLE_SCHEMA
+
+log = structlog.get_logger(__name__)
+
+#: Called with the next offset before a commit record is written; raises if the partition was lost.
+Fence = Callable[[int], None]
+
+_EMPTY_SAMPLES = pl.DataFrame(pl.from_arrow(SAMPLE_SCHEMA.empty_table()))
+_ROLLUPS = ((layout.UTIL_1M, rollups.MINUTE_KEYS, None), (layout.UTIL_1H, rollups.WINDOW_KEYS, "1h"),
+            (layout.UTIL_1D, rollups.WINDOW_KEYS, "1d"))
+_COMPACTED = (layout.SAMPLES, layout.QUARANTINE)
+_CLOSED_AFTER_MS = 2 * 3600 * 1000  # an hour of samples this far behind the clock gets no more fresh rows
+
+
+@dataclass
+class _Pending:
+    """Messages read since the last commit."""
+
+    first_offset: int | None = None
+    last_offset: int = -1
+    valid: list[pl.DataFrame] = field(default_factory=list)
+    quarantined: list[pl.DataFrame] = field(default_factory=list)
+    rows: int = 0
+    since: float = 0.0  # monotonic time of the first message
+
+
+@dataclass
+class _Commit:
+    """Files one commit adds and replaces, by bucket directory."""
+
+    name: FileName
+    added: dict[str, str] = field(default_factory=dict)
+    replaced: list[str] = field(default_factory=list)
+
+
+class PartitionWriter:
+    def __init__(self, storage: Storage, topic: str, partition: int, settings: PipelineSettings,
+                 metrics: PipelineMetrics) -> None:
+        self.storage = storage
+        self.topic = topic
+        self.partition = partition
+        self.settings = settings
+        self.metrics = metrics
+        self.state = load_state(storage, topic, partition)
+        self.files: dict[str, list[str]] = defaultdict(list)  # bucket directory -> this partition's live files
+        self._clean_up()
+        self.keys = StoredKeys(self._stored_keys, settings.warehouse.dedup_cache_hours)
+        self.pending = _Pending()
+
+    @property
+    def next_offset(self) -> int | None:
+        """Where reading resumes, per the warehouse; None when it holds nothing of this partition."""
+        return self.state.next_offset
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def add(self, origin: quarantine.Origin, payload: bytes, now_ms: int) -> None:
+        """Validate one message and hold its rows until the next commit."""
+        pending = self.pending
+        if pending.first_offset is None:
+            pending.first_offset, pending.since = origin.offset, time.monotonic()
+        pending.last_offset = origin.offset
+        self.metrics.bytes_in.inc(len(payload))
+        checks = self.settings.validation
+        try:
+            result = validate(payload, now_ms, checks.max_future_s, checks.max_lateness_s)
+        except MessageRejected as rejected:
+            self.metrics.messages.labels("rejected").inc()
+            self.metrics.quarantined.labels("message", rejected.reason).inc()
+            pending.quarantined.append(quarantine.message(origin, rejected.reason, rejected.detail, payload))
+            return
+        self.metrics.messages.labels("accepted").inc()
+        pending.valid.append(result.rows)
+        pending.rows += result.rows.height
+        if not result.rejected.is_empty():
+            pending.quarantined.append(quarantine.rows(origin, result.rejected))
+            for reason, count in result.rejected.group_by("reason").len().iter_rows():
+                self.metrics.quarantined.labels("row", reason).inc(count)
+            self.metrics.rows.labels("quarantined").inc(result.rejected.height)
+
+    def due(self) -> bool:
+        pending = self.pending
+        return pending.first_offset is not None and (
+            pending.rows >= self.settings.flush.max_rows
+            or time.monotonic() - pending.since >= self.settings.flush.max_delay_s)
+
+    # -- committing ------------------------------------------------------------------------------
+
+    def flush(self, fence: Fence) -> None:
+        """Commit everything pending: samples, rollups, jobs, quarantine, and the next offset."""
+        pending = self.pending
+        if pending.first_offset is None:
+            return
+        started = time.monotonic()
+        commit = self._new_commit(pending.first_offset, pending.last_offset)
+        rows = pl.concat(pending.valid, how="vertical") if pending.valid else _EMPTY_SAMPLES
+        fresh = self.keys.new_rows(rows)
+        if not fresh.is_empty():
+            self._write_samples(commit, fresh)
+            self._write_rollups(commit, fresh)
+            self._write_jobs(commit, fresh)
+        if pending.quarantined:
+            self._write_by_bucket(commit, layout.QUARANTINE, pl.concat(pending.quarantined, how="vertical"),
+                                  pl.col("kafka_ts"))
+        self._commit(commit, pending.last_offset + 1, fence, "flush")
+        self.keys.remember(fresh)
+        self.metrics.rows.labels("stored").inc(fresh.height)
+        self.metrics.rows.labels("duplicate").inc(rows.height - fresh.height)
+        self.metrics.commit_seconds.labels("flush").observe(time.monotonic() - started)
+        self.metrics.batch_delay.observe(time.monotonic() - pending.since)
+        self.pending = _Pending()
+
+    def compact_next(self, fence: Fence, now_ms: int) -> bool:
+        """Merge the small files of one bucket into one, if any bucket needs it; True if one was."""
+        for directory, paths in self.files.items():
+            if directory.split("/")[0] in _COMPACTED and self._needs_compaction(directory, paths, now_ms):
+                self._compact(directory, list(paths), fence)
+                return True
+        return False
+
+    def _needs_compaction(self, directory: str, paths: list[str], now_ms: int) -> bool:
+        return len(paths) >= self.settings.warehouse.compact_min_files or (
+            len(paths) > 1 and _is_closed(directory, now_ms))
+
+    def _compact(self, directory: str, paths: list[str], fence: Fence) -> None:
+        started = time.monotonic()
+        names = [name for name in map(FileName.parse, paths) if name is not None]
+        commit = self._new_commit(min(n.first_offset for n in names), max(n.last_offset for n in names))
+        frame = self.storage.read_parquet(paths)
+        table = directory.split("/")[0]
+        if table == layout.SAMPLES:
+            frame = frame.sort(KEY)
+        self._write(commit, directory, frame)
+        commit.replaced += paths
+        self._commit(commit, self.state.next_offset, fence, "compaction")
+        self.metrics.files_compacted.labels(table).inc(len(paths))
+        self.metrics.commit_seconds.labels("compaction").observe(time.monotonic() - started)
+        log.info("compacted", directory=directory, files=len(paths), rows=frame.height)
+
+    def _new_commit(self, first_offset: int, last_offset: int) -> _Commit:
+        generation = self.state.generation + 1
+        return _Commit(FileName(self.topic, self.partition, generation, first_offset, last_offset))
+
+    def _write_samples(self, commit: _Commit, fresh: pl.DataFrame) -> None:
+        self._write_by_bucket(commit, layout.SAMPLES, fresh.sort(KEY), pl.col("ts"))
+
+    def _write_rollups(self, commit: _Commit, fresh: pl.DataFrame) -> None:
+        minutes = rollups.minute_partials(fresh, self.settings.rollup.idle_threshold)
+        for table, keys, every in _ROLLUPS:
+            partial = minutes if every is None else rollups.merge(minutes, keys, every)
+            for start_ms, part in _split(partial, pl.col("window_start"), layout.BUCKET_WIDTH[table]):
+                directory = layout.bucket(table, start_ms)
+                stored = self.files.get(directory, [])
+                merged = rollups.merge(pl.concat([self.storage.read_parquet(stored), part], how="diagonal_relaxed")
+                                       if stored else part, keys)
+                self._replace(commit, directory, merged)
+
+    def _write_jobs(self, commit: _Commit, fresh: pl.DataFrame) -> None:
+        partial = rollups.job_device_partials(fresh, self.settings.rollup.idle_threshold)
+        if partial.is_empty():
+            return
+        stored = self.files.get(layout.JOB_DEVICES, [])
+        devices = rollups.merge_job_devices(
+            pl.concat([self.storage.read_parquet(stored), partial], how="vertical") if stored else partial)
+        self._replace(commit, layout.JOB_DEVICES, devices)
+        self._replace(commit, layout.JOBS, rollups.jobs(devices))
+
+    def _write_by_bucket(self, commit: _Commit, table: str, frame: pl.DataFrame, time_column: pl.Expr) -> None:
+        for start_ms, part in _split(frame, time_column, layout.BUCKET_WIDTH[table]):
+            self._write(commit, layout.bucket(table, start_ms), part)
+
+    def _replace(self, commit: _Commit, directory: str, frame: pl.DataFrame) -> None:
+        commit.replaced += self.files.get(directory, [])
+        self._write(commit, directory, frame)
+
+    def _write(self, commit: _Commit, directory: str, frame: pl.DataFrame) -> None:
+        name = commit.name
+        path = f"{directory}/{name}"
+        metadata = {"fleetmeter.topic": name.topic, "fleetmeter.partition": str(name.partition),
+                    "fleetmeter.generation": str(name.generation), "fleetmeter.first_offset": str(name.first_offset),
+                    "fleetmeter.last_offset": str(name.last_offset),
+                    "fleetmeter.idle_threshold": str(self.settings.rollup.idle_threshold)}
+        written = self.storage.write_parquet(path, frame, metadata)
+        table = directory.split("/")[0]
+        self.metrics.files_written.labels(table).inc()
+        self.metrics.bytes_written.labels(table).inc(written)
+        commit.added[directory] = path
+
+    def _commit(self, commit: _Commit, next_offset: int | None, fence: Fence, kind: str) -> None:
+        if next_offset is not None:
+            fence(next_offset)
+        now_ms = int(time.time() * 1000)
+        grace_ms = self.settings.warehouse.replaced_grace_s * 1000
+        expired = [path for path, since in self.state.replaced.items() if now_ms - since >= grace_ms]
+        kept = {path: since for path, since in self.state.replaced.items() if path not in expired}
+        state = PartitionState(self.topic, self.partition, self.state.generation, self.state.next_offset, kept)
+        self.state = state.committed(next_offset, dict.fromkeys(commit.replaced, now_ms))
+        save_state(self.storage, self.state)
+        self.metrics.commits.labels(kind).inc()
+        self.metrics.committed_offset.labels(str(self.partition)).set(next_offset or 0)
+        for path in expired:
+            self.storage.delete(path)
+        for directory, path in commit.added.items():
+            self.files[directory] = [p for p in self.files.get(directory, []) if p not in commit.replaced] + [path]
+
+    # -- starting --------------------------------------------------------------------------------
+
+    def _clean_up(self) -> None:
+        """Index this partition's committed files; delete files of commits that never happened."""
+        prefix = f"{self.topic}+{self.partition}+"
+        for table in layout.TABLES:
+            for path in self.storage.list_files(table):
+                if not path.rpartition("/")[2].startswith(prefix):
+                    continue
+                if self.state.is_live(path):
+                    self.files[path.rpartition("/")[0]].append(path)
+                elif path not in self.state.replaced:
+                    log.info("removing uncommitted file", path=path)
+                    self.storage.delete(path)
+
+    def _stored_keys(self, hour_ms: int) -> pl.DataFrame:
+        paths = self.files.get(layout.bucket(layout.SAMPLES, hour_ms), [])
+        if not paths:
+            return pl.DataFrame(schema=KEY_SCHEMA)
+        return self.storage.read_parquet(paths, columns=list(KEY))
+
+
+def _split(frame: pl.DataFrame, time_column: pl.Expr, width: str) -> list[tuple[int, pl.DataFrame]]:
+    """``frame`` cut into the time buckets of ``width``, each with its start in epoch ms."""
+    starts = time_column.dt.truncate(width).dt.epoch("ms").alias("_bucket")
+    return [(int(key[0]), part.drop("_bucket"))
+            for key, part in frame.with_columns(starts).partition_by("_bucket", as_dict=True).items()]
+
+
+def _is_closed(directory: str, now_ms: int) -> bool:
+    """Whether an hour bucket (``.../date=YYYY-MM-DD/hour=HH``) ended long enough ago to take no fresh rows."""
+    parts = dict(part.split("=", 1) for part in directory.split("/")[1:] if "=" in part)
+    start = datetime.strptime(f"{parts['date']} {parts.get('hour', '23')}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return start.timestamp() * 1000 + _CLOSED_AFTER_MS < now_ms

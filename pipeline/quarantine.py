@@ -1,0 +1,49 @@
+"""Rows of the ``quarantine/`` table: what was set aside, where it came from, and why.
+
+A whole message that cannot be read keeps its raw bytes (``payload``) so it can be inspected or replayed;
+a single rejected row keeps its values as JSON (``row_json``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+SCHEMA = pl.Schema({
+    "topic": pl.String(), "partition": pl.Int32(), "offset": pl.Int64(), "kafka_ts": pl.Datetime("ms", "UTC"),
+    "key": pl.String(), "reason": pl.String(), "detail": pl.String(), "row_json": pl.String(), "payload": pl.Binary(),
+})
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a Kafka message came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+
+    def columns(self) -> dict[str, pl.Expr]:
+        return {"topic": pl.lit(self.topic), "partition": pl.lit(self.partition, pl.Int32),
+                "offset": pl.lit(self.offset, pl.Int64),
+                "kafka_ts": pl.lit(self.timestamp_ms).cast(pl.Datetime("ms", "UTC")),
+                "key": pl.lit(self.key, pl.String)}
+
+
+def message(origin: Origin, reason: str, detail: str, payload: bytes) -> pl.DataFrame:
+    """One quarantine row for a message rejected whole."""
+    return pl.DataFrame({"reason": [reason], "detail": [detail], "row_json": [None], "payload": [payload]},
+                        schema_overrides={"row_json": pl.String, "payload": pl.Binary}
+                        ).with_columns(**origin.columns()).select(SCHEMA.names())
+
+
+def rows(origin: Origin, rejected: pl.DataFrame) -> pl.DataFrame:
+    """Quarantine rows for the rejected rows of a readable message (``rejected`` has a ``reason`` column)."""
+    values = rejected.drop("reason").select(pl.struct(pl.all()).struct.json_encode().alias("row_json"))
+    return values.with_columns(
+        reason=rejected["reason"], detail=pl.lit("row failed validation"), payload=pl.lit(None, pl.Binary),
+        **origin.columns(),
+    ).select(SCHEMA.names())

@@ -1,0 +1,61 @@
+"""Configuration of a pipeline worker (``fleetmeter pipeline run``), layered as every command's is."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from fleetmeter.settings import KafkaSettings, LayeredSettings, LoggingSettings, Section
+
+
+class ConsumerSettings(Section):
+    group_id: str = Field(default="fleetmeter-pipeline", min_length=1)
+    start_from: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a partition the warehouse has never seen starts.")
+    max_poll_records: int = Field(default=2000, gt=0)
+    max_poll_interval_ms: int = Field(default=300_000, gt=0, description="Kafka's rebalance timeout.")
+    session_timeout_ms: int = Field(default=30_000, gt=0)
+    heartbeat_interval_ms: int = Field(default=3_000, gt=0)
+
+
+class FlushSettings(Section):
+    max_delay_s: float = Field(default=30.0, gt=0, description="Rows reach the warehouse within this long.")
+    max_rows: int = Field(default=500_000, gt=0, description="A partition flushes once this many rows wait.")
+
+
+class RollupSettings(Section):
+    idle_threshold: float = Field(default=0.05, ge=0, le=1, description="util_compute below this is idle.")
+
+
+class ValidationSettings(Section):
+    max_future_s: float = Field(default=300.0, ge=0, description="Rows further ahead of the clock are rejected.")
+    max_lateness_s: float | None = Field(
+        default=30 * 86_400, gt=0,
+        description="Rows older than this are quarantined as ts_too_old; null accepts any age.")
+
+
+class WarehouseSettings(Section):
+    uri: str = Field(default="warehouse", min_length=1, description="Directory or object-store URI.")
+    compact_min_files: int = Field(default=8, ge=2, description="Compact an hour of samples at this many files.")
+    replaced_grace_s: float = Field(
+        default=300.0, ge=0, description="Replaced files stay this long for readers that listed them.")
+    dedup_cache_hours: int = Field(default=6, ge=1, description="Hours of (device_uuid, ts) keys kept in memory.")
+
+
+class PipelineMetricsSettings(Section):
+    address: str = "0.0.0.0"
+    port: int = Field(default=9411, ge=0, le=65535)
+
+
+class PipelineSettings(LayeredSettings):
+    kafka: KafkaSettings = KafkaSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
+    flush: FlushSettings = FlushSettings()
+    rollup: RollupSettings = RollupSettings()
+    validation: ValidationSettings = ValidationSettings()
+    metrics: PipelineMetricsSettings = PipelineMetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
+    until_idle: bool = Field(default=False, description="Drain the topic, finish the rollups and exit.")
+    idle_s: float = Field(default=2.0, gt=0, description="With until_idle: how long nothing new means drained.")
