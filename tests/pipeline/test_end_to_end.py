@@ -1,0 +1,119 @@
+"""Simulated collectors -> real broker -> pipeline worker -> Parquet, checked against figures computed here."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from fleetmeter.embedded_broker import EmbeddedBroker
+from pipeline.worker import PipelineWorker
+from schemas import wire
+from schemas.sample_v1 import rows_to_batch
+from tests.conftest import consume
+from tests.pipeline.fleet import (
+    assert_windows_match,
+    create_topic,
+    hours_ago,
+    pipeline_settings,
+    produce_raw,
+    read_table,
+    run_collectors,
+    samples_frame,
+    topic_rows,
+    unique_valid,
+)
+
+
+def bad_row_message(good_row: dict[str, object]) -> bytes:
+    """A readable message with one valid row and one whose utilization is impossible."""
+    other = dict(good_row) | {"device_uuid": "GPU-broken", "util_compute": 1.5}
+    return wire.encode(rows_to_batch([good_row, other]))
+
+
+@pytest.fixture
+def fed_topic(kafka_broker: EmbeddedBroker, topic: str, tmp_path: Path) -> str:
+    """Three nodes for 40 minutes, a replay of some messages, garbage, and a message with a bad row."""
+    create_topic(kafka_broker.bootstrap_servers, topic, partitions=3)
+    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(3), scrapes=240)
+    sent = consume(kafka_broker.bootstrap_servers, topic)
+    replayed = [(key, wire.encode(table.to_batches()[0])) for key, _, table in sent[::7]]
+    fresh_row = sent[0][2].to_pylist()[0] | {"device_uuid": "GPU-extra", "seq": 10_000}
+    fresh_row["ts"] = int(fresh_row["ts"].timestamp() * 1000)
+    produce_raw(kafka_broker.bootstrap_servers, topic,
+                [*replayed, (b"junk", b"this is not arrow"), (b"mixed", bad_row_message(fresh_row))])
+    return topic
+
+
+def test_warehouse_holds_every_sample_once_with_correct_rollups(kafka_broker: EmbeddedBroker, fed_topic: str,
+                                                                tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse"
+    worker = PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, fed_topic, warehouse))
+    worker.run()
+
+    all_rows = topic_rows(kafka_broker.bootstrap_servers, fed_topic)
+    expected = unique_valid(all_rows)
+    samples = samples_frame(warehouse)
+    assert samples.height == len(expected)
+    assert samples.select(pl.struct("device_uuid", "ts").n_unique()).item() == len(expected)
+    assert set(zip(samples["device_uuid"], samples["ts"].dt.epoch("ms"), strict=True)) == {
+        (row["device_uuid"], row["ts"]) for row in expected}
+    assert_windows_match(read_table(warehouse, "util_1m"), expected, "1m", with_node=True)
+    assert_windows_match(read_table(warehouse, "util_1h"), expected, "1h", with_node=False)
+    assert_windows_match(read_table(warehouse, "util_1d"), expected, "1d", with_node=False)
+
+    quarantined = read_table(warehouse, "quarantine")
+    assert Counter(row["reason"] for row in quarantined) == {"unreadable": 1, "util_compute_out_of_range": 1}
+    assert next(row for row in quarantined if row["reason"] == "unreadable")["payload"] == b"this is not arrow"
+    duplicates = len([row for row in all_rows if row["device_uuid"] != "GPU-broken"]) - len(expected)
+    assert duplicates > 0
+    metric = worker.metrics.rows.labels
+    assert (metric("stored")._value.get(), metric("duplicate")._value.get()) == (len(expected), duplicates)
+
+
+def test_jobs_table_matches_the_samples(kafka_broker: EmbeddedBroker, fed_topic: str, tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse"
+    PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, fed_topic, warehouse)).run()
+    expected: dict[tuple[str, str], dict[str, object]] = {}
+    for row in unique_valid(topic_rows(kafka_broker.bootstrap_servers, fed_topic)):
+        if row["job_id"] is None:
+            continue
+        job = expected.setdefault((row["tenant"], row["job_id"]), {"devices": set(), "seconds": 0.0, "busy": 0.0,
+                                                                   "first": row["ts"], "last": 0})
+        job["devices"].add(row["device_uuid"])  # type: ignore[attr-defined]
+        job["seconds"] += row["interval_s"]  # type: ignore[operator]
+        job["busy"] += (row["util_compute"] or 0.0) * row["interval_s"]  # type: ignore[operator]
+        job["first"] = min(job["first"], row["ts"])  # type: ignore[type-var]
+        job["last"] = max(job["last"], row["ts"] + int(row["interval_s"] * 1000))  # type: ignore[type-var]
+    jobs = {(row["tenant"], row["job_id"]): row for row in read_table(warehouse, "jobs")}
+    assert set(jobs) == set(expected) and len(expected) >= 3
+    for key, want in expected.items():
+        got = jobs[key]
+        assert got["devices"] == len(want["devices"])  # type: ignore[arg-type]
+        assert got["device_hours"] == pytest.approx(want["seconds"] / 3600)  # type: ignore[operator]
+        assert got["busy_fraction"] == pytest.approx(want["busy"] / want["seconds"])  # type: ignore[operator]
+        assert int(got["first_seen"].timestamp() * 1000) == want["first"]
+        assert int(got["last_seen"].timestamp() * 1000) == want["last"]
+
+
+def test_late_rows_land_in_their_windows_and_correct_them(kafka_broker: EmbeddedBroker, topic: str,
+                                                          tmp_path: Path) -> None:
+    create_topic(kafka_broker.bootstrap_servers, topic, partitions=2)
+    warehouse = tmp_path / "warehouse"
+    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(2), scrapes=60, name="now")
+    PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, warehouse)).run()
+    before = read_table(warehouse, "util_1h")
+
+    # A node cut off for hours replays its spool: rows 9 h old, some in hours already rolled up.
+    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(9), scrapes=400,
+                   nodes=1, seed=99, name="late")
+    PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, warehouse)).run()
+
+    expected = unique_valid(topic_rows(kafka_broker.bootstrap_servers, topic))
+    assert samples_frame(warehouse).height == len(expected)
+    assert_windows_match(read_table(warehouse, "util_1m"), expected, "1m", with_node=True)
+    assert_windows_match(read_table(warehouse, "util_1h"), expected, "1h", with_node=False)
+    assert_windows_match(read_table(warehouse, "util_1d"), expected, "1d", with_node=False)
+    assert len(read_table(warehouse, "util_1h")) > len(before)
