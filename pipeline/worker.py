@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from fleetmeter.kafka_client import client_kwargs
@@ -33,7 +33,7 @@ _LAG_EVERY_S = 5.0
 
 
 class PartitionLost(Exception):
-    """Kafka refused our offset commit: the group moved the partition to another worker."""
+    """Kafka refused our offset commit: the partition may have moved to another worker."""
 
 
 class PipelineWorker:
@@ -44,6 +44,7 @@ class PipelineWorker:
         self.stopping = threading.Event()
         self.writers: dict[int, PartitionWriter] = {}
         self._consumer: KafkaConsumer | None = None
+        self._assignment_changed = time.monotonic()
 
     def run(self) -> None:
         """Consume until stopped (or, with ``until_idle``, until the assigned partitions are drained)."""
@@ -87,24 +88,36 @@ class PipelineWorker:
     # -- partitions coming and going ---------------------------------------------------------------
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
-        consumer = self._require_consumer()
         for tp in sorted(partitions):
-            writer = PartitionWriter(self.storage, tp.topic, tp.partition, self.settings, self.metrics)
-            self.writers[tp.partition] = writer
-            if writer.next_offset is not None:
-                consumer.seek(tp, writer.next_offset)
-            log.info("partition assigned", partition=tp.partition, resume_from=writer.next_offset)
+            self._open(tp)
+            log.info("partition assigned", partition=tp.partition, resume_from=self.writers[tp.partition].next_offset)
         self.metrics.assigned.set(len(self.writers))
+        self._assignment_changed = time.monotonic()
+
+    def _open(self, tp: TopicPartition) -> None:
+        """(Re)start a partition from the warehouse's record: never from Kafka's committed offset, which a
+        fenced commit may have moved past what reached the warehouse."""
+        consumer = self._require_consumer()
+        writer = PartitionWriter(self.storage, tp.topic, tp.partition, self.settings, self.metrics)
+        self.writers[tp.partition] = writer
+        if writer.next_offset is not None:
+            consumer.seek(tp, writer.next_offset)
+        elif self.settings.consumer.start_from == "earliest":
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek_to_end(tp)
 
     def revoked(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             writer = self.writers.pop(tp.partition, None)
             if writer is not None:
-                self._flush(writer)
+                with contextlib.suppress(PartitionLost):  # the next owner redoes what this one could not commit
+                    writer.flush(self._fence(tp.partition))
             with contextlib.suppress(KeyError):  # no lag was reported for it yet
                 self.metrics.lag.remove(str(tp.partition))
             log.info("partition revoked", partition=tp.partition)
         self.metrics.assigned.set(len(self.writers))
+        self._assignment_changed = time.monotonic()
 
     # -- the loop's steps --------------------------------------------------------------------------
 
@@ -131,9 +144,8 @@ class PipelineWorker:
     def _flush(self, writer: PartitionWriter) -> None:
         try:
             writer.flush(self._fence(writer.partition))
-        except PartitionLost:
-            log.warning("partition lost before its commit; the new owner redoes it", partition=writer.partition)
-            self.writers.pop(writer.partition, None)
+        except PartitionLost as exc:
+            self._restart(writer, exc)
 
     def _compact_one(self) -> bool:
         now_ms = int(time.time() * 1000)
@@ -141,31 +153,41 @@ class PipelineWorker:
             try:
                 if writer.compact_next(self._fence(writer.partition), now_ms):
                     return True
-            except PartitionLost:
-                self.writers.pop(writer.partition, None)
+            except PartitionLost as exc:
+                self._restart(writer, exc)
         return False
+
+    def _restart(self, writer: PartitionWriter, exc: PartitionLost) -> None:
+        """Drop what the failed commit wrote and read the partition again from the warehouse's record.
+
+        If the partition really moved to another worker, the next poll revokes it.
+        """
+        log.warning("commit refused by Kafka; restarting the partition from the warehouse",
+                    partition=writer.partition, error=str(exc))
+        self._open(TopicPartition(writer.topic, writer.partition))
 
     def _fence(self, partition: int) -> Fence:
         def commit_offset(next_offset: int) -> None:
             tp = TopicPartition(self.settings.kafka.topic, partition)
             try:
                 self._require_consumer().commit({tp: OffsetAndMetadata(next_offset, "", -1)})
-            except CommitFailedError as exc:
-                raise PartitionLost(str(exc)) from exc
+            except KafkaError as exc:  # CommitFailedError, RebalanceInProgressError, coordinator gone, ...
+                raise PartitionLost(f"{type(exc).__name__}: {exc}") from exc
         return commit_offset
 
     def _drained(self, idle_since: float) -> bool:
         """Nothing pending, nothing new for ``idle_s``, and every assigned partition read to its end.
 
-        A worker that the group gives no partition at all stops once a rebalance would have had time to
-        give it one. End offsets alone are not enough: Tansu under-reports them for multi-record batches.
+        The assignment must also have held for a session timeout: a member killed earlier may still hold
+        partitions until the group expels it, and they are this worker's to drain once it does. A worker
+        given no partition stops after that too (live peers drain theirs). End offsets alone are not
+        enough to tell drained: Tansu under-reports them for multi-record batches.
         """
-        idle_s = time.monotonic() - idle_since
-        if not self.writers:
-            consumer = self.settings.consumer
-            return idle_s > (consumer.session_timeout_ms + consumer.max_poll_interval_ms) / 1000
-        if idle_s < self.settings.idle_s:
+        settled = time.monotonic() - self._assignment_changed >= self.settings.consumer.session_timeout_ms / 1000
+        if not settled or time.monotonic() - idle_since < self.settings.idle_s:
             return False
+        if not self.writers:
+            return True
         consumer = self._require_consumer()
         assignment = consumer.assignment()
         try:

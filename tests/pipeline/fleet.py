@@ -90,8 +90,8 @@ def unique_valid(rows: list[Row]) -> list[Row]:
 def pipeline_settings(bootstrap_servers: str, topic: str, warehouse: Path | str, **overrides: Any) -> PipelineSettings:
     values: dict[str, Any] = {
         "kafka": {"bootstrap_servers": [bootstrap_servers], "topic": topic, "request_timeout_ms": 5000},
-        "consumer": {"group_id": f"{topic}.workers", "max_poll_interval_ms": 3000, "session_timeout_ms": 6000,
-                     "heartbeat_interval_ms": 1000, "max_poll_records": 50},
+        "consumer": {"group_id": f"{topic}.workers", "max_poll_interval_ms": 3000, "session_timeout_ms": 3000,
+                     "heartbeat_interval_ms": 500, "max_poll_records": 50},
         "warehouse": {"uri": str(warehouse)},
         "metrics": {"address": "127.0.0.1", "port": 0},
         "until_idle": True,
