@@ -167,13 +167,19 @@ class PipelineWorker:
         self._open(TopicPartition(writer.topic, writer.partition))
 
     def _fence(self, partition: int) -> Fence:
-        def commit_offset(next_offset: int) -> None:
+        def still_owned(next_offset: int) -> None:
+            """Refuse the commit if the group has taken the partition away; tell Kafka the offset.
+
+            Kafka's committed offset only serves lag monitoring (the warehouse is the record), so it is
+            committed asynchronously: kafka-python refuses synchronous commits while a rebalance is
+            pending, which would stall every commit whenever a worker joins the group.
+            """
+            consumer = self._require_consumer()
             tp = TopicPartition(self.settings.kafka.topic, partition)
-            try:
-                self._require_consumer().commit({tp: OffsetAndMetadata(next_offset, "", -1)})
-            except KafkaError as exc:  # CommitFailedError, RebalanceInProgressError, coordinator gone, ...
-                raise PartitionLost(f"{type(exc).__name__}: {exc}") from exc
-        return commit_offset
+            if tp not in consumer.assignment():
+                raise PartitionLost(f"partition {partition} is no longer assigned to this worker")
+            consumer.commit_async({tp: OffsetAndMetadata(next_offset, "", -1)})
+        return still_owned
 
     def _drained(self, idle_since: float) -> bool:
         """Nothing pending, nothing new for ``idle_s``, and every assigned partition read to its end.

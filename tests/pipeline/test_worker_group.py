@@ -1,0 +1,73 @@
+"""Two workers in one consumer group split the partitions and build the same warehouse as one worker."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import polars.selectors  # noqa: F401  (pl.selectors)
+
+from fleetmeter.embedded_broker import EmbeddedBroker
+from pipeline.metrics import PipelineMetrics
+from pipeline.worker import PipelineWorker
+from tests.pipeline.fleet import (
+    create_topic,
+    hours_ago,
+    pipeline_settings,
+    read_table,
+    run_collectors,
+    samples_frame,
+    stored_windows,
+)
+
+
+def test_two_workers_build_the_same_warehouse_as_one(kafka_broker: EmbeddedBroker, topic: str,
+                                                     tmp_path: Path) -> None:
+    create_topic(kafka_broker.bootstrap_servers, topic, partitions=4)
+    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(3), scrapes=200, nodes=6)
+
+    shared, alone = tmp_path / "two-workers", tmp_path / "one-worker"
+    metrics = [PipelineMetrics(), PipelineMetrics()]
+    flush = {"max_rows": 200}
+    workers = [PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, shared, flush=flush), m)
+               for m in metrics]
+    threads = [threading.Thread(target=worker.run) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    single = pipeline_settings(kafka_broker.bootstrap_servers, topic, alone, flush=flush,
+                               consumer={"group_id": f"{topic}.alone", "max_poll_interval_ms": 3000,
+                                         "session_timeout_ms": 3000, "heartbeat_interval_ms": 500})
+    PipelineWorker(single).run()
+
+    partitions = [{labels["partition"] for labels in _labels(m, "fleetmeter_pipeline_committed_offset")}
+                  for m in metrics]
+    assert all(partitions) and not partitions[0] & partitions[1], partitions  # both worked, on different ones
+    keys = ["device_uuid", "ts"]
+    assert samples_frame(shared).sort(keys).equals(samples_frame(alone).sort(keys))
+    assert samples_frame(shared).height == 6 * 4 * 199
+    for table, with_node in (("util_1m", True), ("util_1h", False), ("util_1d", False)):
+        assert rounded(stored_windows(read_table(shared, table), with_node)) == rounded(
+            stored_windows(read_table(alone, table), with_node))
+    jobs = ["tenant", "job_id"]
+    assert pl.DataFrame(read_table(shared, "jobs")).sort(jobs).with_columns(pl.selectors.float().round(6)).equals(
+        pl.DataFrame(read_table(alone, "jobs")).sort(jobs).with_columns(pl.selectors.float().round(6)))
+
+
+def rounded(value: Any) -> Any:
+    """``value`` with floats rounded: sums taken in another order differ in the last bits."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return value
+
+
+def _labels(metrics: PipelineMetrics, name: str) -> list[dict[str, str]]:
+    return [sample.labels for family in metrics.registry.collect() if family.name == name
+            for sample in family.samples]
