@@ -8,6 +8,7 @@ from typing import Annotated
 
 import structlog
 import typer
+from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 
 from fleetmeter import logs
@@ -53,4 +54,8 @@ def run(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    worker.run()
+    try:
+        worker.run()
+    except KafkaError as exc:  # exit non-zero so that systemd or Kubernetes restarts the worker
+        typer.echo(f"fleetmeter pipeline run: Kafka at {','.join(settings.kafka.bootstrap_servers)}: {exc}", err=True)
+        raise typer.Exit(1) from exc

@@ -140,7 +140,7 @@ def expected_windows(rows: list[Row], width: str, with_node: bool, idle_threshol
             total["util_known_seconds"] += seconds
             total["busy_seconds"] += util * seconds
             total["idle_seconds"] += seconds if util < idle_threshold else 0.0
-            total["util_hist_seconds"][min(int(math.floor(util * 20)), 19)] += seconds
+            total["util_hist_seconds"][min(math.floor(util * 20), 19)] += seconds
     return dict(totals)
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import polars.selectors  # noqa: F401  (pl.selectors)
 
 from fleetmeter.embedded_broker import EmbeddedBroker
 from pipeline.metrics import PipelineMetrics
