@@ -1,7 +1,7 @@
 """One Kafka partition's share of the warehouse: buffer its messages, commit them, compact its files.
 
 A commit (see ``warehouse/manifest.py``) writes every new file under the partition's next generation,
-then checks with Kafka that this worker still owns the partition (``fence``), then rewrites the
+then checks that the group still assigns this worker the partition (``fence``), then rewrites the
 partition's commit record. Rollup files are rewritten whole (merged with the new partials) rather
 than appended to, so each rollup bucket holds one file per partition; the files they replace are
 deleted after a grace period. Everything from one batch of offsets lands in one commit.

@@ -1,7 +1,7 @@
 """A pipeline worker: one member of a Kafka consumer group, keeping the warehouse for its partitions.
 
 On assignment it opens each partition's share of the warehouse and seeks to the offset the warehouse
-recorded (Kafka's committed offsets only serve lag monitoring and fencing); on revocation and on
+recorded (Kafka's committed offsets only serve lag monitoring); on revocation and on
 shutdown it commits what it holds. Between polls it commits partitions whose rows are due and compacts
 one bucket of small files when nothing is due.
 """
