@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
-import structlog
 import typer
 
 from collectors.backends import open_backends
@@ -17,8 +14,7 @@ from collectors.settings import CollectorSettings
 from collectors.transport.spool import SpoolLocked
 from fleetmeter import logs
 from fleetmeter.settings import ConfigError, flag_section, load_settings
-
-log = structlog.get_logger(__name__)
+from fleetmeter.signals import stop_on_signals
 
 
 def collect(
@@ -57,12 +53,7 @@ def collect(
         typer.echo(f"fleetmeter collect: {exc}", err=True)
         raise typer.Exit(2) from exc
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("stop requested", signal=signal.Signals(signum).name)
-        daemon.stopping.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop_on_signals(daemon.stopping)
     try:
         daemon.run()
     except OSError as exc:  # the metrics port is taken, the address is not ours

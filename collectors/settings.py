@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from collectors.attribution.static import OwnerRule
-from fleetmeter.settings import CommaList, KafkaSettings, LayeredSettings, LoggingSettings, Section
+from fleetmeter.settings import CommaList, EndpointSettings, KafkaSettings, LayeredSettings, LoggingSettings, Section
 
 
 class SimulatedSettings(Section):
@@ -40,8 +40,7 @@ class SpoolSettings(Section):
     fsync: bool = Field(default=False, description="fsync each message (survives power loss, costs I/O).")
 
 
-class MetricsSettings(Section):
-    address: str = "0.0.0.0"
+class MetricsSettings(EndpointSettings):
     port: int = Field(default=9410, ge=0, le=65535)
     profile: Literal["fleetmeter", "dcgm"] = Field(
         default="fleetmeter", description="Metric names: fleetmeter's own, or dcgm-exporter compatible."

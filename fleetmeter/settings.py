@@ -68,6 +68,13 @@ class KafkaSettings(Section):
         return self.sasl_password.get_secret_value() if self.sasl_password else None
 
 
+class EndpointSettings(Section):
+    """Where a command serves its Prometheus /metrics (each command sets its own default port)."""
+
+    address: str = "0.0.0.0"
+    port: int = Field(default=0, ge=0, le=65535, description="0: any free port.")
+
+
 class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"

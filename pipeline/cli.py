@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import signal
-from types import FrameType
 from typing import Annotated
 
-import structlog
 import typer
 from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 
 from fleetmeter import logs
 from fleetmeter.settings import ConfigError, flag_section, load_settings
+from fleetmeter.signals import stop_on_signals
 from pipeline.settings import PipelineSettings
 from pipeline.worker import PipelineWorker
-
-log = structlog.get_logger(__name__)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Kafka -> validated Parquet -> rollups.")
 
@@ -48,12 +44,7 @@ def run(
         typer.echo(f"fleetmeter pipeline run: {exc}", err=True)
         raise typer.Exit(2) from exc
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("stop requested", signal=signal.Signals(signum).name)
-        worker.stopping.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop_on_signals(worker.stopping)
     try:
         worker.run()
     except KafkaError as exc:  # exit non-zero so that systemd or Kubernetes restarts the worker

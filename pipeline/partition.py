@@ -25,7 +25,7 @@ from pipeline.settings import PipelineSettings
 from pipeline.validate import MessageRejected, validate
 from pipeline.warehouse import layout
 from pipeline.warehouse.layout import FileName
-from pipeline.warehouse.manifest import PartitionState, load_state, save_state
+from pipeline.warehouse.manifest import load_state, save_state
 from pipeline.warehouse.storage import Storage
 from schemas.sample_v1 import SAMPLE_SCHEMA
 
@@ -64,7 +64,8 @@ class _Commit:
 
 class PartitionWriter:
     def __init__(self, storage: Storage, topic: str, partition: int, settings: PipelineSettings,
-                 metrics: PipelineMetrics) -> None:
+                 metrics: PipelineMetrics, stored: list[str]) -> None:
+        """``stored``: the warehouse's files (:func:`stored_files`), listed once for all partitions assigned."""
         self.storage = storage
         self.topic = topic
         self.partition = partition
@@ -72,7 +73,7 @@ class PartitionWriter:
         self.metrics = metrics
         self.state = load_state(storage, topic, partition)
         self.files: dict[str, list[str]] = defaultdict(list)  # bucket directory -> this partition's live files
-        self._clean_up()
+        self._clean_up(stored)
         self.keys = StoredKeys(self._stored_keys, settings.warehouse.dedup_cache_hours)
         self.pending = _Pending()
 
@@ -219,11 +220,8 @@ class PartitionWriter:
         if next_offset is not None:
             fence(next_offset)
         now_ms = int(time.time() * 1000)
-        grace_ms = self.settings.warehouse.replaced_grace_s * 1000
-        expired = [path for path, since in self.state.replaced.items() if now_ms - since >= grace_ms]
-        kept = {path: since for path, since in self.state.replaced.items() if path not in expired}
-        state = PartitionState(self.topic, self.partition, self.state.generation, self.state.next_offset, kept)
-        self.state = state.committed(next_offset, dict.fromkeys(commit.replaced, now_ms))
+        expired = self.state.expired(now_ms, self.settings.warehouse.replaced_grace_s * 1000)
+        self.state = self.state.committed(next_offset, commit.replaced, expired, now_ms)
         save_state(self.storage, self.state)
         self.metrics.commits.labels(kind).inc()
         self.metrics.committed_offset.labels(str(self.partition)).set(next_offset or 0)
@@ -234,24 +232,28 @@ class PartitionWriter:
 
     # -- starting --------------------------------------------------------------------------------
 
-    def _clean_up(self) -> None:
+    def _clean_up(self, stored: list[str]) -> None:
         """Index this partition's committed files; delete files of commits that never happened."""
         prefix = f"{self.topic}+{self.partition}+"
-        for table in layout.TABLES:
-            for path in self.storage.list_files(table):
-                if not path.rpartition("/")[2].startswith(prefix):
-                    continue
-                if self.state.is_live(path):
-                    self.files[path.rpartition("/")[0]].append(path)
-                elif path not in self.state.replaced:
-                    log.info("removing uncommitted file", path=path)
-                    self.storage.delete(path)
+        for path in stored:
+            if not path.rpartition("/")[2].startswith(prefix):
+                continue
+            if self.state.is_live(path):
+                self.files[path.rpartition("/")[0]].append(path)
+            elif path not in self.state.replaced:
+                log.info("removing uncommitted file", path=path)
+                self.storage.delete(path)
 
     def _stored_keys(self, hour_ms: int) -> pl.DataFrame:
         paths = self.files.get(layout.bucket(layout.SAMPLES, hour_ms), [])
         if not paths:
             return pl.DataFrame(schema=KEY_SCHEMA)
         return self.storage.read_parquet(paths, columns=list(KEY))
+
+
+def stored_files(storage: Storage) -> list[str]:
+    """Every file of every table: what partitions opened together sort out among themselves."""
+    return [path for table in layout.TABLES for path in storage.list_files(table)]
 
 
 def _split(frame: pl.DataFrame, time_column: pl.Expr, width: str) -> list[tuple[int, pl.DataFrame]]:

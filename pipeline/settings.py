@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from fleetmeter.settings import KafkaSettings, LayeredSettings, LoggingSettings, Section
+from fleetmeter.settings import EndpointSettings, KafkaSettings, LayeredSettings, LoggingSettings, Section
 
 
 class ConsumerSettings(Section):
@@ -43,8 +43,7 @@ class WarehouseSettings(Section):
     dedup_cache_hours: int = Field(default=6, ge=1, description="Hours of (device_uuid, ts) keys kept in memory.")
 
 
-class PipelineMetricsSettings(Section):
-    address: str = "0.0.0.0"
+class PipelineMetricsSettings(EndpointSettings):
     port: int = Field(default=9411, ge=0, le=65535)
 
 

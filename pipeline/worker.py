@@ -21,7 +21,7 @@ from kafka.structs import OffsetAndMetadata
 
 from fleetmeter.kafka_client import client_kwargs
 from pipeline.metrics import PipelineMetrics
-from pipeline.partition import Fence, PartitionWriter
+from pipeline.partition import Fence, PartitionWriter, stored_files
 from pipeline.quarantine import Origin
 from pipeline.settings import PipelineSettings
 from pipeline.warehouse.storage import Storage
@@ -88,17 +88,18 @@ class PipelineWorker:
     # -- partitions coming and going ---------------------------------------------------------------
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
+        stored = stored_files(self.storage)
         for tp in sorted(partitions):
-            self._open(tp)
+            self._open(tp, stored)
             log.info("partition assigned", partition=tp.partition, resume_from=self.writers[tp.partition].next_offset)
         self.metrics.assigned.set(len(self.writers))
         self._assignment_changed = time.monotonic()
 
-    def _open(self, tp: TopicPartition) -> None:
+    def _open(self, tp: TopicPartition, stored: list[str]) -> None:
         """(Re)start a partition from the warehouse's record: never from Kafka's committed offset, which a
         fenced commit may have moved past what reached the warehouse."""
         consumer = self._require_consumer()
-        writer = PartitionWriter(self.storage, tp.topic, tp.partition, self.settings, self.metrics)
+        writer = PartitionWriter(self.storage, tp.topic, tp.partition, self.settings, self.metrics, stored)
         self.writers[tp.partition] = writer
         if writer.next_offset is not None:
             consumer.seek(tp, writer.next_offset)
@@ -164,7 +165,7 @@ class PipelineWorker:
         """
         log.warning("commit refused by Kafka; restarting the partition from the warehouse",
                     partition=writer.partition, error=str(exc))
-        self._open(TopicPartition(writer.topic, writer.partition))
+        self._open(TopicPartition(writer.topic, writer.partition), stored_files(self.storage))
 
     def _fence(self, partition: int) -> Fence:
         def still_owned(next_offset: int) -> None:

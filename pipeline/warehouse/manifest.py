@@ -32,10 +32,16 @@ class PartitionState:
         name = FileName.parse(path)
         return name is not None and name.generation <= self.generation and path not in self.replaced
 
-    def committed(self, next_offset: int | None, replaced: dict[str, int]) -> PartitionState:
-        """The state after one more commit."""
+    def expired(self, now_ms: int, grace_ms: float) -> list[str]:
+        """Replaced files that readers have had ``grace_ms`` to finish with."""
+        return [path for path, since in self.replaced.items() if now_ms - since >= grace_ms]
+
+    def committed(self, next_offset: int | None, replaced: list[str], deleted: list[str], now_ms: int,
+                  ) -> PartitionState:
+        """The state after one more commit that replaces ``replaced`` and forgets the ``deleted`` files."""
+        kept = {path: since for path, since in self.replaced.items() if path not in deleted}
         return replace(self, generation=self.generation + 1, next_offset=next_offset,
-                       replaced={**self.replaced, **replaced})
+                       replaced=kept | dict.fromkeys(replaced, now_ms))
 
     def to_json(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "generation": self.generation,
