@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
+import pyarrow as pa
 import structlog
 
 from pipeline import quarantine, rollups
 from pipeline.dedup import KEY, KEY_SCHEMA, StoredKeys
 from pipeline.metrics import PipelineMetrics
 from pipeline.settings import PipelineSettings
-from pipeline.validate import MessageRejected, validate
+from pipeline.validate import MessageRejected, check, decode
 from pipeline.warehouse import layout
 from pipeline.warehouse.layout import FileName
 from pipeline.warehouse.manifest import load_state, save_state
@@ -38,6 +39,7 @@ _EMPTY_SAMPLES = pl.DataFrame(pl.from_arrow(SAMPLE_SCHEMA.empty_table()))
 _ROLLUPS = ((layout.UTIL_1M, rollups.MINUTE_KEYS, None), (layout.UTIL_1H, rollups.WINDOW_KEYS, "1h"),
             (layout.UTIL_1D, rollups.WINDOW_KEYS, "1d"))
 _COMPACTED = (layout.SAMPLES, layout.QUARANTINE)
+_OFFSET = "_kafka_offset"  # each row's message, while a poll's messages are validated together
 _CLOSED_AFTER_MS = 2 * 3600 * 1000  # an hour of samples this far behind the clock gets no more fresh rows
 
 
@@ -84,29 +86,43 @@ class PartitionWriter:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def add(self, origin: quarantine.Origin, payload: bytes, now_ms: int) -> None:
-        """Validate one message and hold its rows until the next commit."""
+    def add(self, messages: list[tuple[quarantine.Origin, bytes]], now_ms: int) -> None:
+        """Validate a poll's messages of this partition together and hold their rows until the next commit."""
+        if not messages:
+            return
         pending = self.pending
         if pending.first_offset is None:
-            pending.first_offset, pending.since = origin.offset, time.monotonic()
-        pending.last_offset = origin.offset
-        self.metrics.bytes_in.inc(len(payload))
+            pending.first_offset, pending.since = messages[0][0].offset, time.monotonic()
+        pending.last_offset = messages[-1][0].offset
+        tables, origins = [], {}
+        for origin, payload in messages:
+            self.metrics.bytes_in.inc(len(payload))
+            try:
+                table = decode(payload)
+            except MessageRejected as rejected:
+                self.metrics.messages.labels("rejected").inc()
+                self.metrics.quarantined.labels("message", rejected.reason).inc()
+                pending.quarantined.append(quarantine.message(origin, rejected.reason, rejected.detail, payload))
+                continue
+            tables.append(table.append_column(_OFFSET, pa.repeat(pa.scalar(origin.offset, pa.int64()), table.num_rows)))
+            origins[origin.offset] = origin
+        self.metrics.messages.labels("accepted").inc(len(tables))
+        if tables:
+            self._check(pl.DataFrame(pa.concat_tables(tables)), origins, now_ms)
+
+    def _check(self, frame: pl.DataFrame, origins: dict[int, quarantine.Origin], now_ms: int) -> None:
         checks = self.settings.validation
-        try:
-            result = validate(payload, now_ms, checks.max_future_s, checks.max_lateness_s)
-        except MessageRejected as rejected:
-            self.metrics.messages.labels("rejected").inc()
-            self.metrics.quarantined.labels("message", rejected.reason).inc()
-            pending.quarantined.append(quarantine.message(origin, rejected.reason, rejected.detail, payload))
+        result = check(frame, now_ms, checks.max_future_s, checks.max_lateness_s)
+        valid = result.rows.drop(_OFFSET)
+        self.pending.valid.append(valid)
+        self.pending.rows += valid.height
+        if result.rejected.is_empty():
             return
-        self.metrics.messages.labels("accepted").inc()
-        pending.valid.append(result.rows)
-        pending.rows += result.rows.height
-        if not result.rejected.is_empty():
-            pending.quarantined.append(quarantine.rows(origin, result.rejected))
-            for reason, count in result.rejected.group_by("reason").len().iter_rows():
-                self.metrics.quarantined.labels("row", reason).inc(count)
-            self.metrics.rows.labels("quarantined").inc(result.rejected.height)
+        for (offset,), rejected in result.rejected.group_by(_OFFSET):
+            self.pending.quarantined.append(quarantine.rows(origins[int(offset)], rejected.drop(_OFFSET)))
+        for reason, count in result.rejected.group_by("reason").len().iter_rows():
+            self.metrics.quarantined.labels("row", reason).inc(count)
+        self.metrics.rows.labels("quarantined").inc(result.rejected.height)
 
     def due(self) -> bool:
         pending = self.pending

@@ -1,9 +1,10 @@
-"""First stage of the pipeline: turn one Kafka message into valid sample rows and quarantined rest.
+"""First stage of the pipeline: turn Kafka messages into valid sample rows and quarantined rest.
 
 A message that cannot be read at all (not Arrow IPC, unknown major version, a required column missing or
-of an unconvertible type) is rejected whole, with its reason. Otherwise each row is checked; rows that
-break a rule are set aside with the first rule they break and the others proceed. Columns that a newer
-minor version added are ignored (schemas/sample_v1.md, "Evolving the schema").
+of an unconvertible type) is rejected whole, with its reason (:func:`decode`). Otherwise each row is
+checked (:func:`check`); rows that break a rule are set aside with the first rule they break and the
+others proceed. Columns that a newer minor version added are ignored (schemas/sample_v1.md, "Evolving the
+schema"). The rules run once over the rows of many messages: their cost is per call, not per row.
 """
 
 from __future__ import annotations
@@ -52,11 +53,15 @@ def decode(payload: bytes) -> pa.Table:
     except wire.WireFormatError as exc:
         reason = "unsupported_schema_version" if "schema version" in str(exc) else "unreadable"
         raise MessageRejected(reason, str(exc)) from exc
-    missing = [name for name in COLUMNS if name not in table.column_names]
+    present = set(table.column_names)
+    missing = [name for name in COLUMNS if name not in present]
     if missing:
         raise MessageRejected("missing_columns", ", ".join(missing))
+    table = table.select(list(COLUMNS))
+    if all(field.type == _LENIENT_SCHEMA.field(field.name).type for field in table.schema):
+        return pa.Table.from_arrays(table.columns, schema=_LENIENT_SCHEMA)  # zero-copy: a cast costs 0.3 ms
     try:
-        return table.select(list(COLUMNS)).cast(_LENIENT_SCHEMA)
+        return table.cast(_LENIENT_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as exc:
         raise MessageRejected("wrong_types", str(exc)) from exc
 
@@ -90,15 +95,21 @@ def _first_broken_rule(now_ms: int, max_future_ms: int, max_lateness_ms: int | N
     return expression
 
 
-def validate(payload: bytes, now_ms: int, max_future_s: float = 300.0, max_lateness_s: float | None = None,
-             ) -> Validated:
-    """Split one message into valid rows and rejected rows; raise :class:`MessageRejected` if unreadable.
+def check(frame: pl.DataFrame, now_ms: int, max_future_s: float = 300.0, max_lateness_s: float | None = None,
+          ) -> Validated:
+    """Split decoded rows (v1 columns first, any extra columns kept) into valid and rejected rows.
 
     Rows older than ``max_lateness_s`` before ``now_ms`` are rejected as ``ts_too_old`` (None: no bound).
     """
-    frame = pl.from_arrow(decode(payload))
-    assert isinstance(frame, pl.DataFrame)
     lateness_ms = None if max_lateness_s is None else int(max_lateness_s * 1000)
     checked = frame.with_columns(_first_broken_rule(now_ms, int(max_future_s * 1000), lateness_ms).alias("reason"))
     valid = checked.filter(pl.col("reason").is_null()).drop("reason")
     return Validated(rows=valid, rejected=checked.filter(pl.col("reason").is_not_null()))
+
+
+def validate(payload: bytes, now_ms: int, max_future_s: float = 300.0, max_lateness_s: float | None = None,
+             ) -> Validated:
+    """:func:`check` the rows of one message; raise :class:`MessageRejected` if it is unreadable."""
+    frame = pl.from_arrow(decode(payload))
+    assert isinstance(frame, pl.DataFrame)
+    return check(frame, now_ms, max_future_s, max_lateness_s)

@@ -128,10 +128,7 @@ class PipelineWorker:
             writer = self.writers.get(tp.partition)
             if writer is None:  # records of a partition revoked during this poll
                 continue
-            for message in messages:
-                key = message.key.decode(errors="replace") if message.key is not None else None
-                origin = Origin(tp.topic, tp.partition, message.offset, message.timestamp, key)
-                writer.add(origin, message.value or b"", now_ms)
+            writer.add([(origin_of(tp, message), message.value or b"") for message in messages], now_ms)
 
     def _flush_due(self) -> None:
         for writer in list(self.writers.values()):
@@ -233,3 +230,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.worker.assigned(assigned)
+
+
+def origin_of(tp: TopicPartition, message: Any) -> Origin:
+    key = message.key.decode(errors="replace") if message.key is not None else None
+    return Origin(tp.topic, tp.partition, message.offset, message.timestamp, key)
