@@ -1,22 +1,29 @@
-"""``fleetmeter demo``: a simulated fleet streaming into an embedded broker, then a look at what arrived.
+"""``fleetmeter demo``: the whole product on one machine in about a minute, with nothing else running.
 
-Today it runs the collector half of the product (the pipeline and the report join it later): it starts
-the embedded Kafka-compatible broker, a simulated fleet compressed in time, the collector daemon with
-its /metrics endpoint, and then reads the topic back and summarizes it per tenant.
+An embedded Kafka-compatible broker; a simulated fleet (50 nodes x 8 GPUs, a few tenants and jobs, some
+idle allocations and a failing GPU) compressed in time; the collector daemon streaming it; a pipeline
+worker keeping a Parquet warehouse at the same time; then the report, and the commands to go on
+exploring the warehouse it leaves behind (``fleetmeter-demo/``).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+import urllib.request
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import pyarrow as pa
 import typer
-from kafka import KafkaConsumer
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from collectors.backends import open_backends
 from collectors.daemon import CollectorDaemon
@@ -24,62 +31,198 @@ from collectors.settings import CollectorSettings
 from fleetmeter import logs
 from fleetmeter.embedded_broker import EmbeddedBroker
 from fleetmeter.settings import LoggingSettings
-from schemas import wire
+from pipeline.settings import PipelineSettings
+from reports.build import build_report
+from reports.html import write_html
+from reports.terminal import print_report
+from schemas.wire import DEFAULT_TOPIC
+from sql.catalog import Catalog
+from sql.output import console
+from sql.settings import AnalysisSettings
+from sql.since import parse_since
+
+MARKER = ".fleetmeter-demo"
+#: Illustrative prices: the longest matching pattern wins, so H100s cost 2.50 and anything else 2.00.
+DEMO_PRICES = [
+    {"model": "*", "per_device_hour": 2.00, "per_kwh": 0.12},
+    {"model": "NVIDIA H100*", "per_device_hour": 2.50},
+]
 
 
 def demo(
-    nodes: Annotated[int, typer.Option(help="Simulated nodes.")] = 10,
+    nodes: Annotated[int, typer.Option(help="Simulated nodes.")] = 50,
     devices_per_node: Annotated[int, typer.Option(help="GPUs per node.")] = 8,
-    seconds: Annotated[float, typer.Option(help="Real seconds to run.")] = 20.0,
-    speedup: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 360.0,
-    metrics_port: Annotated[int, typer.Option(help="Port of /metrics while the demo runs.")] = 9410,
+    hours: Annotated[float, typer.Option(help="Hours of fleet time to simulate.")] = 6.0,
+    seconds: Annotated[float, typer.Option(help="Real seconds the fleet runs for.")] = 45.0,
+    partitions: Annotated[int, typer.Option(help="Kafka partitions of the samples topic.")] = 4,
+    directory: Annotated[Path, typer.Option(help="Where the warehouse, config and report go (replaced).")]
+    = Path("fleetmeter-demo"),
+    metrics_port: Annotated[int, typer.Option(help="Collector /metrics port while the demo runs.")] = 9410,
+    pipeline_metrics_port: Annotated[int, typer.Option(help="Pipeline /metrics port while it runs.")] = 9411,
 ) -> None:
-    """Run a simulated fleet through the collector into an embedded broker and summarize the result."""
+    """Run a simulated fleet through collector, Kafka and pipeline into a warehouse, then report on it."""
     logs.configure(LoggingSettings(level="warning", format="console"))
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # its event-loop timing warnings are noise here
+    _prepare(directory)
+    warehouse = directory / "warehouse"
+    out = console()
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="fleetmeter-demo-") as spool_dir:
-        settings = CollectorSettings(
-            cluster="demo",
-            backends=["simulated"],
-            run_for_s=seconds,
-            kafka={"bootstrap_servers": [broker.bootstrap_servers]},  # type: ignore[arg-type]
-            spool={"dir": Path(spool_dir)},  # type: ignore[arg-type]
-            metrics={"address": "127.0.0.1", "port": metrics_port},  # type: ignore[arg-type]
-            simulated={"nodes": nodes, "devices_per_node": devices_per_node, "speedup": speedup,  # type: ignore[arg-type]
-                       "start": time.time() - seconds * speedup},
-        )
-        daemon = CollectorDaemon(settings, open_backends(settings))
-        runner = threading.Thread(target=daemon.run, name="collector")
-        runner.start()
-        typer.echo(f"broker at {broker.bootstrap_servers}; {nodes * devices_per_node} simulated GPUs; "
-                   f"{seconds * speedup / 3600:.1f} h of fleet time in {seconds:.0f} s")
-        typer.echo(f"metrics: http://127.0.0.1:{metrics_port}/metrics  (curl it while the demo runs)")
-        with typer.progressbar(length=int(seconds), label="collecting") as progress:
-            while runner.is_alive():
-                runner.join(1.0)
-                progress.update(1)
-        summarize(broker.bootstrap_servers, settings.kafka.topic)
+        broker.create_topic(DEFAULT_TOPIC, partitions)
+        collector = CollectorDaemon(*_collector(broker, Path(spool_dir), nodes, devices_per_node, hours, seconds,
+                                                metrics_port))
+        pipeline_config = directory / "pipeline.yaml"
+        pipeline_config.write_text(yaml.safe_dump(_pipeline(broker, warehouse, pipeline_metrics_port)))
+        out.print(f"[bold]fleetmeter demo[/]: {nodes * devices_per_node} simulated GPUs on {nodes} nodes, "
+                  f"{hours:g} h of fleet time in about {seconds:.0f} s; Kafka at {broker.bootstrap_servers}\n"
+                  f"  while it runs: http://127.0.0.1:{metrics_port}/metrics (collector), "
+                  f"http://127.0.0.1:{pipeline_metrics_port}/metrics (pipeline worker)")
+        with Progress(TextColumn("{task.description:<30}"), BarColumn(), TaskProgressColumn(),
+                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=out) as progress:
+            bars = _Bars(progress, collector, hours, pipeline_metrics_port)
+            collecting = threading.Thread(target=collector.run, name="collector")
+            collecting.start()
+            try:
+                _run_pipeline(pipeline_config, directory / "pipeline.log", collecting, bars)
+            finally:
+                collector.stopping.set()
+                collecting.join()
+    config = directory / "analysis.yaml"
+    config.write_text(yaml.safe_dump({"warehouse": str(warehouse), "prices": DEMO_PRICES}, sort_keys=False))
+    settings = AnalysisSettings(warehouse=str(warehouse), prices=DEMO_PRICES)  # type: ignore[arg-type]
+    report = build_report(Catalog.open(settings, parse_since(None)))
+    print_report(report, out)
+    html = directory / "report.html"
+    write_html(report, html)
+    _next_steps(config, html)
 
 
-def summarize(bootstrap_servers: str, topic: str) -> None:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
-                             consumer_timeout_ms=2000, group_id=None, enable_auto_commit=False)
-    messages, tables = 0, []
-    for record in consumer:
-        messages += 1
-        tables.append(wire.decode(record.value))
-    consumer.close()
-    if not tables:
-        typer.echo("no samples arrived")
-        return
-    rows = pa.concat_tables(tables).select(["tenant", "interval_s", "util_compute", "energy_j"]).to_pylist()
-    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    for row in rows:
-        tenant = totals[row["tenant"]]
-        tenant[0] += row["interval_s"]
-        tenant[1] += (row["util_compute"] or 0.0) * row["interval_s"]
-        tenant[2] += row["energy_j"] or 0.0
-    typer.echo(f"\n{messages} messages, {len(rows)} samples on topic {topic}\n")
-    typer.echo(f"{'tenant':<16}{'device-hours':>14}{'busy':>8}{'energy kWh':>12}")
-    for name, (device_s, busy_s, energy_j) in sorted(totals.items(), key=lambda item: -item[1][0]):
-        typer.echo(f"{name:<16}{device_s / 3600:>14.1f}{busy_s / device_s:>8.0%}{energy_j / 3.6e6:>12.1f}")
-    typer.echo("\nnext: fleetmeter collect --help")
+class _Bars:
+    """Progress: fleet time the collector has streamed, and how many of its samples the warehouse holds."""
+
+    def __init__(self, progress: Progress, collector: CollectorDaemon, hours: float, pipeline_port: int) -> None:
+        self.progress = progress
+        self.collector = collector
+        self.hours = hours
+        self.pipeline_metrics = f"http://127.0.0.1:{pipeline_port}/metrics"
+        self.start_ms = collector.clock.now_ms()
+        self.fleet = progress.add_task("collectors -> Kafka", total=hours, detail="")
+        self.stored = progress.add_task("pipeline -> Parquet", total=None, detail="")
+        self.stored_before = 0.0  # by the pipeline runs that have finished
+        self.stored_now = 0.0
+
+    def finished_run(self) -> None:
+        self.stored_before += self.stored_now
+        self.stored_now = 0.0
+
+    def update(self) -> None:
+        produced = self.collector.registry.get_sample_value("fleetmeter_samples_produced_total") or 0.0
+        hours = (self.collector.clock.now_ms() - self.start_ms) / 3_600_000
+        self.progress.update(self.fleet, completed=min(hours, self.hours), detail=f"{produced:,.0f} samples")
+        self.stored_now = _scrape(self.pipeline_metrics, "fleetmeter_pipeline_rows_total", "stored", self.stored_now)
+        stored = self.stored_before + self.stored_now
+        self.progress.update(self.stored, total=max(produced, 1), completed=stored, detail=f"{stored:,.0f} stored")
+
+
+def _scrape(url: str, name: str, outcome: str, default: float) -> float:
+    """One sample of the worker's /metrics, read as Prometheus would (``default`` while it is not up)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            text = response.read().decode()
+    except OSError:
+        return default
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("outcome") == outcome:
+                return float(sample.value)
+    return default
+
+
+def _run_pipeline(config: Path, log_path: Path, collecting: threading.Thread, bars: _Bars) -> None:
+    """Run ``fleetmeter pipeline run --until-idle`` in its own process, as in production, until one run's
+    idle spell began after the collector had sent its last sample: then the warehouse holds every sample."""
+    idle_s = float(yaml.safe_load(config.read_text())["idle_s"])
+    command = [sys.executable, "-m", "fleetmeter", "pipeline", "run", "--config", str(config), "--until-idle"]
+    collector_done: float | None = None
+    with log_path.open("a") as log:
+        while True:
+            worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                while worker.poll() is None:
+                    bars.update()
+                    if collector_done is None and not collecting.is_alive():
+                        collector_done = time.monotonic()
+                    time.sleep(0.25)
+            finally:
+                if worker.poll() is None:  # interrupted: SIGTERM makes the worker commit what it holds
+                    worker.terminate()
+                    worker.wait()
+            bars.finished_run()
+            if worker.returncode != 0:
+                raise typer.BadParameter(f"the pipeline worker exited with status {worker.returncode}; see {log_path}")
+            if collector_done is not None and time.monotonic() - idle_s > collector_done:
+                return
+
+
+def _prepare(directory: Path) -> None:
+    """An empty demo directory: one left by an earlier demo is replaced, anything else is refused."""
+    if directory.exists():
+        if not (directory / MARKER).exists():
+            raise typer.BadParameter(f"{directory} exists and is not a demo directory; pick another --directory")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    (directory / MARKER).touch()
+
+
+def _collector(broker: EmbeddedBroker, spool: Path, nodes: int, devices_per_node: int, hours: float,
+               seconds: float, metrics_port: int) -> tuple[CollectorSettings, Any]:
+    settings = CollectorSettings(
+        cluster="demo",
+        backends=["simulated"],
+        run_for_s=seconds,
+        interval_s=60.0,  # simulated seconds: a pace one Python process holds for 400 GPUs beside the pipeline
+        scrapes_per_message=2,  # two minutes of a node's scrapes per message: fewer, fuller messages
+        kafka={"bootstrap_servers": [broker.bootstrap_servers]},  # type: ignore[arg-type]
+        spool={"dir": spool},  # type: ignore[arg-type]
+        metrics={"address": "127.0.0.1", "port": metrics_port},  # type: ignore[arg-type]
+        simulated={"nodes": nodes, "devices_per_node": devices_per_node,  # type: ignore[arg-type]
+                   "speedup": hours * 3600 / seconds, "start": time.time() - hours * 3600},
+    )
+    return settings, open_backends(settings)
+
+
+def _pipeline(broker: EmbeddedBroker, warehouse: Path, metrics_port: int) -> dict[str, Any]:
+    """The worker's configuration file: validated here, so that a mistake fails before anything starts."""
+    settings = {
+        "kafka": {"bootstrap_servers": [broker.bootstrap_servers]},
+        # The embedded broker holds a JoinGroup for the whole rebalance timeout: keep it short here.
+        "consumer": {"group_id": "fleetmeter-demo", "max_poll_interval_ms": 3000, "session_timeout_ms": 3000,
+                     "heartbeat_interval_ms": 500},
+        "warehouse": {"uri": str(warehouse)},
+        "flush": {"max_delay_s": 5.0},
+        "metrics": {"address": "127.0.0.1", "port": metrics_port},
+        "logging": {"level": "warning", "format": "console"},
+        "idle_s": 3.0,
+    }
+    PipelineSettings.model_validate(settings)
+    return settings
+
+
+def _command() -> str:
+    """How to call this fleetmeter again: its name if that is what PATH finds, else its path."""
+    here = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("fleetmeter")
+    return "fleetmeter" if on_path and Path(on_path).resolve() == here else os.path.relpath(here)
+
+
+def _next_steps(config: Path, html: Path) -> None:
+    cmd = _command()
+    console().print(f"""
+[bold]The report as a page with charts:[/] {html.resolve().as_uri()}
+[bold]Go on exploring[/] (the warehouse stays in {config.parent}/):
+  {cmd} query --config {config} --list
+  {cmd} query --config {config} --file waste_by_job
+  {cmd} query --config {config} "SELECT tenant, sum(cost) AS cost FROM costs GROUP BY ALL ORDER BY cost DESC"
+  {cmd} query --config {config} --file utilization_by_tenant_day --format csv > tenants.csv
+  {cmd} sql --config {config}          (a DuckDB shell with the views loaded)
+  {cmd} report --config {config} --since 7d --html report.html
+  {cmd} collect --help · {cmd} pipeline run --help   (the two daemons, for real hardware and Kafka)""")

@@ -12,6 +12,8 @@ import subprocess
 import time
 from types import TracebackType
 
+from kafka.admin import KafkaAdminClient, NewTopic
+
 
 class BrokerUnavailable(RuntimeError):
     """The embedded broker binary is not installed or did not start."""
@@ -62,6 +64,13 @@ class EmbeddedBroker:
                 time.sleep(0.05)
         self.stop()
         raise BrokerUnavailable(f"broker did not listen on {self.bootstrap_servers} within {timeout_s}s")
+
+    def create_topic(self, topic: str, partitions: int) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        try:
+            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        finally:
+            admin.close()
 
     def stop(self) -> None:
         if self._process is None:

@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 import structlog
 
-from pipeline import quarantine, rollups
+from pipeline import quarantine, rollups, tables
 from pipeline.dedup import KEY, KEY_SCHEMA, StoredKeys
 from pipeline.metrics import PipelineMetrics
 from pipeline.settings import PipelineSettings
@@ -28,14 +28,12 @@ from pipeline.warehouse import layout
 from pipeline.warehouse.layout import FileName
 from pipeline.warehouse.manifest import load_state, save_state
 from pipeline.warehouse.storage import Storage
-from schemas.sample_v1 import SAMPLE_SCHEMA
 
 log = structlog.get_logger(__name__)
 
 #: Called with the next offset before a commit record is written; raises if the partition was lost.
 Fence = Callable[[int], None]
 
-_EMPTY_SAMPLES = pl.DataFrame(pl.from_arrow(SAMPLE_SCHEMA.empty_table()))
 _ROLLUPS = ((layout.UTIL_1M, rollups.MINUTE_KEYS, None), (layout.UTIL_1H, rollups.WINDOW_KEYS, "1h"),
             (layout.UTIL_1D, rollups.WINDOW_KEYS, "1d"))
 _COMPACTED = (layout.SAMPLES, layout.QUARANTINE)
@@ -139,7 +137,7 @@ class PartitionWriter:
             return
         started = time.monotonic()
         commit = self._new_commit(pending.first_offset, pending.last_offset)
-        rows = pl.concat(pending.valid, how="vertical") if pending.valid else _EMPTY_SAMPLES
+        rows = pl.concat(pending.valid, how="vertical") if pending.valid else tables.empty(layout.SAMPLES)
         fresh = self.keys.new_rows(rows)
         if not fresh.is_empty():
             self._write_samples(commit, fresh)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -25,13 +26,17 @@ COMPRESSION_LEVEL = 3
 class Storage:
     """A warehouse root; all paths given to its methods are relative to it, with ``/`` separators."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, create: bool = True) -> None:
+        """``create``: make the root directory if missing (writers); readers leave a wrong path alone."""
         self.uri = uri
         self.fs, root = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
-        self.root = root.rstrip("/")
-        self.fs.create_dir(self.root, recursive=True)
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.root = str(Path(root).resolve()) if self.is_local else root.rstrip("/")
+        if create:
+            self.fs.create_dir(self.root, recursive=True)
 
-    def _full(self, path: str) -> str:
+    def full_path(self, path: str) -> str:
+        """``path`` as the filesystem names it (an absolute local path, or ``bucket/key`` on object stores)."""
         return f"{self.root}/{path}"
 
     def write_parquet(self, path: str, frame: pl.DataFrame, metadata: dict[str, str] | None = None) -> int:
@@ -47,7 +52,7 @@ class Storage:
 
     def write_bytes(self, path: str, data: bytes | pa.Buffer) -> None:
         """Write to a hidden temporary name beside ``path``, then move it into place."""
-        full = self._full(path)
+        full = self.full_path(path)
         directory, _, name = full.rpartition("/")
         self.fs.create_dir(directory, recursive=True)
         temporary = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
@@ -61,7 +66,7 @@ class Storage:
     def read_json(self, path: str) -> dict[str, Any] | None:
         """The document at ``path``, or None when there is none."""
         try:
-            with self.fs.open_input_stream(self._full(path)) as stream:
+            with self.fs.open_input_stream(self.full_path(path)) as stream:
                 document: dict[str, Any] = json.loads(stream.read())
                 return document
         except FileNotFoundError:
@@ -71,14 +76,14 @@ class Storage:
         """The rows of ``paths`` together (an empty list gives an empty frame)."""
         if not paths:
             return pl.DataFrame()
-        tables = [pq.read_table(self._full(path), columns=columns, filesystem=self.fs) for path in paths]
+        tables = [pq.read_table(self.full_path(path), columns=columns, filesystem=self.fs) for path in paths]
         frame = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
         assert isinstance(frame, pl.DataFrame)
         return frame
 
     def list_files(self, directory: str) -> list[str]:
         """Every file under ``directory`` (recursively), relative to the root; hidden files left out."""
-        selector = pafs.FileSelector(self._full(directory), recursive=True, allow_not_found=True)
+        selector = pafs.FileSelector(self.full_path(directory), recursive=True, allow_not_found=True)
         prefix = len(self.root) + 1
         return sorted(
             info.path[prefix:]
@@ -89,4 +94,4 @@ class Storage:
     def delete(self, path: str) -> None:
         """Remove ``path``; a file that is already gone is not an error (deletes are retried after crashes)."""
         with contextlib.suppress(FileNotFoundError):
-            self.fs.delete_file(self._full(path))
+            self.fs.delete_file(self.full_path(path))

@@ -14,7 +14,6 @@ from typing import Any
 import polars as pl
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from pipeline.settings import PipelineSettings
 from pipeline.warehouse.manifest import live_files
@@ -25,14 +24,6 @@ from tests.test_kafka_delivery import daemon_for, run_scrapes
 
 HOUR_MS = 3_600_000
 Row = dict[str, Any]
-
-
-def create_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    try:
-        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-    finally:
-        admin.close()
 
 
 def hours_ago(hours: float) -> int:

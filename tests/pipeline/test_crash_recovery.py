@@ -23,7 +23,6 @@ from pipeline.warehouse.manifest import committed_states
 from pipeline.warehouse.storage import Storage
 from tests.pipeline.fleet import (
     assert_windows_match,
-    create_topic,
     hours_ago,
     produce_raw,
     read_table,
@@ -54,7 +53,7 @@ def generations(warehouse: Path) -> int:
 
 
 def kill_at_random_points(kills: int, kafka_broker: EmbeddedBroker, topic: str, tmp_path: Path) -> None:
-    create_topic(kafka_broker.bootstrap_servers, topic, partitions=2)
+    kafka_broker.create_topic(topic, partitions=2)
     run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(3), scrapes=150)
     sent = topic_rows(kafka_broker.bootstrap_servers, topic)
     produce_raw(kafka_broker.bootstrap_servers, topic, [(b"junk", b"\x00not arrow")])  # quarantined each time

@@ -15,7 +15,6 @@ from schemas.sample_v1 import rows_to_batch
 from tests.conftest import consume
 from tests.pipeline.fleet import (
     assert_windows_match,
-    create_topic,
     hours_ago,
     pipeline_settings,
     produce_raw,
@@ -36,7 +35,7 @@ def bad_row_message(good_row: dict[str, object]) -> bytes:
 @pytest.fixture
 def fed_topic(kafka_broker: EmbeddedBroker, topic: str, tmp_path: Path) -> str:
     """Three nodes for 40 minutes, a replay of some messages, garbage, and a message with a bad row."""
-    create_topic(kafka_broker.bootstrap_servers, topic, partitions=3)
+    kafka_broker.create_topic(topic, partitions=3)
     run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(3), scrapes=240)
     sent = consume(kafka_broker.bootstrap_servers, topic)
     replayed = [(key, wire.encode(table.to_batches()[0])) for key, _, table in sent[::7]]
@@ -100,7 +99,7 @@ def test_jobs_table_matches_the_samples(kafka_broker: EmbeddedBroker, fed_topic:
 
 def test_late_rows_land_in_their_windows_and_correct_them(kafka_broker: EmbeddedBroker, topic: str,
                                                           tmp_path: Path) -> None:
-    create_topic(kafka_broker.bootstrap_servers, topic, partitions=2)
+    kafka_broker.create_topic(topic, partitions=2)
     warehouse = tmp_path / "warehouse"
     run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(2), scrapes=60, name="now")
     PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, warehouse)).run()

@@ -15,7 +15,7 @@ from fleetmeter.embedded_broker import EmbeddedBroker, free_port
 from pipeline.warehouse.manifest import live_files
 from pipeline.warehouse.storage import Storage
 from pipeline.worker import PipelineWorker
-from tests.pipeline.fleet import create_topic, hours_ago, pipeline_settings, run_collectors, topic_rows, unique_valid
+from tests.pipeline.fleet import hours_ago, pipeline_settings, run_collectors, topic_rows, unique_valid
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def s3_warehouse(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 def test_worker_keeps_the_warehouse_on_s3(kafka_broker: EmbeddedBroker, topic: str, tmp_path: Path,
                                           s3_warehouse: str) -> None:
-    create_topic(kafka_broker.bootstrap_servers, topic, partitions=2)
+    kafka_broker.create_topic(topic, partitions=2)
     run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(2), scrapes=40)
     PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, s3_warehouse)).run()
 

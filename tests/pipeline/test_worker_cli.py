@@ -11,7 +11,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleetmeter.embedded_broker import EmbeddedBroker, free_port
-from tests.pipeline.fleet import create_topic, hours_ago, run_collectors, samples_frame
+from tests.pipeline.fleet import hours_ago, run_collectors, samples_frame
 from tests.pipeline.test_crash_recovery import FLEETMETER
 
 
@@ -23,7 +23,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_worker_serves_metrics_and_commits_on_sigterm(kafka_broker: EmbeddedBroker, topic: str,
                                                       tmp_path: Path) -> None:
-    create_topic(kafka_broker.bootstrap_servers, topic, partitions=1)
+    kafka_broker.create_topic(topic, partitions=1)
     run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(2), scrapes=31, nodes=2)
     port, warehouse = free_port(), tmp_path / "warehouse"
     worker = subprocess.Popen(

@@ -12,7 +12,6 @@ from fleetmeter.embedded_broker import EmbeddedBroker
 from pipeline.metrics import PipelineMetrics
 from pipeline.worker import PipelineWorker
 from tests.pipeline.fleet import (
-    create_topic,
     hours_ago,
     pipeline_settings,
     read_table,
@@ -24,7 +23,7 @@ from tests.pipeline.fleet import (
 
 def test_two_workers_build_the_same_warehouse_as_one(kafka_broker: EmbeddedBroker, topic: str,
                                                      tmp_path: Path) -> None:
-    create_topic(kafka_broker.bootstrap_servers, topic, partitions=4)
+    kafka_broker.create_topic(topic, partitions=4)
     run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(3), scrapes=200, nodes=6)
 
     shared, alone = tmp_path / "two-workers", tmp_path / "one-worker"

@@ -1,0 +1,98 @@
+"""The report's charts as inline SVG (matplotlib, no pyplot, no browser): a page that needs no network.
+
+Each plotted series carries an SVG id (``gid``), so a test or a scraper can find it in the page.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+
+from matplotlib import rc_context
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+_SIZE = (9.0, 3.2)
+_COLORS = {"present": "#9aa5b1", "allocated": "#3b82f6", "busy": "#16a34a", "idle": "#dc2626"}
+
+
+def _svg(figure: Figure) -> str:
+    figure.tight_layout()
+    buffer = io.StringIO()
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "fleetmeter"}):  # text stays text; stable ids
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML
+
+
+def _time_axis(figure: Figure, x: list[float]) -> Figure:
+    axes = figure.axes[0]
+    locator = AutoDateLocator()  # type: ignore[no-untyped-call]
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    axes.grid(alpha=0.3)
+    axes.spines[["top", "right"]].set_visible(False)
+    if len(x) > 1:
+        axes.set_xlim(x[0], x[-1])
+    return figure
+
+
+def _dates(times: list[datetime]) -> list[float]:
+    return [float(date2num(moment)) for moment in times]  # type: ignore[no-untyped-call]
+
+
+def utilization_over_time(times: list[datetime], utilization: list[float | None]) -> str:
+    figure = Figure(figsize=_SIZE)
+    axes = figure.add_subplot()
+    x = _dates(times)
+    axes.plot(x, [float("nan") if u is None else u for u in utilization], color=_COLORS["busy"],
+              gid="fleet-utilization")
+    axes.set_ylim(0, 1)
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.set_ylabel("utilization")
+    return _svg(_time_axis(figure, x))
+
+
+def capacity_over_time(times: list[datetime], present: list[float], allocated: list[float], busy: list[float]) -> str:
+    figure = Figure(figsize=_SIZE)
+    axes = figure.add_subplot()
+    x = _dates(times)
+    axes.plot(x, present, color=_COLORS["present"], label="present", gid="capacity-present")
+    axes.plot(x, allocated, color=_COLORS["allocated"], label="allocated", gid="capacity-allocated")
+    axes.fill_between(x, busy, color=_COLORS["busy"], alpha=0.35, label="busy", gid="capacity-busy")
+    axes.set_ylim(bottom=0)
+    axes.set_ylabel("devices (mean)")
+    axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, ncols=3)
+    return _svg(_time_axis(figure, x))
+
+
+def waste_by_tenant(tenants: list[str], allocated_hours: list[float], busy_hours: list[float],
+                    idle_hours: list[float]) -> str:
+    """Each tenant's allocated device-hours split into busy (util x time), idle, and the partly used rest."""
+    figure = Figure(figsize=(_SIZE[0], 0.9 + 0.45 * max(len(tenants), 1)))
+    axes = figure.add_subplot()
+    rest = [total - busy - idle for total, busy, idle in zip(allocated_hours, busy_hours, idle_hours, strict=True)]
+    axes.barh(tenants, busy_hours, color=_COLORS["busy"], label="busy", gid="tenant-busy")
+    axes.barh(tenants, rest, left=busy_hours, color=_COLORS["present"], label="partly used", gid="tenant-rest")
+    axes.barh(tenants, idle_hours, left=[b + r for b, r in zip(busy_hours, rest, strict=True)],
+              color=_COLORS["idle"], label="idle", gid="tenant-idle")
+    axes.invert_yaxis()
+    axes.set_xlabel("allocated device-hours")
+    axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, ncols=3)
+    axes.spines[["top", "right"]].set_visible(False)
+    return _svg(figure)
+
+
+def utilization_histogram(device_hours: list[float]) -> str:
+    figure = Figure(figsize=_SIZE)
+    axes = figure.add_subplot()
+    width = 1 / max(len(device_hours), 1)
+    axes.bar([i * width for i in range(len(device_hours))], device_hours, width=width, align="edge",
+             color=_COLORS["allocated"], edgecolor="white", gid="util-histogram")
+    axes.set_xlim(0, 1)
+    axes.xaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.set_xlabel("util_compute")
+    axes.set_ylabel("device-hours")
+    axes.spines[["top", "right"]].set_visible(False)
+    return _svg(figure)

@@ -1,0 +1,132 @@
+-- fleetmeter's analyst views (DuckDB). `fleetmeter sql` and `fleetmeter query` run this file after
+-- defining, from the warehouse and the configuration:
+--
+--   stored.<table>   the committed Parquet files of each warehouse table, as stored: samples, util_1m,
+--                    util_1h, util_1d, job_devices, jobs, quarantine (docs/warehouse.md)
+--   prices           model_pattern (a GLOB), per_device_hour, per_kwh: the configured price list
+--   idle_threshold   variable: util_compute below it is idle (a multiple of 0.05, a histogram bin edge)
+--   since            variable: where the canned queries (sql/queries/) start, a UTC midnight
+--
+-- The stored rollups hold one partial per Kafka partition and key; the views below merge them, so each
+-- key appears once. Every ratio is computed from sums (busy_seconds / util_known_seconds), never by
+-- averaging ratios. Capacity counts MIG instances, not the MIG-mode GPUs that hold them (schemas/sample_v1.md).
+
+SET TimeZone = 'UTC';
+
+-- util_compute histograms (20 bins of 0.05, device-seconds) add bin by bin.
+CREATE OR REPLACE MACRO hist_add(h) AS
+    list_reduce(list(h), lambda a, b: list_transform(a, lambda x, i: x + b[i]));
+-- The device-seconds below the idle threshold: the histogram's first bins.
+CREATE OR REPLACE MACRO hist_idle(h) AS
+    list_sum(h[1:CAST(round(getvariable('idle_threshold') * 20) AS INTEGER)]);
+CREATE OR REPLACE MACRO ratio(part, whole) AS CASE WHEN whole > 0 THEN part / whole END;
+
+-- Every stored rollup partial, its width beside it (node only in 1-minute rows).
+CREATE OR REPLACE VIEW rollup_partials AS
+    SELECT '1m' AS width, * EXCLUDE (date, hour) FROM stored.util_1m
+    UNION ALL BY NAME SELECT '1h' AS width, * EXCLUDE (date) FROM stored.util_1h
+    UNION ALL BY NAME SELECT '1d' AS width, * EXCLUDE (month) FROM stored.util_1d;
+
+-- One row per width and key. idle_seconds follows the idle_threshold variable, read off the histogram.
+CREATE OR REPLACE VIEW rollups AS
+WITH merged AS (
+    SELECT width, window_start, cluster, tenant, job_id, model, node,
+           sum(samples) AS samples,
+           sum(device_seconds) AS device_seconds,
+           sum(util_known_seconds) AS util_known_seconds,
+           sum(busy_seconds) AS busy_seconds,
+           sum(sm_active_seconds) AS sm_active_seconds,
+           sum(sm_active_known_seconds) AS sm_active_known_seconds,
+           sum(tensor_active_seconds) AS tensor_active_seconds,
+           sum(tensor_active_known_seconds) AS tensor_active_known_seconds,
+           sum(energy_j) AS energy_j,
+           sum(ecc_corrected) AS ecc_corrected,
+           sum(ecc_uncorrected) AS ecc_uncorrected,
+           sum(xid_events) AS xid_events,
+           max(mem_used_max_bytes) AS mem_used_max_bytes,
+           hist_add(util_hist_seconds) AS util_hist_seconds
+    FROM rollup_partials
+    GROUP BY ALL
+)
+SELECT *,
+       tenant <> 'unallocated' AS allocated,
+       device_seconds / 3600 AS device_hours,
+       hist_idle(util_hist_seconds) AS idle_seconds,
+       ratio(busy_seconds, util_known_seconds) AS utilization,
+       ratio(hist_idle(util_hist_seconds), util_known_seconds) AS idle_fraction,
+       ratio(sm_active_seconds, sm_active_known_seconds) AS sm_active,
+       ratio(tensor_active_seconds, tensor_active_known_seconds) AS tensor_active,
+       energy_j / 3.6e6 AS energy_kwh
+FROM merged;
+
+CREATE OR REPLACE VIEW util_1m AS SELECT * EXCLUDE (width) FROM rollups WHERE width = '1m';
+CREATE OR REPLACE VIEW util_1h AS SELECT * EXCLUDE (width, node) FROM rollups WHERE width = '1h';
+CREATE OR REPLACE VIEW util_1d AS SELECT * EXCLUDE (width, node) FROM rollups WHERE width = '1d';
+
+CREATE OR REPLACE VIEW samples AS SELECT * FROM stored.samples;
+CREATE OR REPLACE VIEW quarantine AS SELECT * FROM stored.quarantine;
+
+-- The price of each model seen: from the most specific (longest) matching pattern that sets it.
+CREATE OR REPLACE VIEW model_prices AS
+SELECT seen.model,
+       arg_max(p.per_device_hour, length(p.model_pattern)) AS per_device_hour,
+       arg_max(p.per_kwh, length(p.model_pattern)) FILTER (WHERE p.per_kwh IS NOT NULL) AS per_kwh
+FROM (SELECT DISTINCT model FROM stored.util_1d) AS seen
+LEFT JOIN prices AS p ON seen.model GLOB p.model_pattern
+GROUP BY seen.model;
+
+-- Cost per UTC day, cluster, tenant, job and model. A device-hour is charged to whoever held it;
+-- wasted_cost is the price of the idle device-hours (energy left aside). Null where no price matches.
+CREATE OR REPLACE VIEW costs AS
+SELECT window_start AS day, cluster, tenant, job_id, model, allocated,
+       device_hours,
+       idle_seconds / 3600 AS idle_device_hours,
+       util_known_seconds / 3600 AS util_known_device_hours,
+       busy_seconds / 3600 AS busy_device_hours,
+       energy_kwh,
+       p.per_device_hour,
+       p.per_kwh,
+       device_hours * p.per_device_hour AS device_cost,
+       energy_kwh * p.per_kwh AS energy_cost,
+       device_cost + coalesce(energy_cost, 0) AS cost,
+       idle_device_hours * p.per_device_hour AS wasted_cost
+FROM util_1d
+LEFT JOIN model_prices AS p USING (model);
+
+CREATE OR REPLACE VIEW job_devices AS
+SELECT cluster, tenant, job_id, device_uuid, model, node,
+       min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+       sum(samples) AS samples, sum(device_seconds) AS device_seconds,
+       sum(util_known_seconds) AS util_known_seconds, sum(busy_seconds) AS busy_seconds,
+       sum(energy_j) AS energy_j, max(mem_used_max_bytes) AS mem_used_max_bytes
+FROM stored.job_devices
+GROUP BY ALL;
+
+-- One row per job: its span, devices and sums (stored per Kafka partition: a device's rows all travel
+-- through one, so devices add up), with idle time and cost from the daily rollups.
+CREATE OR REPLACE VIEW jobs AS
+WITH merged AS (
+    SELECT cluster, tenant, job_id,
+           min(first_seen) AS first_seen, max(last_seen) AS last_seen, sum(devices) AS devices,
+           sum(samples) AS samples, sum(device_seconds) AS device_seconds,
+           sum(util_known_seconds) AS util_known_seconds, sum(busy_seconds) AS busy_seconds,
+           sum(energy_j) AS energy_j, max(mem_used_max_bytes) AS mem_used_max_bytes
+    FROM stored.jobs
+    GROUP BY ALL
+), charged AS (
+    SELECT cluster, tenant, job_id, sum(idle_device_hours) AS idle_device_hours, sum(cost) AS cost,
+           sum(wasted_cost) AS wasted_cost
+    FROM costs
+    WHERE job_id IS NOT NULL
+    GROUP BY ALL
+)
+SELECT merged.*,
+       device_seconds / 3600 AS device_hours,
+       ratio(busy_seconds, util_known_seconds) AS utilization,
+       charged.idle_device_hours,
+       ratio(charged.idle_device_hours * 3600, util_known_seconds) AS idle_fraction,
+       energy_j / 3.6e6 AS energy_kwh,
+       charged.cost,
+       charged.wasted_cost
+FROM merged
+LEFT JOIN charged USING (cluster, tenant, job_id);
