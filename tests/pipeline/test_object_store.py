@@ -15,6 +15,9 @@ from fleetmeter.embedded_broker import EmbeddedBroker, free_port
 from pipeline.warehouse.manifest import live_files
 from pipeline.warehouse.storage import Storage
 from pipeline.worker import PipelineWorker
+from sql.catalog import Catalog
+from sql.settings import AnalysisSettings
+from sql.since import EVERYTHING
 from tests.pipeline.fleet import hours_ago, pipeline_settings, run_collectors, topic_rows, unique_valid
 
 
@@ -48,3 +51,20 @@ def test_worker_keeps_the_warehouse_on_s3(kafka_broker: EmbeddedBroker, topic: s
     objects = storage.fs.get_file_info(pafs.FileSelector(storage.root, recursive=True))
     assert not [info.path for info in objects if info.path.endswith(".tmp")]  # no temporary objects left
     assert pl.DataFrame(samples).select(pl.struct("device_uuid", "ts").n_unique()).item() == samples.height
+
+
+def test_the_analyst_views_read_an_object_store_warehouse(kafka_broker: EmbeddedBroker, topic: str, tmp_path: Path,
+                                                          s3_warehouse: str) -> None:
+    kafka_broker.create_topic(topic, partitions=2)
+    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(2), scrapes=20)
+    PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, s3_warehouse)).run()
+
+    expected = unique_valid(topic_rows(kafka_broker.bootstrap_servers, topic))
+    catalog = Catalog.open(AnalysisSettings(warehouse=s3_warehouse), EVERYTHING)
+    connection = catalog.connect()
+    [(samples, hours)] = connection.sql(
+        "SELECT (SELECT count(*) FROM samples), (SELECT sum(device_hours) FROM util_1h)").fetchall()
+    assert samples == len(expected)
+    assert hours == pytest.approx(sum(row["interval_s"] for row in expected) / 3600)
+    with pytest.raises(ValueError, match="local paths"):
+        catalog.script()
