@@ -26,7 +26,8 @@ class Section:
 
 def _section(id_: str, title: str, frame: pl.DataFrame, note: str = "") -> Section:
     numeric = [dtype.is_numeric() for dtype in frame.dtypes]
-    rows = [[(cell(value), is_number) for value, is_number in zip(row, numeric, strict=True)]
+    rows = [[(cell(value, column), is_number)
+             for column, value, is_number in zip(frame.columns, row, numeric, strict=True)]
             for row in frame.iter_rows()]
     return Section(id_, title, frame.columns, rows, note)
 

@@ -20,7 +20,7 @@ import pyarrow.dataset as ds
 
 from pipeline import tables
 from pipeline.warehouse import layout
-from pipeline.warehouse.manifest import committed_states, live_files
+from pipeline.warehouse.manifest import committed_states, live_tables
 from pipeline.warehouse.storage import Storage
 from sql.settings import AnalysisSettings
 
@@ -76,7 +76,7 @@ class Catalog:
         if not committed_states(storage):
             raise WarehouseEmpty(f"{settings.warehouse} holds no committed data (no _state records): "
                                  "is it a pipeline's warehouse, and has a worker committed to it yet?")
-        return cls(settings, since, storage, {table: live_files(storage, table) for table in layout.TABLES})
+        return cls(settings, since, storage, live_tables(storage, layout.TABLES))
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A fresh in-memory DuckDB connection with the stored tables, prices, variables and views."""

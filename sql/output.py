@@ -27,12 +27,20 @@ class Format(StrEnum):
     parquet = "parquet"
 
 
-def cell(value: Any) -> str:
+def is_ratio(column: str) -> bool:
+    """Columns that hold a share in 0..1 (shown as a percentage to people, kept as a ratio for programs)."""
+    return column in ("utilization", "expected_utilization", "sm_active", "tensor_active") \
+        or column.endswith("_fraction")
+
+
+def cell(value: Any, column: str = "") -> str:
     """A value as a person reads it in a table: thousands separated, a few significant decimals."""
     if value is None:
         return ""
+    if isinstance(value, float) and is_ratio(column):
+        return f"{value:.1%}"
     if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4g}"
+        return f"{value:,.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     if isinstance(value, int) and not isinstance(value, bool):
@@ -51,7 +59,7 @@ def rich_table(result: pa.Table, limit: int | None = None, title: str | None = N
         numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_decimal(field.type)
         table.add_column(field.name, justify="right" if numeric else "left")
     for row in result.slice(0, limit).to_pylist():
-        table.add_row(*(cell(value) for value in row.values()))
+        table.add_row(*(cell(value, column) for column, value in row.items()))
     return table
 
 

@@ -81,11 +81,18 @@ def live_files(storage: Storage, table: str) -> list[str]:
     Readers that glob the directories instead may see files of an unfinished commit, or files that a
     compaction replaced during their grace period; this list never does.
     """
+    return live_tables(storage, (table,))[table]
+
+
+def live_tables(storage: Storage, tables: tuple[str, ...]) -> dict[str, list[str]]:
+    """:func:`live_files` of several tables, against one reading of the commit records."""
     states = committed_states(storage)
-    live = []
-    for path in storage.list_files(table):
-        name = FileName.parse(path)
-        state = None if name is None else states.get((name.topic, name.partition))
-        if state is not None and state.is_live(path):
-            live.append(path)
+    live: dict[str, list[str]] = {}
+    for table in tables:
+        live[table] = []
+        for path in storage.list_files(table):
+            name = FileName.parse(path)
+            state = None if name is None else states.get((name.topic, name.partition))
+            if state is not None and state.is_live(path):
+                live[table].append(path)
     return live

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,9 @@ def s3_warehouse(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         monkeypatch.setenv(name, value)
     endpoint = f"http://127.0.0.1:{port}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="fleet")
-    yield f"s3://fleet/warehouse?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    # moto keeps its buckets per process, not per server: each test gets its own prefix
+    prefix = f"warehouse-{uuid.uuid4().hex[:8]}"
+    yield f"s3://fleet/{prefix}?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
     server.stop()
 
 
