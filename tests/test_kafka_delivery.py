@@ -81,6 +81,7 @@ def test_samples_survive_a_broker_outage_and_a_daemon_restart_and_arrive_once(to
         second.sender.start()
         run_scrapes(second, 3)
         second.shutdown()
+        second.sender.join(timeout=20)  # stop() waits a bounded time; the thread must be done before the broker
         tables = [table for _, _, table in consume(broker.bootstrap_servers, topic)]
     keys = sample_keys(tables)
     assert max(keys.values()) == 1  # nothing twice
