@@ -88,7 +88,7 @@ class CollectorDaemon:
         for reading in self._read_backends(now_ms):
             by_node[reading.device.node].append(reading)
         for node, readings in by_node.items():
-            rows = self.builder.rows(readings, now_ms, self.sequences.next(node), self.attribution.owner_of)
+            rows = self.builder.rows(readings, now_ms, self.sequences.next(node), self.attribution.shares_of)
             self.device_metrics.update(rows)
             self._pending_rows[node].extend(rows)
             self._pending_scrapes[node] += 1

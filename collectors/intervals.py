@@ -1,6 +1,7 @@
 """Turn successive device readings into sample rows, each covering the interval since the last scrape.
 
 The first reading of a device only primes its state: a row needs two readings to bound its interval.
+A device that several owners share becomes one row per owner (schemas/sample_v1.md, "Shared devices").
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from collectors.attribution.sharing import Share, largest_remainder
 from collectors.counters import counter_delta
-from collectors.readings import Counter, DeviceReading, Owner
+from collectors.readings import Counter, DeviceReading
 
 #: Sample columns that are amounts over the interval: counter deltas, or rate x interval.
 AMOUNT_COLUMNS: tuple[str, ...] = (
@@ -72,7 +74,7 @@ class IntervalBuilder:
         readings: Iterable[DeviceReading],
         ts_ms: int,
         seq: int,
-        owner_of: Callable[[DeviceReading], Owner],
+        shares_of: Callable[[DeviceReading], list[Share]],
     ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for reading in readings:
@@ -88,11 +90,11 @@ class IntervalBuilder:
             if interval_s > self.max_interval_s:
                 self.gaps += 1
                 continue
-            rows.append(self._row(reading, rates, seen, interval_s, seq, owner_of(reading)))
+            rows.extend(per_share(self._row(reading, rates, seen, interval_s, seq), shares_of(reading)))
         return rows
 
     def _row(self, reading: DeviceReading, rates: dict[str, float], seen: _Seen, interval_s: float,
-             seq: int, owner: Owner) -> dict[str, Any]:
+             seq: int) -> dict[str, Any]:
         device = reading.device
         row: dict[str, Any] = {
             "ts": seen.ts_ms,
@@ -105,8 +107,6 @@ class IntervalBuilder:
             "parent_uuid": device.parent_uuid,
             "vendor": device.vendor,
             "model": device.model,
-            "tenant": owner.tenant,
-            "job_id": owner.job_id,
             "util_compute": reading.util_compute,
             "util_mem_bw": reading.util_mem_bw,
             "sm_active": reading.sm_active,
@@ -128,3 +128,26 @@ class IntervalBuilder:
             amount = interval_amount(column, reading, rates, seen, interval_s)
             row[column] = amount if amount is None or column in _FLOAT_AMOUNTS else round(amount)
         return row
+
+
+def per_share(row: dict[str, Any], shares: list[Share]) -> list[dict[str, Any]]:
+    """A device's row as one row per owner: amounts split in proportion (integers by largest remainder,
+    so that the parts add up to the device's total), XID events on the row of the largest share."""
+    if len(shares) == 1 and shares[0].fraction is None:
+        owner = shares[0].owner
+        return [row | {"tenant": owner.tenant, "job_id": owner.job_id, "share": None, "share_rule": None}]
+    fractions = [share.fraction or 0.0 for share in shares]
+    rows = [row | {"tenant": share.owner.tenant, "job_id": share.owner.job_id, "share": share.fraction,
+                   "share_rule": share.rule} for share in shares]
+    for column in AMOUNT_COLUMNS:
+        if row[column] is None:
+            continue
+        parts = ([row[column] * fraction for fraction in fractions] if column in _FLOAT_AMOUNTS
+                 else largest_remainder(row[column], fractions))
+        for part, amount in zip(rows, parts, strict=True):
+            part[column] = amount
+    largest = max(range(len(rows)), key=lambda i: fractions[i])
+    for i, part in enumerate(rows):
+        if i != largest and part["xid_errors"] is not None:
+            part["xid_errors"] = ()
+    return rows

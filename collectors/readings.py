@@ -16,8 +16,12 @@ class Owner:
 
 @dataclass(frozen=True, slots=True)
 class ProcessUsage:
+    """A compute process on a device. ``sm_util`` (0..1): its share of the SMs' time since the previous
+    scrape, where the backend reports it per process (not a sample column: it decides shared devices' splits)."""
+
     pid: int
     used_memory_bytes: int | None
+    sm_util: float | None = None
 
 
 class Counter(NamedTuple):
@@ -70,4 +74,4 @@ class DeviceReading:
     counters: dict[str, Counter] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
     extras: dict[str, float] = field(default_factory=dict)
-    owner: Owner | None = None
+    owners: tuple[Owner, ...] = ()  # the owners the backend itself knows (the simulator's scheduler)

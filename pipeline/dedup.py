@@ -1,4 +1,6 @@
-"""Which (device_uuid, ts) keys a partition has already stored, so a replayed sample is counted once.
+"""Which sample keys a partition has already stored, so a replayed sample is counted once.
+
+A key is (device_uuid, ts, tenant, job_id): a device shared by several owners has a row per owner.
 
 A node's messages are keyed by node, so all samples of a device arrive through one Kafka partition and
 the partition's own keys are enough. Keys are held per hour of ``ts`` for the hours touched most
@@ -13,8 +15,9 @@ from collections.abc import Callable
 
 import polars as pl
 
-KEY = ("device_uuid", "ts")
-KEY_SCHEMA = pl.Schema({"device_uuid": pl.String(), "ts": pl.Datetime("ms", "UTC")})
+KEY = ("device_uuid", "ts", "tenant", "job_id")
+KEY_SCHEMA = pl.Schema({"device_uuid": pl.String(), "ts": pl.Datetime("ms", "UTC"), "tenant": pl.String(),
+                        "job_id": pl.String()})
 HOUR = pl.col("ts").dt.truncate("1h")
 
 
@@ -31,7 +34,7 @@ class StoredKeys:
         if unique.is_empty():
             return unique
         stored = pl.concat([self._keys(hour) for hour in self._hours_of(unique)], how="vertical")
-        return unique.join(stored, on=list(KEY), how="anti", maintain_order="left")
+        return unique.join(stored, on=list(KEY), how="anti", maintain_order="left", nulls_equal=True)
 
     def remember(self, rows: pl.DataFrame) -> None:
         """Record the keys of rows that have just been committed."""

@@ -4,8 +4,9 @@ Every measure is a sum, a max, a min or a fixed-bin histogram of sums, so partia
 flushes, late rows, restarts and Kafka partitions merge in any order with :func:`merge`. Rates are
 never stored: readers divide stored sums (``busy_seconds / util_known_seconds``).
 
-Device time counts capacity: a GPU in MIG mode (extras ``mig.enabled``) adds its board readings
-(energy, errors) but not its seconds, which its MIG instances' rows report (schemas/sample_v1.md).
+Device time counts capacity: a row of a shared device counts ``interval_s x share``; a GPU in MIG mode
+(extras ``mig.enabled``) adds its board readings (energy, errors) but not its seconds, which its MIG
+instances' rows report (schemas/sample_v1.md).
 A sample belongs wholly to the window its interval starts in.
 """
 
@@ -44,7 +45,8 @@ def _seconds_where(value: str) -> pl.Expr:
 
 def row_measures(samples: pl.DataFrame, idle_threshold: float) -> pl.DataFrame:
     """Per-row contributions to every measure, beside the sample's own columns."""
-    capacity = pl.when(_is_mig_parent()).then(0.0).otherwise(pl.col("interval_s"))
+    share = pl.col("share").fill_null(1.0)  # a device shared by several owners: each row has its share
+    capacity = pl.when(_is_mig_parent()).then(0.0).otherwise(pl.col("interval_s") * share)
     bins = (pl.col("util_compute") * HISTOGRAM_BINS).floor().clip(0, HISTOGRAM_BINS - 1).cast(pl.Int32)
     frame = samples.with_columns(_capacity_s=capacity, _bin=bins)
     return frame.with_columns(

@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from schemas import wire
-from schemas.sample_v1 import COLUMNS, SAMPLE_SCHEMA
+from schemas.sample_v1 import ADDED_SINCE_1_0, COLUMNS, SAMPLE_SCHEMA
 
 #: Longest interval a row may cover; a collector never reports more than a few scrape intervals.
 MAX_INTERVAL_S = 3600.0
@@ -23,6 +23,7 @@ MAX_INTERVAL_S = 3600.0
 MAX_POWER_W = 5000.0
 
 _RATIOS = ("util_compute", "util_mem_bw", "sm_active", "tensor_active")
+_SHARE_RULES = ("process_util", "equal")
 _NON_NEGATIVE = ("mem_used_bytes", "mem_total_bytes", "energy_j", "ecc_corrected", "ecc_uncorrected",
                  "pcie_tx_bytes", "pcie_rx_bytes", "nvlink_tx_bytes", "nvlink_rx_bytes")
 _REQUIRED = tuple(field.name for field in SAMPLE_SCHEMA if not field.nullable)
@@ -54,9 +55,12 @@ def decode(payload: bytes) -> pa.Table:
         reason = "unsupported_schema_version" if "schema version" in str(exc) else "unreadable"
         raise MessageRejected(reason, str(exc)) from exc
     present = set(table.column_names)
-    missing = [name for name in COLUMNS if name not in present]
+    missing = [name for name in COLUMNS if name not in present and name not in ADDED_SINCE_1_0]
     if missing:
         raise MessageRejected("missing_columns", ", ".join(missing))
+    for name in ADDED_SINCE_1_0:  # a message of an older minor version
+        if name not in present:
+            table = table.append_column(name, pa.nulls(table.num_rows, _LENIENT_SCHEMA.field(name).type))
     table = table.select(list(COLUMNS))
     if all(field.type == _LENIENT_SCHEMA.field(field.name).type for field in table.schema):
         return pa.Table.from_arrays(table.columns, schema=_LENIENT_SCHEMA)  # zero-copy: a cast costs 0.3 ms
@@ -87,6 +91,8 @@ def _first_broken_rule(now_ms: int, max_future_ms: int, max_lateness_ms: int | N
         ("energy_j_not_finite", pl.col("energy_j").is_not_null() & ~pl.col("energy_j").is_finite()),
         ("power_w_out_of_range", pl.col("power_w").is_not_null() & ~pl.col("power_w").is_between(0.0, MAX_POWER_W)),
         ("mem_used_above_total", pl.col("mem_used_bytes") > pl.col("mem_total_bytes")),
+        ("share_out_of_range", pl.col("share").is_not_null() & ~pl.col("share").is_between(0.0, 1.0)),
+        ("share_rule_unknown", pl.col("share_rule").is_not_null() & ~pl.col("share_rule").is_in(_SHARE_RULES)),
     ]
     # Fold from the last rule to the first so that the first broken rule is the one reported.
     expression: pl.Expr = pl.lit(None, dtype=pl.String)

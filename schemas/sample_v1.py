@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 #: major.minor. A minor bump adds nullable columns only; a major bump means a new topic (``...v2``).
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SCHEMA_MAJOR = 1
 SCHEMA_VERSION_METADATA_KEY = b"fleetmeter.schema_version"
 
@@ -53,7 +53,16 @@ _FIELDS: list[pa.Field] = [
     pa.field("processes", pa.list_(PROCESS_TYPE)),
     pa.field("seq", pa.int64(), nullable=False),
     pa.field("extras", pa.map_(pa.string(), pa.float64())),
+    # 1.1: a device shared by several owners has one row per owner
+    pa.field("share", pa.float64()),
+    pa.field("share_rule", pa.string()),
 ]
+
+#: Columns added by a minor version: a reader fills them with null on messages of an older minor version.
+ADDED_SINCE_1_0 = ("share", "share_rule")
+#: Values of ``share_rule``.
+SHARE_BY_PROCESS_UTIL = "process_util"
+SHARE_EQUALLY = "equal"
 
 SAMPLE_SCHEMA: pa.Schema = pa.schema(
     _FIELDS, metadata={SCHEMA_VERSION_METADATA_KEY: SCHEMA_VERSION.encode()}

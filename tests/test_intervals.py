@@ -2,6 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from collectors.attribution.sharing import Share
 from collectors.intervals import IntervalBuilder
 from collectors.readings import Counter, Device, DeviceReading, Owner
 
@@ -14,7 +15,7 @@ def reading(**values: object) -> DeviceReading:
 
 
 def build(builder: IntervalBuilder, ts_ms: int, item: DeviceReading) -> list[dict[str, object]]:
-    return builder.rows([item], ts_ms, seq=ts_ms // 1000, owner_of=lambda _: OWNER)
+    return builder.rows([item], ts_ms, seq=ts_ms // 1000, shares_of=lambda _: [Share(OWNER)])
 
 
 def test_first_reading_primes_and_the_second_covers_the_interval_between() -> None:

@@ -157,3 +157,15 @@ def test_a_transient_driver_error_is_null_for_one_scrape_and_counted(fake: FakeN
     assert backend.read_errors()["NVMLError_GpuIsLost"] == len(fake.all_devices())  # each failed once
     fake.nvmlDeviceGetTemperature = original  # type: ignore[method-assign]
     assert by_uuid(backend.read(1))[gpu.uuid].temp_c == 55.0  # asked again: it was not "unsupported"
+
+
+def test_per_process_sm_utilization_is_the_mean_of_the_new_samples(fake: FakeNvml) -> None:
+    gpu = fake.gpus[2]
+    gpu.processes = [(11, GIB), (22, GIB), (33, GIB)]
+    backend = NvmlBackend("node-a", fake)
+    gpu.process_samples = [(100, 11, 60), (150, 22, 20), (200, 11, 40)]
+    util = {p.pid: p.sm_util for p in by_uuid(backend.read(0))[gpu.uuid].processes or ()}
+    assert util == {11: pytest.approx(0.50), 22: pytest.approx(0.20), 33: None}  # 33 ran no kernel
+    gpu.process_samples += [(300, 22, 90)]  # only this one is new
+    util = {p.pid: p.sm_util for p in by_uuid(backend.read(0))[gpu.uuid].processes or ()}
+    assert util == {11: None, 22: pytest.approx(0.90), 33: None}

@@ -1,10 +1,15 @@
-"""Who owns each device: sources asked in order, the first that knows wins, else ``unallocated``."""
+"""Who owns each device: sources asked in order, the first that finds an owner wins, else ``unallocated``.
+
+A source may find several owners of one device (time-slicing, MPS); ``sharing.split`` then divides the
+device's interval between them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
 
+from collectors.attribution.sharing import Claim, Share, split
 from collectors.readings import DeviceReading, Owner
 from schemas.sample_v1 import UNALLOCATED_TENANT
 
@@ -17,7 +22,9 @@ class AttributionSource(Protocol):
     def refresh(self) -> None:
         """Called once per scrape before lookups; must be cheap (cache what is expensive)."""
 
-    def owner_of(self, reading: DeviceReading) -> Owner | None: ...
+    def claims(self, reading: DeviceReading) -> list[Claim]:
+        """The device's owners as this source sees them; empty when it does not know."""
+        ...
 
 
 class BackendHint:
@@ -28,8 +35,8 @@ class BackendHint:
     def refresh(self) -> None:
         pass
 
-    def owner_of(self, reading: DeviceReading) -> Owner | None:
-        return reading.owner
+    def claims(self, reading: DeviceReading) -> list[Claim]:
+        return [Claim(owner) for owner in reading.owners]
 
 
 class Attribution:
@@ -40,9 +47,9 @@ class Attribution:
         for source in self.sources:
             source.refresh()
 
-    def owner_of(self, reading: DeviceReading) -> Owner:
+    def shares_of(self, reading: DeviceReading) -> list[Share]:
         for source in self.sources:
-            owner = source.owner_of(reading)
-            if owner is not None:
-                return owner
-        return UNALLOCATED
+            claims = source.claims(reading)
+            if claims:
+                return split(reading, claims)
+        return [Share(UNALLOCATED)]

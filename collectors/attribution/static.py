@@ -15,6 +15,7 @@ import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from collectors.attribution.sharing import Claim
 from collectors.readings import DeviceReading, Owner
 
 log = structlog.get_logger(__name__)
@@ -41,11 +42,11 @@ class RuleFile(BaseModel):
     rules: list[OwnerRule]
 
 
-def first_match(rules: list[OwnerRule], reading: DeviceReading) -> Owner | None:
+def first_match(rules: list[OwnerRule], reading: DeviceReading) -> list[Claim]:
     for rule in rules:
         if rule.matches(reading):
-            return Owner(rule.tenant, rule.job_id)
-    return None
+            return [Claim(Owner(rule.tenant, rule.job_id))]
+    return []
 
 
 class StaticRules:
@@ -57,7 +58,7 @@ class StaticRules:
     def refresh(self) -> None:
         pass
 
-    def owner_of(self, reading: DeviceReading) -> Owner | None:
+    def claims(self, reading: DeviceReading) -> list[Claim]:
         return first_match(self.rules, reading)
 
 
@@ -87,5 +88,5 @@ class SchedulerFile:
             self.errors += 1
             log.error("scheduler file unreadable; keeping previous rules", path=str(self.path), error=str(exc))
 
-    def owner_of(self, reading: DeviceReading) -> Owner | None:
+    def claims(self, reading: DeviceReading) -> list[Claim]:
         return first_match(self.rules, reading)

@@ -58,6 +58,7 @@ class _Tracked:
     gpu_instance_id: int | None = None
     mig_enabled: bool = False
     samples_seen_us: dict[int, int] = field(default_factory=dict)
+    process_samples_seen_us: int = 0
     gpm_samples: list[Any] = field(default_factory=list)
     gpm_primed: bool = False
     field_ids: list[int] | None = None
@@ -216,7 +217,9 @@ class NvmlBackend:
         self._read_link_counters(tracked, reading)
         processes = q(key, "nvmlDeviceGetComputeRunningProcesses", handle)
         if processes is not None:
-            reading.processes = tuple(ProcessUsage(int(p.pid), p.usedGpuMemory) for p in processes)
+            sm_util = self._process_sm_util(tracked)
+            reading.processes = tuple(ProcessUsage(int(p.pid), p.usedGpuMemory, sm_util.get(int(p.pid)))
+                                      for p in processes)
         reading.xid_errors = tuple(xids.get(key, ())) if tracked.xid_registered else None
         self._read_gpm(tracked, reading)
         if tracked.mig_enabled:
@@ -224,6 +227,23 @@ class NvmlBackend:
         if tracked.gpu_instance_id is not None:
             reading.extras["mig.gpu_instance_id"] = float(tracked.gpu_instance_id)
         return reading
+
+    def _process_sm_util(self, tracked: _Tracked) -> dict[int, float]:
+        """Each process's mean SM utilization (0..1) over the driver's samples since the last scrape.
+
+        What splits a time-sliced GPU between its owners; NVML answers NOT_FOUND when no process ran.
+        """
+        since = tracked.process_samples_seen_us
+        samples = self._q((tracked.device.uuid, "process_util"), "nvmlDeviceGetProcessUtilization",
+                          tracked.handle, since) or []
+        fresh = [s for s in samples if s.timeStamp > since]
+        if not fresh:
+            return {}
+        tracked.process_samples_seen_us = max(s.timeStamp for s in fresh)
+        by_pid: dict[int, list[int]] = {}
+        for sample in fresh:
+            by_pid.setdefault(int(sample.pid), []).append(int(sample.smUtil))
+        return {pid: sum(values) / len(values) / 100 for pid, values in by_pid.items()}
 
     def _interval_mean(self, tracked: _Tracked, sampling_type: int, instant_member: str) -> float | None:
         """Mean utilization (0..1) over the driver's samples since the last scrape, else the instant value."""

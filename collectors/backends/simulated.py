@@ -204,7 +204,7 @@ class SimulatedBackend:
                 "nvlink_rx_bytes": Counter(state.nvlink_rx),
             },
             extras={"sim.workload_" + allocation.workload: 1.0},
-            owner=allocation.owner,
+            owners=() if allocation.owner is None else (allocation.owner,),
         )
 
     @staticmethod

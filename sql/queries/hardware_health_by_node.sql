@@ -1,13 +1,14 @@
 -- Which nodes have sick hardware? Per node: device-hours with clocks held down by hardware (slowdown,
 -- thermal, power brake) or by software limits (thermal, power cap), ECC errors, XID events and their
--- codes, and the hottest reading. Nodes in trouble first.
+-- codes, and the hottest reading. Nodes in trouble first. (A shared device's rows count their share of
+-- its time: together, the device's.)
 SELECT cluster,
        node,
        count(DISTINCT device_uuid) AS devices,
-       coalesce(sum(interval_s) FILTER (
+       coalesce(sum(interval_s * coalesce(share, 1)) FILTER (
            WHERE list_has_any(throttle_reasons, ['hw_slowdown', 'hw_thermal', 'hw_power_brake'])), 0) / 3600
            AS hw_throttled_device_hours,
-       coalesce(sum(interval_s) FILTER (
+       coalesce(sum(interval_s * coalesce(share, 1)) FILTER (
            WHERE list_has_any(throttle_reasons, ['sw_thermal', 'sw_power_cap'])), 0) / 3600
            AS sw_throttled_device_hours,
        coalesce(sum(ecc_corrected), 0) AS ecc_corrected,

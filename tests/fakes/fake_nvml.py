@@ -59,6 +59,7 @@ class FakeGpu:
     pcie_kib_per_s: dict[int, int] = field(default_factory=lambda: {0: 0, 1: 0})
     gpm: dict[int, float] = field(default_factory=dict)  # metric id -> percent
     processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, bytes)
+    process_samples: list[tuple[int, int, int]] = field(default_factory=list)  # (timestamp us, pid, sm %)
     unsupported: set[str] = field(default_factory=set)  # function names that raise NotSupported
     mig_enabled: bool = False
     mig_slots: list[FakeGpu | None] = field(default_factory=list)
@@ -245,6 +246,14 @@ class FakeNvml:
         gpu = self._gpu(handle, "nvmlDeviceGetComputeRunningProcesses")
         return [pynvml.nvmlStructToFriendlyObject(pynvml.c_nvmlProcessInfo_t(pid=pid, usedGpuMemory=used))
                 for pid, used in gpu.processes]
+
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, since_us: int) -> list[Any]:
+        gpu = self._gpu(handle, "nvmlDeviceGetProcessUtilization")
+        fresh = [(ts, pid, sm) for ts, pid, sm in gpu.process_samples if ts > since_us]
+        if not fresh:
+            _raise(pynvml.NVML_ERROR_NOT_FOUND)
+        return [pynvml.c_nvmlProcessUtilizationSample_t(pid=pid, timeStamp=ts, smUtil=sm, memUtil=sm // 2)
+                for ts, pid, sm in fresh]
 
     # XID events
     def nvmlEventSetCreate(self) -> Any:
