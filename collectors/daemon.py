@@ -12,6 +12,9 @@ import structlog
 from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 
 from collectors.attribution import Attribution, AttributionSource, BackendHint
+from collectors.attribution.kubernetes import KubernetesPods
+from collectors.attribution.procfs import Procfs
+from collectors.attribution.slurm import SlurmJobs
 from collectors.attribution.static import SchedulerFile, StaticRules
 from collectors.backends.base import Backend
 from collectors.backends.simulated import SimulatedBackend
@@ -34,13 +37,19 @@ log = structlog.get_logger(__name__)
 KAFKA_COMPRESSION = "zstd"
 
 
-def attribution_sources(settings: AttributionSettings) -> list[AttributionSource]:
-    """Most specific and most current first: the scheduler's file, the static rules, the backend's hint."""
+def attribution_sources(settings: AttributionSettings, node: str) -> list[AttributionSource]:
+    """Operators' rules first (the scheduler's file, static rules), then what the cluster says (Kubernetes
+    device assignments, Slurm jobs of the device's processes), then the backend's hint."""
     sources: list[AttributionSource] = []
     if settings.scheduler_file is not None:
         sources.append(SchedulerFile(settings.scheduler_file))
     if settings.static:
         sources.append(StaticRules(settings.static))
+    procfs = Procfs(settings.proc_root)
+    if settings.kubernetes.enabled:
+        sources.append(KubernetesPods(settings.kubernetes, node, procfs))
+    if settings.slurm.enabled:
+        sources.append(SlurmJobs(settings.slurm, procfs))
     sources.append(BackendHint())
     return sources
 
@@ -66,7 +75,7 @@ class CollectorDaemon:
         self.registry.register(BackendErrors(lambda: {b.name: b.read_errors() for b in self.backends}))
         self.clock = clock_for(self.backends)
         self.builder = IntervalBuilder(settings.cluster, settings.interval_s * settings.max_interval_factor)
-        self.attribution = Attribution(attribution_sources(settings.attribution))
+        self.attribution = Attribution(attribution_sources(settings.attribution, settings.node))
         self.spool = Spool(settings.spool.dir, settings.spool.max_bytes, settings.spool.fsync)
         self.health.spool_messages.set_function(lambda: self.spool.messages)
         self.health.spool_bytes.set_function(lambda: self.spool.bytes)

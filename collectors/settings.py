@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from collectors.attribution.kubernetes import KubernetesSettings
+from collectors.attribution.slurm import SlurmSettings
 from collectors.attribution.static import OwnerRule
 from fleetmeter.settings import CommaList, EndpointSettings, KafkaSettings, LayeredSettings, LoggingSettings, Section
 
@@ -48,10 +50,16 @@ class MetricsSettings(EndpointSettings):
 
 
 class AttributionSettings(Section):
+    """Who owns each device; sources are asked in this order: scheduler_file, static, kubernetes, slurm,
+    then the backend's own hint (the simulator's scheduler); the first that finds an owner wins."""
+
     static: list[OwnerRule] = Field(default_factory=list)
     scheduler_file: Path | None = Field(
         default=None, description="Rules file that a scheduler hook rewrites: {'rules': [...]}."
     )
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    slurm: SlurmSettings = SlurmSettings()
+    proc_root: Path = Field(default=Path("/proc"), description="Where processes are read (the host's /proc).")
 
 
 class CollectorSettings(LayeredSettings):

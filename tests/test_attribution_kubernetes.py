@@ -1,0 +1,199 @@
+"""Kubernetes attribution against a real gRPC PodResources server on a unix socket (stubs generated from
+the proto) and a real HTTP server answering the API server's pod list, with /proc fixtures for processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import grpc
+import pytest
+
+from collectors.attribution.kubelet import podresources_v1_pb2 as pb
+from collectors.attribution.kubelet.podresources_v1_pb2_grpc import (
+    PodResourcesListerServicer,
+    add_PodResourcesListerServicer_to_server,
+)
+from collectors.attribution.kubernetes import KubernetesPods, KubernetesSettings
+from collectors.attribution.procfs import Procfs
+from collectors.attribution.sharing import split
+from collectors.readings import Device, DeviceReading, Owner, ProcessUsage
+from schemas.sample_v1 import SHARE_BY_PROCESS_UTIL
+
+PROC = Procfs(Path(__file__).parent / "fixtures" / "proc")
+NODE = "node-a"
+TOKEN = "sa-token"
+UID_SYSTEMD = "1b4c3f7e-9d2a-4c1e-8f3b-2a6d5e4c3b21"  # pid 1004's pod, as its cgroup path names it
+UID_CGROUPFS = "7e1d2c3b-4a5f-6789-abcd-ef0123456789"  # pid 1005's pod
+
+
+def pod(namespace: str, name: str, *devices: tuple[str, list[str]]) -> pb.PodResources:
+    return pb.PodResources(name=name, namespace=namespace, containers=[pb.ContainerResources(
+        name="main", devices=[pb.ContainerDevices(resource_name=r, device_ids=ids) for r, ids in devices])])
+
+
+class Kubelet(PodResourcesListerServicer):
+    def __init__(self) -> None:
+        self.pods: list[pb.PodResources] = []
+        self.calls = 0
+
+    def List(self, request: pb.ListPodResourcesRequest, context: Any) -> pb.ListPodResourcesResponse:  # noqa: N802
+        self.calls += 1
+        return pb.ListPodResourcesResponse(pod_resources=self.pods)
+
+
+@dataclass
+class ApiServer:
+    url: str
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def kubelet(tmp_path: Path) -> Iterator[tuple[Kubelet, Path]]:
+    socket = tmp_path / "kubelet.sock"
+    servicer = Kubelet()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    add_PodResourcesListerServicer_to_server(servicer, server)
+    server.add_insecure_port(f"unix://{socket}")
+    server.start()
+    yield servicer, socket
+    server.stop(grace=None)
+
+
+@pytest.fixture
+def api_server() -> Iterator[ApiServer]:
+    state = ApiServer("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            url = urlparse(self.path)
+            state.requests.append(self.path)
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                self.send_response(401)
+                self.end_headers()
+                return
+            assert url.path == "/api/v1/pods"
+            assert parse_qs(url.query)["fieldSelector"] == [f"spec.nodeName={NODE}"]
+            body = json.dumps({"kind": "PodList", "apiVersion": "v1", "items": state.pods}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+
+
+def api_pod(namespace: str, name: str, uid: str, labels: dict[str, str] | None = None,
+            annotations: dict[str, str] | None = None, owner: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"namespace": namespace, "name": name, "uid": uid, "labels": labels or {},
+                            "annotations": annotations or {}}
+    if owner:
+        meta["ownerReferences"] = [{"kind": "Job", "name": owner, "controller": True}]
+    return {"metadata": meta, "spec": {"nodeName": NODE}}
+
+
+def source(socket: Path, api: ApiServer | None, tmp_path: Path, clock: list[float] | None = None,
+           **overrides: Any) -> KubernetesPods:
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    settings = KubernetesSettings(enabled=True, pod_resources_socket=socket, token_file=token, ca_file=None,
+                                  api_server=api.url if api else None, **overrides)
+    now = clock if clock is not None else [0.0]
+    return KubernetesPods(settings, NODE, PROC, clock=lambda: now[0])
+
+
+def device(uuid: str, index: int = 0, processes: tuple[ProcessUsage, ...] = ()) -> DeviceReading:
+    return DeviceReading(device=Device(NODE, uuid, index, "gpu", "nvidia", "H100"), processes=processes)
+
+
+def owners(found: KubernetesPods, reading: DeviceReading) -> list[Owner]:
+    return [claim.owner for claim in found.claims(reading)]
+
+
+def test_pods_devices_and_the_rules_for_tenant_and_job(kubelet: tuple[Kubelet, Path], api_server: ApiServer,
+                                                       tmp_path: Path) -> None:
+    servicer, socket = kubelet
+    servicer.pods = [
+        pod("ml", "trainer-0", ("nvidia.com/gpu", ["GPU-aaa", "GPU-bbb"])),
+        pod("ml", "notebook", ("nvidia.com/mig-1g.10gb", ["MIG-ccc"])),
+        pod("team-x", "serve-7f9", ("google.com/tpu", ["3"])),
+        pod("default", "no-metadata", ("nvidia.com/gpu", ["GPU-ddd"])),
+    ]
+    api_server.pods = [
+        api_pod("ml", "trainer-0", "u1", labels={"team": "research", "jobset.sigs.k8s.io/jobset-name": "llm-7b"},
+                owner="llm-7b-workers"),
+        api_pod("ml", "notebook", "u2", annotations={"fleetmeter.io/tenant": "vision"}, owner="nb-set"),
+        api_pod("team-x", "serve-7f9", "u3"),
+    ]
+    found = source(socket, api_server, tmp_path)
+    found.refresh()
+    assert owners(found, device("GPU-aaa")) == [Owner("research", "llm-7b")]  # label team; JobSet label
+    assert owners(found, device("GPU-bbb", 1)) == [Owner("research", "llm-7b")]
+    assert owners(found, device("MIG-ccc")) == [Owner("vision", "nb-set")]  # annotation; its controller
+    assert owners(found, device("TPU-x", index=3)) == [Owner("team-x", "serve-7f9")]  # namespace; pod name
+    assert owners(found, device("GPU-ddd")) == [Owner("default", "no-metadata")]  # the API has not seen it
+    assert owners(found, device("GPU-free")) == []  # not assigned: another source may know
+    assert api_server.requests and all("spec.nodeName" in request for request in api_server.requests)
+
+
+def test_a_time_sliced_gpu_is_split_by_its_pods_processes(kubelet: tuple[Kubelet, Path], api_server: ApiServer,
+                                                          tmp_path: Path) -> None:
+    servicer, socket = kubelet
+    servicer.pods = [pod("a", "one", ("nvidia.com/gpu", ["GPU-shared::0"])),
+                     pod("b", "two", ("nvidia.com/gpu", ["GPU-shared::1"]))]
+    api_server.pods = [api_pod("a", "one", UID_SYSTEMD, labels={"team": "ta"}),
+                       api_pod("b", "two", UID_CGROUPFS, labels={"team": "tb"})]
+    found = source(socket, api_server, tmp_path)
+    found.refresh()
+    reading = device("GPU-shared", processes=(ProcessUsage(1004, 1, 0.6), ProcessUsage(1005, 1, 0.2)))
+    claims = found.claims(reading)
+    assert {(c.owner, c.pids) for c in claims} == {(Owner("ta", "one"), frozenset({1004})),
+                                                   (Owner("tb", "two"), frozenset({1005}))}
+    shares = {s.owner.tenant: (s.fraction, s.rule) for s in split(reading, claims)}
+    assert shares == {"ta": (pytest.approx(0.75), SHARE_BY_PROCESS_UTIL),
+                      "tb": (pytest.approx(0.25), SHARE_BY_PROCESS_UTIL)}
+
+
+def test_the_cost_is_bounded_by_caching(kubelet: tuple[Kubelet, Path], api_server: ApiServer,
+                                        tmp_path: Path) -> None:
+    servicer, socket = kubelet
+    servicer.pods = [pod("ml", "p0", ("nvidia.com/gpu", ["GPU-0"]))]
+    api_server.pods = [api_pod("ml", "p0", "u0")]
+    clock = [0.0]
+    found = source(socket, api_server, tmp_path, clock)
+    for second in range(600):  # ten minutes of scrapes every second
+        clock[0] = float(second)
+        if second == 305:  # a new pod appears: listed at 310, its metadata fetched then, not at 360
+            servicer.pods.append(pod("ml", "p1", ("nvidia.com/gpu", ["GPU-1"])))
+            api_server.pods.append(api_pod("ml", "p1", "u1", labels={"team": "late"}))
+        found.refresh()
+        owners(found, device("GPU-0"))
+        if second == 310:
+            assert owners(found, device("GPU-1")) == [Owner("late", "p1")]
+    assert servicer.calls == 60  # List every pod_resources_ttl_s (10 s)
+    assert len(api_server.requests) == 11  # at 0, 60, ..., 300, then 310 for the new pod, 370, ..., 550
+
+
+def test_a_missing_kubelet_or_api_server_degrades_without_failing(api_server: ApiServer, tmp_path: Path) -> None:
+    found = source(tmp_path / "no-kubelet.sock", None, tmp_path)
+    found.refresh()
+    assert found.errors == 1 and owners(found, device("GPU-0")) == []
+    bad = source(tmp_path / "no-kubelet.sock", ApiServer("http://127.0.0.1:9"), tmp_path)
+    bad.refresh()
+    assert bad.errors == 2  # kubelet, then the API server
