@@ -68,3 +68,19 @@ def test_scheduler_file_is_reread_when_it_changes_and_a_bad_file_keeps_the_old_r
     path.unlink()
     source.refresh()
     assert found(source, reading()) is None
+
+
+def test_a_failing_source_fails_alone() -> None:
+    class Broken:
+        name = "broken"
+
+        def refresh(self) -> None:
+            raise RuntimeError("bug")
+
+        def claims(self, reading: DeviceReading) -> list:  # type: ignore[type-arg]
+            raise RuntimeError("bug")
+
+    attribution = Attribution([Broken(), StaticRules([OwnerRule(tenant="fallback")])])
+    attribution.refresh()
+    assert whole(attribution, reading()) == Owner("fallback")
+    assert attribution.errors == {"broken": 2, "static": 0}

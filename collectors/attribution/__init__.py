@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import structlog
+
 from collectors.attribution.sharing import Claim, Share, split
 from collectors.readings import DeviceReading, Owner
 from schemas.sample_v1 import UNALLOCATED_TENANT
+
+log = structlog.get_logger(__name__)
 
 UNALLOCATED = Owner(UNALLOCATED_TENANT)
 
@@ -40,16 +44,31 @@ class BackendHint:
 
 
 class Attribution:
+    """The sources in order of precedence. A source that raises fails alone: it is logged, counted in
+    ``errors`` and skipped, and the next source answers."""
+
     def __init__(self, sources: Sequence[AttributionSource]) -> None:
         self.sources = tuple(sources)
+        self.errors: dict[str, int] = {source.name: 0 for source in self.sources}
 
     def refresh(self) -> None:
         for source in self.sources:
-            source.refresh()
+            try:
+                source.refresh()
+            except Exception:  # a bug or an unforeseen failure in one source must not stop the scrape
+                self._failed(source, "refresh")
 
     def shares_of(self, reading: DeviceReading) -> list[Share]:
         for source in self.sources:
-            claims = source.claims(reading)
+            try:
+                claims = source.claims(reading)
+            except Exception:
+                self._failed(source, "claims")
+                continue
             if claims:
                 return split(reading, claims)
         return [Share(UNALLOCATED)]
+
+    def _failed(self, source: AttributionSource, step: str) -> None:
+        self.errors[source.name] += 1
+        log.exception("attribution source failed; skipped", source=source.name, step=step)

@@ -68,13 +68,13 @@ def topic_rows(bootstrap_servers: str, topic: str) -> list[Row]:
 
 
 def unique_valid(rows: list[Row]) -> list[Row]:
-    """The rows a correct pipeline stores: valid ones, the first of each (device_uuid, ts)."""
-    seen: dict[tuple[str, int], Row] = {}
+    """The rows a correct pipeline stores: valid ones, the first of each (device_uuid, ts, tenant, job_id)."""
+    seen: dict[tuple[str, int, str, str | None], Row] = {}
     for row in rows:
         util = row["util_compute"]
         if util is not None and not 0 <= util <= 1:
             continue
-        seen.setdefault((row["device_uuid"], row["ts"]), row)
+        seen.setdefault((row["device_uuid"], row["ts"], row["tenant"], row["job_id"]), row)
     return list(seen.values())
 
 
