@@ -19,7 +19,7 @@ from collectors.attribution.static import SchedulerFile, StaticRules
 from collectors.backends.base import Backend
 from collectors.backends.simulated import SimulatedBackend
 from collectors.cadence import Clock, ScaledClock, WallClock, next_tick
-from collectors.exposition.device_metrics import BackendErrors, DeviceMetrics
+from collectors.exposition.device_metrics import AttributionErrors, BackendErrors, DeviceMetrics
 from collectors.exposition.health import Health
 from collectors.exposition.profiles import PROFILES
 from collectors.intervals import IntervalBuilder
@@ -76,6 +76,7 @@ class CollectorDaemon:
         self.clock = clock_for(self.backends)
         self.builder = IntervalBuilder(settings.cluster, settings.interval_s * settings.max_interval_factor)
         self.attribution = Attribution(attribution_sources(settings.attribution, settings.node))
+        self.registry.register(AttributionErrors(self.attribution.errors))
         self.spool = Spool(settings.spool.dir, settings.spool.max_bytes, settings.spool.fsync)
         self.health.spool_messages.set_function(lambda: self.spool.messages)
         self.health.spool_bytes.set_function(lambda: self.spool.bytes)

@@ -73,6 +73,7 @@ def test_scheduler_file_is_reread_when_it_changes_and_a_bad_file_keeps_the_old_r
 def test_a_failing_source_fails_alone() -> None:
     class Broken:
         name = "broken"
+        errors = 0
 
         def refresh(self) -> None:
             raise RuntimeError("bug")
@@ -83,4 +84,4 @@ def test_a_failing_source_fails_alone() -> None:
     attribution = Attribution([Broken(), StaticRules([OwnerRule(tenant="fallback")])])
     attribution.refresh()
     assert whole(attribution, reading()) == Owner("fallback")
-    assert attribution.errors == {"broken": 2, "static": 0}
+    assert attribution.errors() == {"broken": 2, "static": 0}

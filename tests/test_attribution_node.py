@@ -64,6 +64,9 @@ def test_every_device_second_goes_to_the_right_owner(kafka_broker: EmbeddedBroke
             gpu[2].process_samples += [(ts_us, 1004, 60), (ts_us, 1005, 20)]
             daemon.scrape_once()
         daemon.shutdown()
+    for source in ("kubernetes", "slurm"):  # every source answered: nothing fell back
+        assert daemon.registry.get_sample_value("fleetmeter_collector_attribution_errors_total",
+                                                {"source": source}) == 0
     PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, tmp_path / "warehouse")).run()
 
     rows = unique_valid(topic_rows(kafka_broker.bootstrap_servers, topic))

@@ -23,6 +23,11 @@ UNALLOCATED = Owner(UNALLOCATED_TENANT)
 class AttributionSource(Protocol):
     name: str
 
+    @property
+    def errors(self) -> int:
+        """Failures the source met and survived (an unreachable kubelet, a failed squeue, a bad file)."""
+        ...
+
     def refresh(self) -> None:
         """Called once per scrape before lookups; must be cheap (cache what is expensive)."""
 
@@ -35,6 +40,7 @@ class BackendHint:
     """The owner that the backend itself reports (the simulator knows its simulated scheduler)."""
 
     name = "backend"
+    errors = 0
 
     def refresh(self) -> None:
         pass
@@ -45,11 +51,11 @@ class BackendHint:
 
 class Attribution:
     """The sources in order of precedence. A source that raises fails alone: it is logged, counted in
-    ``errors`` and skipped, and the next source answers."""
+    :meth:`errors` and skipped, and the next source answers."""
 
     def __init__(self, sources: Sequence[AttributionSource]) -> None:
         self.sources = tuple(sources)
-        self.errors: dict[str, int] = {source.name: 0 for source in self.sources}
+        self._raised: dict[str, int] = {source.name: 0 for source in self.sources}
 
     def refresh(self) -> None:
         for source in self.sources:
@@ -69,6 +75,10 @@ class Attribution:
                 return split(reading, claims)
         return [Share(UNALLOCATED)]
 
+    def errors(self) -> dict[str, int]:
+        """Per source: what it survived on its own, and what it raised (and was skipped for)."""
+        return {source.name: source.errors + self._raised[source.name] for source in self.sources}
+
     def _failed(self, source: AttributionSource, step: str) -> None:
-        self.errors[source.name] += 1
+        self._raised[source.name] += 1
         log.exception("attribution source failed; skipped", source=source.name, step=step)

@@ -104,6 +104,10 @@ class SlurmJobs:
         self._jobs: dict[int, tuple[str, str]] = {}  # pid -> (job, user), for this scrape
         self._accounts: dict[str, str | None] = {}
 
+    @property
+    def errors(self) -> int:
+        return self.squeue.errors
+
     def refresh(self) -> None:
         self._jobs = {}
         self._accounts = {}

@@ -51,6 +51,7 @@ def first_match(rules: list[OwnerRule], reading: DeviceReading) -> list[Claim]:
 
 class StaticRules:
     name = "static"
+    errors = 0
 
     def __init__(self, rules: list[OwnerRule]) -> None:
         self.rules = rules

@@ -72,3 +72,17 @@ class BackendErrors(Collector):
             for error, count in counts.items():
                 family.add_metric([backend, error], count)
         yield family
+
+
+class AttributionErrors(Collector):
+    """Failures of each attribution source (it fell back to the next source for those devices)."""
+
+    def __init__(self, errors: Callable[[], Mapping[str, int]]) -> None:
+        self._errors = errors
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("fleetmeter_collector_attribution_errors",
+                                     "Failures of an attribution source, by source.", labels=["source"])
+        for source, count in self._errors().items():
+            family.add_metric([source], count)
+        yield family
