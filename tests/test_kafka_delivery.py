@@ -43,7 +43,7 @@ def test_each_node_scrape_is_one_keyed_message_with_headers(kafka_broker: Embedd
     assert Counter(key for key, _, _ in messages) == {b"test-sim-000": 3, b"test-sim-001": 3}
     for key, headers, table in messages:
         assert dict(headers)[wire.HEADER_CONTENT_TYPE] == b"application/vnd.apache.arrow.stream"
-        assert dict(headers)[wire.HEADER_SCHEMA_VERSION] == b"1.0"
+        assert dict(headers)[wire.HEADER_SCHEMA_VERSION] == b"1.1"
         assert table.num_rows == 4 and set(table.column("node").to_pylist()) == {key.decode()}
         assert len(set(table.column("seq").to_pylist())) == 1
     assert daemon.spool.messages == 0

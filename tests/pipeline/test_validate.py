@@ -101,6 +101,21 @@ def test_a_newer_minor_version_with_extra_columns_is_accepted_and_the_extras_ign
     assert result.rows.height == 1 and "new_reading" not in result.rows.columns
 
 
+def test_an_older_minor_version_without_the_share_columns_reads_as_whole_devices() -> None:
+    batch = rows_to_batch([row(), row(device_uuid="GPU-2")])
+    older = batch.drop_columns(["share", "share_rule"]).replace_schema_metadata({SCHEMA_VERSION_METADATA_KEY: b"1.0"})
+    result = validate(wire.encode(older), NOW_MS)
+    assert result.rows.height == 2 and result.rows["share"].to_list() == [None, None]
+
+
+@pytest.mark.parametrize(("share", "rule", "reason"), [(1.5, "equal", "share_out_of_range"),
+                                                        (-0.1, "equal", "share_out_of_range"),
+                                                        (0.5, "by_vibes", "share_rule_unknown")])
+def test_a_share_outside_0_to_1_or_an_unknown_rule_is_quarantined(share: float, rule: str, reason: str) -> None:
+    result = validate(message(row(share=share, share_rule=rule)), NOW_MS)
+    assert result.rows.height == 0 and result.rejected["reason"].to_list() == [reason]
+
+
 KNOWN_REJECTIONS = {"unreadable", "unsupported_schema_version", "missing_columns", "wrong_types"}
 
 
