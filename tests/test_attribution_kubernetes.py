@@ -53,8 +53,9 @@ def source(socket: Path, api: ApiServer | None, tmp_path: Path, clock: list[floa
     return KubernetesPods(settings, NODE, PROC, clock=lambda: now[0])
 
 
-def device(uuid: str, index: int = 0, processes: tuple[ProcessUsage, ...] = ()) -> DeviceReading:
-    return DeviceReading(device=Device(NODE, uuid, index, "gpu", "nvidia", "H100"), processes=processes)
+def device(uuid: str, index: int = 0, processes: tuple[ProcessUsage, ...] = (), vendor: str = "nvidia",
+           ) -> DeviceReading:
+    return DeviceReading(device=Device(NODE, uuid, index, "gpu", vendor, "H100"), processes=processes)
 
 
 def owners(found: KubernetesPods, reading: DeviceReading) -> list[Owner]:
@@ -81,7 +82,8 @@ def test_pods_devices_and_the_rules_for_tenant_and_job(kubelet: tuple[Kubelet, P
     assert owners(found, device("GPU-aaa")) == [Owner("research", "llm-7b")]  # label team; JobSet label
     assert owners(found, device("GPU-bbb", 1)) == [Owner("research", "llm-7b")]
     assert owners(found, device("MIG-ccc")) == [Owner("vision", "nb-set")]  # annotation; its controller
-    assert owners(found, device("TPU-x", index=3)) == [Owner("team-x", "serve-7f9")]  # namespace; pod name
+    assert owners(found, device("TPU-x", index=3, vendor="google")) == [Owner("team-x", "serve-7f9")]  # namespace
+    assert owners(found, device("GPU-other", index=3)) == []  # an NVIDIA GPU is never matched by index
     assert owners(found, device("GPU-ddd")) == [Owner("default", "no-metadata")]  # the API has not seen it
     assert owners(found, device("GPU-free")) == []  # not assigned: another source may know
     assert api_server.requests and all("spec.nodeName" in request for request in api_server.requests)

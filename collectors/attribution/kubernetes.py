@@ -132,8 +132,8 @@ class KubernetesPods:
         self.holders: dict[str, set[PodKey]] = {}  # device id (UUID, or resource/index) -> pods holding it
         self.pods: dict[PodKey, Pod] = {}
         self._listed_at = self._described_at = -float("inf")
-        self._channel = grpc.insecure_channel(f"unix://{settings.pod_resources_socket}")
-        self._stub = PodResourcesListerStub(self._channel)  # type: ignore[no-untyped-call]
+        channel = grpc.insecure_channel(f"unix://{settings.pod_resources_socket}")  # connects when first used
+        self._stub = PodResourcesListerStub(channel)  # type: ignore[no-untyped-call]
         self._api_server = settings.api_server or in_cluster_api_server()
 
     def refresh(self) -> None:
@@ -149,7 +149,9 @@ class KubernetesPods:
 
     def claims(self, reading: DeviceReading) -> list[Claim]:
         device = reading.device
-        keys = self.holders.get(device.uuid, set()) | self.holders.get(f"index:{device.index}", set())
+        keys = set(self.holders.get(device.uuid, ()))
+        if device.vendor != "nvidia":  # the other vendors' device plugins name devices by index
+            keys |= self.holders.get(f"index:{device.index}", set())
         if not keys:
             return []
         uids = {self.pods[key].uid.replace("_", "-"): key for key in keys if key in self.pods}
@@ -160,9 +162,6 @@ class KubernetesPods:
                 pids[key].add(process.pid)
         return [Claim(owner_of(self.settings, key, self.pods.get(key)), frozenset(pids[key]))
                 for key in sorted(keys)]
-
-    def close(self) -> None:
-        self._channel.close()
 
     def _pod_of(self, pid: int, uids: dict[str, PodKey]) -> PodKey | None:
         for path in self.procfs.cgroups(pid):
