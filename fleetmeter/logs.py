@@ -10,6 +10,12 @@ import structlog
 from fleetmeter.settings import LoggingSettings
 
 
+def _current_stderr(*_: object) -> structlog.PrintLogger:
+    """A logger on whatever ``sys.stderr`` is when a line is logged, not when logging was configured
+    (a stream captured then, by a test or a redirect, may be closed by now)."""
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(settings: LoggingSettings) -> None:
     level = logging.getLevelNamesMapping()[settings.level.upper()]
     renderer: structlog.typing.Processor = (
@@ -26,7 +32,7 @@ def configure(settings: LoggingSettings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_current_stderr,
         cache_logger_on_first_use=False,
     )
     # kafka-python logs through the standard library; keep its noise at warning and above.
