@@ -158,7 +158,9 @@ def _run_pipeline(config: Path, log_path: Path, collecting: threading.Thread, ba
                     worker.wait()
             bars.finished_run()
             if worker.returncode != 0:
-                raise typer.BadParameter(f"the pipeline worker exited with status {worker.returncode}; see {log_path}")
+                typer.echo(f"fleetmeter demo: the pipeline worker exited with status {worker.returncode}; "
+                           f"see {log_path}", err=True)
+                raise typer.Exit(1)
             if collector_done is not None and time.monotonic() - idle_s > collector_done:
                 return
 
