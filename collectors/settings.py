@@ -34,6 +34,12 @@ class NvmlSettings(Section):
     )
 
 
+class NeuronSettings(Section):
+    command: list[str] = Field(default=["neuron-monitor"], min_length=1,
+                               description="How to run neuron-monitor (its config file is appended).")
+    period_s: float = Field(default=5.0, gt=0, description="neuron-monitor's report period.")
+
+
 class SpoolSettings(Section):
     """The on-disk queue in front of Kafka. Every message is written here first, then sent."""
 
@@ -79,4 +85,5 @@ class CollectorSettings(LayeredSettings):
     attribution: AttributionSettings = AttributionSettings()
     simulated: SimulatedSettings = SimulatedSettings()
     nvml: NvmlSettings = NvmlSettings()
+    neuron: NeuronSettings = NeuronSettings()
     logging: LoggingSettings = LoggingSettings()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from collectors.backends import nvml, simulated
+from collectors.backends import neuron, nvml, simulated
 from collectors.backends.base import Backend, BackendUnavailable
 from collectors.settings import CollectorSettings
 
@@ -24,8 +24,13 @@ def _simulated(settings: CollectorSettings) -> Backend:
     return simulated.SimulatedBackend(settings.simulated, settings.cluster)
 
 
+def _neuron(settings: CollectorSettings) -> Backend:
+    return neuron.create(settings.node, settings.neuron)
+
+
 BACKENDS: dict[str, BackendSpec] = {
     "nvml": BackendSpec(nvml.create, in_auto=True),
+    "neuron": BackendSpec(_neuron, in_auto=True),
     "simulated": BackendSpec(_simulated, in_auto=False),
 }
 
