@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -97,6 +97,19 @@ def _runtime_groups(report: Mapping[str, Any], name: str) -> tuple[list[Mapping[
     return good, failed
 
 
+def _busy_fractions(group: Mapping[str, Any]) -> dict[str, float]:
+    """``neuroncore_counters``: the share of the period each core executed."""
+    return {core: float((data or {}).get("neuroncore_utilization") or 0.0) / 100
+            for core, data in (group.get("neuroncores_in_use") or {}).items()}
+
+
+def _memory_held(group: Mapping[str, Any]) -> dict[str, float]:
+    """``memory_used``: device memory held per core, all categories together."""
+    breakdown = (group.get("neuron_runtime_used_bytes") or {}).get("usage_breakdown") or {}
+    return {core: float(sum(v for v in (categories or {}).values() if isinstance(v, int | float)))
+            for core, categories in (breakdown.get("neuroncore_memory_usage") or {}).items()}
+
+
 def _add_ecc(totals: dict[tuple[int, str], float], report: Mapping[str, Any]) -> None:
     group = (report.get("system_data") or {}).get("neuron_hw_counters")
     if not isinstance(group, Mapping) or group.get("error"):
@@ -129,13 +142,13 @@ class NeuronBackend:
         if report is None:
             return []
         devices = self._devices(report)
-        utilization = self._utilization(report)
-        memory = self._memory(report)
+        utilization = self._per_core(report, "neuroncore_counters", _busy_fractions)
+        memory = self._per_core(report, "memory_used", _memory_held)
         readings = []
         for device in devices:
             reading = DeviceReading(device=device)
-            reading.util_compute = None if utilization is None else utilization.get(device.index, 0.0)
-            reading.mem_used_bytes = None if memory is None else memory.get(device.index, 0)
+            reading.util_compute = None if utilization is None else min(1.0, utilization.get(device.index, 0.0))
+            reading.mem_used_bytes = None if memory is None else int(memory.get(device.index, 0))
             device_index = self._device_index(report, device.index)
             for column in ("ecc_corrected", "ecc_uncorrected"):
                 value = ecc.get((device_index, column))
@@ -187,32 +200,18 @@ class NeuronBackend:
         return [Device(self.node, f"NC-{instance_id}-{core}", core, "neuron_core", "aws", f"{product} {core_kind}",
                        parent_uuid=f"ND-{instance_id}-{core // per_device}") for core in range(cores)]
 
-    def _utilization(self, report: Mapping[str, Any]) -> dict[int, float] | None:
-        """Busy fraction per core, summed over the runtimes; None when the runtimes failed to say."""
-        groups, failed = _runtime_groups(report, "neuroncore_counters")
+    def _per_core(self, report: Mapping[str, Any], group_name: str,
+                  values: Callable[[Mapping[str, Any]], Mapping[str, float]]) -> dict[int, float] | None:
+        """A figure per core summed over the runtimes; None when every runtime reported the group failed."""
+        groups, failed = _runtime_groups(report, group_name)
         if failed and not groups:
-            self._count("neuroncore_counters")
+            self._count(group_name)
             return None
-        busy: dict[int, float] = {}
+        totals: dict[int, float] = {}
         for group in groups:
-            for core, data in (group.get("neuroncores_in_use") or {}).items():
-                share = float((data or {}).get("neuroncore_utilization") or 0.0) / 100
-                busy[int(core)] = min(1.0, busy.get(int(core), 0.0) + share)
-        return busy
-
-    def _memory(self, report: Mapping[str, Any]) -> dict[int, int] | None:
-        """Device memory the runtimes hold per core (all categories), None when they failed to say."""
-        groups, failed = _runtime_groups(report, "memory_used")
-        if failed and not groups:
-            self._count("memory_used")
-            return None
-        held: dict[int, int] = {}
-        for group in groups:
-            breakdown = (group.get("neuron_runtime_used_bytes") or {}).get("usage_breakdown") or {}
-            for core, categories in (breakdown.get("neuroncore_memory_usage") or {}).items():
-                amount = sum(v for v in (categories or {}).values() if isinstance(v, int | float))
-                held[int(core)] = held.get(int(core), 0) + int(amount)
-        return held
+            for core, value in values(group).items():
+                totals[int(core)] = totals.get(int(core), 0.0) + value
+        return totals
 
     def _count(self, error: str) -> None:
         self._errors[error] = self._errors.get(error, 0) + 1
