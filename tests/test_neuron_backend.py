@@ -69,6 +69,16 @@ def test_a_partial_report_leaves_what_failed_null_and_no_ecc_event_is_lost(tmp_p
     assert backend.read_errors()["neuroncore_counters"] == 1
 
 
+def test_a_stale_report_gives_no_readings(tmp_path: Path) -> None:
+    backend = started(tmp_path, reports=1)
+    backend.settings = NeuronSettings(command=backend.settings.command, period_s=0.01)  # three periods: 30 ms
+    time.sleep(0.1)
+    try:
+        assert backend.read(0) == [] and backend.read_errors()["stale_report"] == 1
+    finally:
+        backend.close()
+
+
 def test_without_neuron_monitor_the_backend_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(BackendUnavailable, match="aws-neuronx-tools"):
         create("n", NeuronSettings(command=[str(tmp_path / "neuron-monitor")]))

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +51,10 @@ def monitor_config(period_s: float) -> dict[str, Any]:
     }
 
 
+#: A report older than this many periods is not used (neuron-monitor died or stalls).
+_STALE_PERIODS = 3
+
+
 class _Reports(threading.Thread):
     """Reads neuron-monitor's stdout line by line, keeps the newest parsed report, and adds up the ECC
     events that each report counts for its own period (so none is lost between two scrapes)."""
@@ -58,6 +63,7 @@ class _Reports(threading.Thread):
         super().__init__(name="neuron-monitor", daemon=True)
         self.stream = stream
         self.latest: dict[str, Any] | None = None
+        self.received_at = 0.0  # monotonic time of the newest report
         self.reports = 0
         self.bad_lines = 0
         self._ecc: dict[tuple[int, str], float] = {}  # (device, column) -> events so far: a counter
@@ -74,7 +80,7 @@ class _Reports(threading.Thread):
                 continue
             if isinstance(report, dict):
                 with self._lock:
-                    self.latest, self.reports = report, self.reports + 1
+                    self.latest, self.reports, self.received_at = report, self.reports + 1, time.monotonic()
                     _add_ecc(self._ecc, report)
 
     def newest(self) -> tuple[dict[str, Any] | None, dict[tuple[int, str], float]]:
@@ -140,6 +146,9 @@ class NeuronBackend:
     def read(self, now_ms: int) -> list[DeviceReading]:
         report, ecc = self._reports.newest()
         if report is None:
+            return []
+        if time.monotonic() - self._reports.received_at > _STALE_PERIODS * self.settings.period_s:
+            self._count("stale_report")  # neuron-monitor stopped or hangs: report nothing rather than old figures
             return []
         devices = self._devices(report)
         utilization = self._per_core(report, "neuroncore_counters", _busy_fractions)
