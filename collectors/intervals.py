@@ -133,9 +133,10 @@ class IntervalBuilder:
 def per_share(row: dict[str, Any], shares: list[Share]) -> list[dict[str, Any]]:
     """A device's row as one row per owner: amounts split in proportion (integers by largest remainder,
     so that the parts add up to the device's total), XID events on the row of the largest share."""
-    if len(shares) == 1 and shares[0].fraction is None:
+    if len(shares) == 1 and shares[0].fraction is None:  # the usual case, once per device per scrape: no copy
         owner = shares[0].owner
-        return [row | {"tenant": owner.tenant, "job_id": owner.job_id, "share": None, "share_rule": None}]
+        row.update(tenant=owner.tenant, job_id=owner.job_id, share=None, share_rule=None)
+        return [row]
     fractions = [share.fraction or 0.0 for share in shares]
     rows = [row | {"tenant": share.owner.tenant, "job_id": share.owner.job_id, "share": share.fraction,
                    "share_rule": share.rule} for share in shares]

@@ -73,10 +73,11 @@ class Catalog:
     @classmethod
     def open(cls, settings: AnalysisSettings, since: datetime) -> Catalog:
         storage = Storage(settings.warehouse, create=False)
-        if not committed_states(storage):
+        states = committed_states(storage)
+        if not states:
             raise WarehouseEmpty(f"{settings.warehouse} holds no committed data (no _state records): "
                                  "is it a pipeline's warehouse, and has a worker committed to it yet?")
-        return cls(settings, since, storage, live_tables(storage, layout.TABLES))
+        return cls(settings, since, storage, live_tables(storage, layout.TABLES, states))
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A fresh in-memory DuckDB connection with the stored tables, prices, variables and views."""

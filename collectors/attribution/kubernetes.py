@@ -93,24 +93,29 @@ class Pod:
                    controller or (owners[0].get("name") if owners else None))
 
 
+def rule_value(rule: str, key: PodKey, pod: Pod | None) -> str | None:
+    """What one rule (``label:<key>``, ``annotation:<key>``, ``owner``, ``namespace``, ``pod``) reads of a pod."""
+    kind, _, arg = rule.partition(":")
+    if kind == "namespace":
+        return key[0]
+    if kind == "pod":
+        return key[1]
+    if pod is None:  # labels, annotations and the controller need the API server's metadata
+        return None
+    if kind == "label":
+        return pod.labels.get(arg)
+    if kind == "annotation":
+        return pod.annotations.get(arg)
+    return pod.controller
+
+
 def owner_of(settings: KubernetesSettings, key: PodKey, pod: Pod | None) -> Owner:
-    """A pod's tenant and job by the configured rules; without metadata only namespace and pod apply."""
-    namespace, name = key
+    """A pod's tenant and job: the first rule of each list that finds a value."""
 
     def first(rules: list[str]) -> str | None:
-        for rule in rules:
-            kind, _, arg = rule.partition(":")
-            value = {"namespace": namespace, "pod": name}.get(kind)
-            if pod is not None and kind == "label":
-                value = pod.labels.get(arg)
-            elif pod is not None and kind == "annotation":
-                value = pod.annotations.get(arg)
-            elif pod is not None and kind == "owner":
-                value = pod.controller
-            if value:
-                return value
-        return None
+        return next((value for rule in rules if (value := rule_value(rule, key, pod))), None)
 
+    namespace, name = key
     return Owner(first(settings.tenant_from) or namespace, first(settings.job_from) or name)
 
 

@@ -128,9 +128,9 @@ class SlurmJobs:
     def _job(self, pid: int) -> tuple[str, str] | None:
         if pid not in self._jobs:
             job = job_of(self.procfs, pid)
-            uid = self.procfs.uid(pid)
             if job is None:
                 return None
+            uid = self.procfs.uid(pid)
             self._jobs[pid] = (job, "unknown" if uid is None else user_name(uid))
         return self._jobs[pid]
 

@@ -132,11 +132,12 @@ class NeuronBackend:
     name = "neuron"
 
     def __init__(self, node: str, settings: NeuronSettings, reports: _Reports,
-                 process: subprocess.Popen[str] | None = None) -> None:
+                 process: subprocess.Popen[str] | None = None, config: Path | None = None) -> None:
         self.node = node
         self.settings = settings
         self._reports = reports
         self._process = process
+        self._config = config  # neuron-monitor's configuration file, ours to remove
         self._errors: dict[str, int] = {}
 
     def discover(self) -> list[Device]:
@@ -181,6 +182,8 @@ class NeuronBackend:
                 self._process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._process.kill()
+        if self._config is not None:
+            self._config.unlink(missing_ok=True)
 
     # -- report -> readings ----------------------------------------------------------------------
 
@@ -238,4 +241,4 @@ def create(node: str, settings: NeuronSettings) -> NeuronBackend:
     reports = _Reports(process.stdout)
     reports.start()
     log.info("neuron-monitor started", pid=process.pid, period_s=settings.period_s)
-    return NeuronBackend(node, settings, reports, process)
+    return NeuronBackend(node, settings, reports, process, config)

@@ -84,9 +84,11 @@ def live_files(storage: Storage, table: str) -> list[str]:
     return live_tables(storage, (table,))[table]
 
 
-def live_tables(storage: Storage, tables: tuple[str, ...]) -> dict[str, list[str]]:
-    """:func:`live_files` of several tables, against one reading of the commit records."""
-    states = committed_states(storage)
+def live_tables(storage: Storage, tables: tuple[str, ...],
+                states: dict[tuple[str, int], PartitionState] | None = None) -> dict[str, list[str]]:
+    """:func:`live_files` of several tables, against one reading of the commit records (``states``, when
+    the caller has already read them)."""
+    states = committed_states(storage) if states is None else states
     live: dict[str, list[str]] = {}
     for table in tables:
         live[table] = []
