@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from collectors.backends.base import BackendUnavailable
-from collectors.backends.nvml_query import NvmlQuery
+from collectors.backends.library_query import LibraryQuery, Outcome
 from collectors.readings import Counter, Device, DeviceReading, ProcessUsage
 from collectors.settings import CollectorSettings
 
@@ -71,7 +71,7 @@ class NvmlBackend:
     def __init__(self, node: str, nvml: ModuleType, rediscover_every: int = 30) -> None:
         self.node = node
         self._nvml = nvml
-        self._q = NvmlQuery(nvml)
+        self._q = nvml_query(nvml)
         self._rediscover_every = rediscover_every
         self._reads = 0
         try:
@@ -332,6 +332,18 @@ class NvmlBackend:
             uuid = by_instance.get((gpu_uuid, event.gpuInstanceId), gpu_uuid)
             found.setdefault(uuid, []).append(int(event.eventData))
         return found
+
+
+def nvml_query(nvml: ModuleType) -> LibraryQuery:
+    unsupported = {nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_NO_PERMISSION, nvml.NVML_ERROR_FUNCTION_NOT_FOUND}
+    nothing_now = {nvml.NVML_ERROR_NOT_FOUND, nvml.NVML_ERROR_TIMEOUT}
+
+    def classify(exc: Any) -> Outcome:
+        if exc.value in unsupported:
+            return Outcome.UNSUPPORTED
+        return Outcome.NOTHING_NOW if exc.value in nothing_now else Outcome.FAILED
+
+    return LibraryQuery(nvml, nvml.NVMLError, classify)
 
 
 def create(settings: CollectorSettings) -> NvmlBackend:
