@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from collectors.backends import amd, neuron, nvml, simulated
+from collectors.backends import amd, gaudi, neuron, nvml, simulated
 from collectors.backends.base import Backend, BackendUnavailable
 from collectors.settings import CollectorSettings
 
@@ -32,10 +32,15 @@ def _amd(settings: CollectorSettings) -> Backend:
     return amd.create(settings.node)
 
 
+def _gaudi(settings: CollectorSettings) -> Backend:
+    return gaudi.create(settings.node)
+
+
 BACKENDS: dict[str, BackendSpec] = {
     "nvml": BackendSpec(nvml.create, in_auto=True),
     "amd": BackendSpec(_amd, in_auto=True),
     "neuron": BackendSpec(_neuron, in_auto=True),
+    "gaudi": BackendSpec(_gaudi, in_auto=True),
     "simulated": BackendSpec(_simulated, in_auto=False),
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.shared_library import FakeLibrary, out
+from tests.fakes.shared_library import FakeLibrary, device_function, out
 
 NOT_AVAILABLE = 0xFFFF
 MI300X = "AMD Instinct MI300X"
@@ -57,12 +57,8 @@ class FakeLibAmdSmi(FakeLibrary):
         self.gpus = gpus
         self.driver_loaded = driver_loaded
 
-    def _gpu(self, handle: Any, function: str) -> tuple[FakeAmdGpu | None, int]:
-        """The GPU a processor handle names, and the status this call answers for it."""
-        gpu = self.gpus[handle.value - 0x1000]
-        if function in gpu.unsupported:
-            return None, _STATUS_NOT_SUPPORTED
-        return (None, gpu.failing[function]) if function in gpu.failing else (gpu, _STATUS_SUCCESS)
+    def device_of(self, handle: Any) -> FakeAmdGpu:
+        return self.gpus[handle.value - 0x1000]
 
     def c_amdsmi_init(self, flags: int) -> int:
         return _STATUS_SUCCESS if self.driver_loaded else _STATUS_DRIVER_NOT_LOADED
@@ -83,92 +79,68 @@ class FakeLibAmdSmi(FakeLibrary):
                 handles[index] = 0x1000 + index
         return _STATUS_SUCCESS
 
-    def c_amdsmi_get_gpu_device_uuid(self, handle: Any, length: Any, buffer: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_gpu_device_uuid")
-        if gpu is not None:
-            buffer.value = gpu.uuid.encode()
-        return status
+    @device_function
+    def c_amdsmi_get_gpu_device_uuid(self, gpu: FakeAmdGpu, length: Any, buffer: Any) -> None:
+        buffer.value = gpu.uuid.encode()
 
-    def c_amdsmi_get_gpu_asic_info(self, handle: Any, info: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_gpu_asic_info")
-        if gpu is not None:
-            asic = out(info)
-            asic.market_name, asic.vendor_name = gpu.market_name.encode(), b"Advanced Micro Devices Inc. [AMD/ATI]"
-            asic.vendor_id, asic.device_id, asic.rev_id = 0x1002, 0x74A1, 0
-            asic.asic_serial, asic.num_of_compute_units, asic.target_graphics_version = b"5F1D2A", 304, 0x942
-        return status
+    @device_function
+    def c_amdsmi_get_gpu_asic_info(self, gpu: FakeAmdGpu, info: Any) -> None:
+        asic = out(info)
+        asic.market_name, asic.vendor_name = gpu.market_name.encode(), b"Advanced Micro Devices Inc. [AMD/ATI]"
+        asic.vendor_id, asic.device_id, asic.rev_id = 0x1002, 0x74A1, 0
+        asic.asic_serial, asic.num_of_compute_units, asic.target_graphics_version = b"5F1D2A", 304, 0x942
 
-    def c_amdsmi_get_gpu_activity(self, handle: Any, usage: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_gpu_activity")
-        if gpu is not None:
-            engine = out(usage)
-            engine.gfx_activity, engine.umc_activity, engine.mm_activity = (gpu.gfx_activity, gpu.umc_activity,
-                                                                            gpu.mm_activity)
-        return status
+    @device_function
+    def c_amdsmi_get_gpu_activity(self, gpu: FakeAmdGpu, usage: Any) -> None:
+        engine = out(usage)
+        engine.gfx_activity, engine.umc_activity, engine.mm_activity = (gpu.gfx_activity, gpu.umc_activity,
+                                                                        gpu.mm_activity)
 
-    def c_amdsmi_get_gpu_memory_usage(self, handle: Any, memory_type: int, used: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_gpu_memory_usage")
-        if gpu is not None:
-            out(used).value = gpu.vram_used
-        return status
+    @device_function
+    def c_amdsmi_get_gpu_memory_usage(self, gpu: FakeAmdGpu, memory_type: int, used: Any) -> None:
+        out(used).value = gpu.vram_used
 
-    def c_amdsmi_get_gpu_memory_total(self, handle: Any, memory_type: int, total: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_gpu_memory_total")
-        if gpu is not None:
-            out(total).value = gpu.vram_total
-        return status
+    @device_function
+    def c_amdsmi_get_gpu_memory_total(self, gpu: FakeAmdGpu, memory_type: int, total: Any) -> None:
+        out(total).value = gpu.vram_total
 
-    def c_amdsmi_get_power_info(self, handle: Any, info: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_power_info")
-        if gpu is not None:
-            power = out(info)
-            power.current_socket_power, power.average_socket_power = (gpu.current_socket_power,
-                                                                      gpu.average_socket_power)
-            power.power_limit = 750
-        return status
+    @device_function
+    def c_amdsmi_get_power_info(self, gpu: FakeAmdGpu, info: Any) -> None:
+        power = out(info)
+        power.current_socket_power, power.average_socket_power = (gpu.current_socket_power,
+                                                                  gpu.average_socket_power)
+        power.power_limit = 750
 
-    def c_amdsmi_get_energy_count(self, handle: Any, ticks: Any, resolution: Any, timestamp: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_energy_count")
-        if gpu is not None:
-            out(ticks).value, out(resolution).value = gpu.energy_ticks, gpu.counter_resolution_uj
-        return status
+    @device_function
+    def c_amdsmi_get_energy_count(self, gpu: FakeAmdGpu, ticks: Any, resolution: Any, timestamp: Any) -> None:
+        out(ticks).value, out(resolution).value = gpu.energy_ticks, gpu.counter_resolution_uj
 
-    def c_amdsmi_get_temp_metric(self, handle: Any, sensor: int, metric: int, value: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_temp_metric")
-        if gpu is not None:
-            out(value).value = gpu.hotspot_c
-        return status
+    @device_function
+    def c_amdsmi_get_temp_metric(self, gpu: FakeAmdGpu, sensor: int, metric: int, value: Any) -> None:
+        out(value).value = gpu.hotspot_c
 
-    def c_amdsmi_get_clock_info(self, handle: Any, clock_type: int, info: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_clock_info")
-        if gpu is not None:
-            clock = out(info)
-            clock.clk, clock.min_clk, clock.max_clk = gpu.gfx_clock_mhz, 500, 2100
-        return status
+    @device_function
+    def c_amdsmi_get_clock_info(self, gpu: FakeAmdGpu, clock_type: int, info: Any) -> None:
+        clock = out(info)
+        clock.clk, clock.min_clk, clock.max_clk = gpu.gfx_clock_mhz, 500, 2100
 
-    def c_amdsmi_get_gpu_total_ecc_count(self, handle: Any, counts: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_gpu_total_ecc_count")
-        if gpu is not None:
-            out(counts).correctable_count, out(counts).uncorrectable_count = (gpu.ecc_correctable,
-                                                                              gpu.ecc_uncorrectable)
-        return status
+    @device_function
+    def c_amdsmi_get_gpu_total_ecc_count(self, gpu: FakeAmdGpu, counts: Any) -> None:
+        out(counts).correctable_count, out(counts).uncorrectable_count = (gpu.ecc_correctable,
+                                                                          gpu.ecc_uncorrectable)
 
-    def c_amdsmi_get_gpu_metrics_info(self, handle: Any, metrics: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_gpu_metrics_info")
-        if gpu is not None:
-            table = out(metrics)
-            for link in range(len(table.xgmi_read_data_acc)):  # links the GPU lacks read as all ones ("N/A")
-                table.xgmi_read_data_acc[link] = table.xgmi_write_data_acc[link] = 2**64 - 1
-            for link, (read, written) in enumerate(zip(gpu.xgmi_read_kb, gpu.xgmi_write_kb, strict=True)):
-                table.xgmi_read_data_acc[link], table.xgmi_write_data_acc[link] = read, written
-        return status
+    @device_function
+    def c_amdsmi_get_gpu_metrics_info(self, gpu: FakeAmdGpu, metrics: Any) -> None:
+        table = out(metrics)
+        for link in range(len(table.xgmi_read_data_acc)):  # links the GPU lacks read as all ones ("N/A")
+            table.xgmi_read_data_acc[link] = table.xgmi_write_data_acc[link] = 2**64 - 1
+        for link, (read, written) in enumerate(zip(gpu.xgmi_read_kb, gpu.xgmi_write_kb, strict=True)):
+            table.xgmi_read_data_acc[link], table.xgmi_write_data_acc[link] = read, written
 
-    def c_amdsmi_get_gpu_process_list(self, handle: Any, count: Any, processes: Any) -> int:
-        gpu, status = self._gpu(handle, "amdsmi_get_gpu_process_list")
-        if gpu is not None:
-            out(count).value = len(gpu.processes)
-            for slot, process in enumerate(gpu.processes):
-                entry = processes[slot]
-                entry.name, entry.pid, entry.mem = process.name.encode(), process.pid, process.vram_bytes
-                entry.engine_usage.gfx, entry.memory_usage.vram_mem = process.gfx_ns, process.vram_bytes
-        return status
+    @device_function
+    def c_amdsmi_get_gpu_process_list(self, gpu: FakeAmdGpu, count: Any, processes: Any) -> None:
+        out(count).value = len(gpu.processes)
+        for slot, process in enumerate(gpu.processes):
+            entry = processes[slot]
+            entry.name, entry.pid, entry.mem = process.name.encode(), process.pid, process.vram_bytes
+            entry.engine_usage.gfx, entry.memory_usage.vram_mem = process.gfx_ns, process.vram_bytes

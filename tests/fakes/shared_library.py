@@ -9,10 +9,11 @@ boundary (argument checks, struct decoding, "N/A" handling, exception types) is 
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -27,11 +28,19 @@ class CFunction:
         return self._call(*args)
 
 
+class FakeDevice(Protocol):
+    unsupported: set[str]  # C functions that answer "not supported" for this device
+    failing: dict[str, int]  # C function -> the status it answers for this device
+
+
 class FakeLibrary:
     """Subclasses define each C function as a method named ``c_<symbol>``; any other symbol answers
     ``missing_status``, as a library built without that feature does."""
 
     missing_status: int = 2  # the vendor's "not supported"
+
+    def device_of(self, handle: Any) -> FakeDevice:
+        raise NotImplementedError
 
     def __init__(self) -> None:
         self._symbols: dict[str, CFunction] = {}
@@ -52,6 +61,23 @@ class FakeLibrary:
             self.calls.append(name)
             return call(*args)
         return recorded
+
+
+def device_function(fill: Callable[..., None]) -> Callable[..., int]:
+    """A C function whose first argument is a device handle: it answers the device's "not supported" or
+    failing status where set, else lets ``fill(self, device, *out_parameters)`` write the results."""
+    symbol = fill.__name__.removeprefix("c_")
+
+    @functools.wraps(fill)
+    def c_function(self: FakeLibrary, handle: Any, *args: Any) -> int:
+        device = self.device_of(handle)
+        if symbol in device.unsupported:
+            return self.missing_status
+        if symbol in device.failing:
+            return device.failing[symbol]
+        fill(self, device, *args)
+        return 0
+    return c_function
 
 
 Library = TypeVar("Library", bound=FakeLibrary)
