@@ -40,6 +40,13 @@ class NeuronSettings(Section):
     period_s: float = Field(default=5.0, gt=0, description="neuron-monitor's report period.")
 
 
+class TpuSettings(Section):
+    addresses: list[str] = Field(default=["localhost:8431"], min_length=1,
+                                 description="libtpu runtime metrics services (one per TPU_RUNTIME_METRICS_PORTS).")
+    timeout_s: float = Field(default=1.0, gt=0, description="Deadline of one metric request.")
+    sys_root: Path = Field(default=Path("/sys"), description="Where the PCI bus is read (the host's /sys).")
+
+
 class SpoolSettings(Section):
     """The on-disk queue in front of Kafka. Every message is written here first, then sent."""
 
@@ -86,4 +93,5 @@ class CollectorSettings(LayeredSettings):
     simulated: SimulatedSettings = SimulatedSettings()
     nvml: NvmlSettings = NvmlSettings()
     neuron: NeuronSettings = NeuronSettings()
+    tpu: TpuSettings = TpuSettings()
     logging: LoggingSettings = LoggingSettings()

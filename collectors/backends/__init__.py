@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from collectors.backends import amd, gaudi, neuron, nvml, simulated
+from collectors.backends import amd, gaudi, neuron, nvml, simulated, tpu
 from collectors.backends.base import Backend, BackendUnavailable
 from collectors.settings import CollectorSettings
 
@@ -36,11 +36,16 @@ def _gaudi(settings: CollectorSettings) -> Backend:
     return gaudi.create(settings.node)
 
 
+def _tpu(settings: CollectorSettings) -> Backend:
+    return tpu.create(settings.node, settings.tpu, settings.attribution.proc_root)
+
+
 BACKENDS: dict[str, BackendSpec] = {
     "nvml": BackendSpec(nvml.create, in_auto=True),
     "amd": BackendSpec(_amd, in_auto=True),
     "neuron": BackendSpec(_neuron, in_auto=True),
     "gaudi": BackendSpec(_gaudi, in_auto=True),
+    "tpu": BackendSpec(_tpu, in_auto=True),
     "simulated": BackendSpec(_simulated, in_auto=False),
 }
 

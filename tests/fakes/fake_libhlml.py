@@ -99,7 +99,7 @@ class FakeLibHlml(FakeLibrary):
         out(reasons).value = device.throttle_mask
 
     @device_function
-    def c_hlml_device_get_total_ecc_errors(self, device: FakeGaudi, error_type: int, counter_type: int, count: Any) -> None:
+    def c_hlml_device_get_total_ecc_errors(self, device: FakeGaudi, error_type: int, counter: int, count: Any) -> None:
         out(count).value = device.ecc[error_type]
 
     @device_function
