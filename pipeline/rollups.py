@@ -1,4 +1,4 @@
-"""The rollup math: sample rows -> mergeable partial aggregates per window, tenant, job and model.
+"""The rollup math: sample rows -> mergeable partial aggregates per window, tenant, job, vendor and model.
 
 Every measure is a sum, a max, a min or a fixed-bin histogram of sums, so partials from different
 flushes, late rows, restarts and Kafka partitions merge in any order with :func:`merge`. Rates are
@@ -18,10 +18,10 @@ HISTOGRAM_BINS = 20  # util_compute bins of width 0.05; bin i holds [i/20, (i+1)
 HISTOGRAM = "util_hist_seconds"
 _BIN_COLUMNS = [f"_util_bin_{i:02d}" for i in range(HISTOGRAM_BINS)]
 
-WINDOW_KEYS = ("window_start", "cluster", "tenant", "job_id", "model")
+WINDOW_KEYS = ("window_start", "cluster", "tenant", "job_id", "vendor", "model")
 MINUTE_KEYS = (*WINDOW_KEYS, "node")
 JOB_KEYS = ("cluster", "tenant", "job_id")
-JOB_DEVICE_KEYS = (*JOB_KEYS, "device_uuid", "model", "node")
+JOB_DEVICE_KEYS = (*JOB_KEYS, "device_uuid", "vendor", "model", "node")
 
 SUMS = (
     "samples", "device_seconds", "util_known_seconds", "busy_seconds", "idle_seconds",

@@ -30,7 +30,7 @@ CREATE OR REPLACE VIEW rollup_partials AS
 -- One row per width and key. idle_seconds follows the idle_threshold variable, read off the histogram.
 CREATE OR REPLACE VIEW rollups AS
 WITH merged AS (
-    SELECT width, window_start, cluster, tenant, job_id, model, node,
+    SELECT width, window_start, cluster, tenant, job_id, vendor, model, node,
            sum(samples) AS samples,
            sum(device_seconds) AS device_seconds,
            sum(util_known_seconds) AS util_known_seconds,
@@ -75,10 +75,10 @@ FROM (SELECT DISTINCT model FROM stored.util_1d) AS seen
 LEFT JOIN prices AS p ON seen.model GLOB p.model_pattern
 GROUP BY seen.model;
 
--- Cost per UTC day, cluster, tenant, job and model. A device-hour is charged to whoever held it;
+-- Cost per UTC day, cluster, tenant, job, vendor and model. A device-hour is charged to whoever held it;
 -- wasted_cost is the price of the idle device-hours (energy left aside). Null where no price matches.
 CREATE OR REPLACE VIEW costs AS
-SELECT window_start AS day, cluster, tenant, job_id, model, allocated,
+SELECT window_start AS day, cluster, tenant, job_id, vendor, model, allocated,
        device_hours,
        idle_seconds / 3600 AS idle_device_hours,
        util_known_seconds / 3600 AS util_known_device_hours,
@@ -94,7 +94,7 @@ FROM util_1d
 LEFT JOIN model_prices AS p USING (model);
 
 CREATE OR REPLACE VIEW job_devices AS
-SELECT cluster, tenant, job_id, device_uuid, model, node,
+SELECT cluster, tenant, job_id, device_uuid, vendor, model, node,
        min(first_seen) AS first_seen, max(last_seen) AS last_seen,
        sum(samples) AS samples, sum(device_seconds) AS device_seconds,
        sum(util_known_seconds) AS util_known_seconds, sum(busy_seconds) AS busy_seconds,

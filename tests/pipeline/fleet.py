@@ -116,7 +116,7 @@ def expected_windows(rows: list[Row], width: str, with_node: bool, idle_threshol
                  "util_known_seconds": 0.0, "energy_j": 0.0, "xid_events": 0, "mem_used_max_bytes": None,
                  "util_hist_seconds": [0.0] * 20})
     for row in rows:
-        key = (_floor(row["ts"], width), row["cluster"], row["tenant"], row["job_id"], row["model"])
+        key = (_floor(row["ts"], width), row["cluster"], row["tenant"], row["job_id"], row["vendor"], row["model"])
         total = totals[(*key, row["node"]) if with_node else key]
         mig_parent = dict(row["extras"] or []).get("mig.enabled", 0) > 0
         seconds = 0.0 if mig_parent else row["interval_s"]
@@ -139,7 +139,7 @@ def stored_windows(rows: list[Row], with_node: bool) -> dict[tuple[Any, ...], di
     """Stored rollup rows merged across files (partials of different partitions or commits)."""
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
-        key = (row["window_start"], row["cluster"], row["tenant"], row["job_id"], row["model"])
+        key = (row["window_start"], row["cluster"], row["tenant"], row["job_id"], row["vendor"], row["model"])
         key = (*key, row["node"]) if with_node else key
         if key not in merged:
             merged[key] = dict(row)
