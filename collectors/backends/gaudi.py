@@ -17,6 +17,7 @@ from typing import Any
 
 from collectors.backends.base import BackendUnavailable
 from collectors.backends.library_query import LibraryQuery, Outcome
+from collectors.backends.nvml_style import read_board
 from collectors.readings import Counter, Device, DeviceReading
 
 _U64 = float(2**64)
@@ -80,16 +81,7 @@ class GaudiBackend:
         reading = DeviceReading(device=device)
         utilization = q(key, "hlmlDeviceGetUtilizationRates", handle)
         reading.util_compute = None if utilization is None else min(1.0, utilization.aip / 100)
-        memory = q(key, "hlmlDeviceGetMemoryInfo", handle)
-        if memory is not None:
-            reading.mem_used_bytes, reading.mem_total_bytes = int(memory.used), int(memory.total)
-        power_mw = q(key, "hlmlDeviceGetPowerUsage", handle)
-        reading.power_w = None if power_mw is None else power_mw / 1000
-        energy_mj = q(key, "hlmlDeviceGetTotalEnergyConsumption", handle)
-        if energy_mj is not None:
-            reading.counters["energy_j"] = Counter(energy_mj / 1000, _U64 / 1000)
-        temp = q(key, "hlmlDeviceGetTemperature", handle, types.HLML_TEMPERATURE_SENSORS.HLML_TEMPERATURE_ON_AIP)
-        reading.temp_c = None if temp is None else float(temp)
+        read_board(q, "hlml", key, handle, types.HLML_TEMPERATURE_SENSORS.HLML_TEMPERATURE_ON_AIP, reading)
         clock = q(key, "hlmlDeviceGetClockInfo", handle, types.HLML_CLOCK_TYPE.HLML_CLOCK_SOC)
         reading.sm_clock_mhz = None if clock is None else float(clock)
         mask = q(key, "hlmlDeviceGetCurrentClocksThrottleReasons", handle)

@@ -19,12 +19,12 @@ import structlog
 
 from collectors.backends.base import BackendUnavailable
 from collectors.backends.library_query import LibraryQuery, Outcome
+from collectors.backends.nvml_style import read_board
 from collectors.readings import Counter, Device, DeviceReading, ProcessUsage
 from collectors.settings import CollectorSettings
 
 log = structlog.get_logger(__name__)
 
-_U64_MJ_IN_J = 2**64 / 1000
 _MAX_EVENTS_PER_SCRAPE = 1000
 
 #: NVML clock event ("throttle") reason bits -> names used in ``throttle_reasons``.
@@ -193,16 +193,7 @@ class NvmlBackend:
         reading = DeviceReading(device=tracked.device)
         reading.util_compute = self._interval_mean(tracked, nvml.NVML_GPU_UTILIZATION_SAMPLES, "gpu")
         reading.util_mem_bw = self._interval_mean(tracked, nvml.NVML_MEMORY_UTILIZATION_SAMPLES, "memory")
-        memory = q(key, "nvmlDeviceGetMemoryInfo", handle)
-        if memory is not None:
-            reading.mem_used_bytes, reading.mem_total_bytes = int(memory.used), int(memory.total)
-        power_mw = q(key, "nvmlDeviceGetPowerUsage", handle)
-        reading.power_w = None if power_mw is None else power_mw / 1000
-        energy_mj = q(key, "nvmlDeviceGetTotalEnergyConsumption", handle)
-        if energy_mj is not None:
-            reading.counters["energy_j"] = Counter(energy_mj / 1000, _U64_MJ_IN_J)
-        temp = q(key, "nvmlDeviceGetTemperature", handle, nvml.NVML_TEMPERATURE_GPU)
-        reading.temp_c = None if temp is None else float(temp)
+        read_board(q, "nvml", key, handle, nvml.NVML_TEMPERATURE_GPU, reading)
         clock = q(key, "nvmlDeviceGetClockInfo", handle, nvml.NVML_CLOCK_SM)
         reading.sm_clock_mhz = None if clock is None else float(clock)
         mask = q(key, "nvmlDeviceGetCurrentClocksEventReasons", handle)
