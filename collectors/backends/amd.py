@@ -98,14 +98,14 @@ class AmdBackend:
         if mm_activity is not None:
             reading.extras["amd.mm_activity"] = mm_activity
         vram = amdsmi.AmdSmiMemoryType.VRAM
-        used, total = q(key, "amdsmi_get_gpu_memory_usage", handle, vram), q(key, "amdsmi_get_gpu_memory_total",
-                                                                              handle, vram)
+        used = q(key, "amdsmi_get_gpu_memory_usage", handle, vram)
+        total = q(key, "amdsmi_get_gpu_memory_total", handle, vram)
         reading.mem_used_bytes = None if used is None else int(used)
         reading.mem_total_bytes = None if total is None else int(total)
         power = q(key, "amdsmi_get_power_info", handle) or {}
         reading.power_w = _number(power.get("current_socket_power")) or _number(power.get("average_socket_power"))
         energy = q(key, "amdsmi_get_energy_count", handle)
-        if energy is not None:
+        if energy is not None and energy["counter_resolution"] > 0:
             joules_per_tick = float(energy["counter_resolution"]) / 1e6  # the resolution is in microjoules
             reading.counters["energy_j"] = Counter(energy["energy_accumulator"] * joules_per_tick,
                                                    _U64 * joules_per_tick)
