@@ -29,8 +29,12 @@ def test_two_workers_build_the_same_warehouse_as_one(kafka_broker: EmbeddedBroke
     shared, alone = tmp_path / "two-workers", tmp_path / "one-worker"
     metrics = [PipelineMetrics(), PipelineMetrics()]
     flush = {"max_rows": 200}
-    workers = [PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, shared, flush=flush), m)
-               for m in metrics]
+    # a longer session than the other tests use: a member whose heartbeats stall on a loaded 2-core machine
+    # is expelled, and the other drains everything alone (seen once in a full run beside other work)
+    consumer = {"group_id": f"{topic}.workers", "max_poll_interval_ms": 3000, "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 500, "max_poll_records": 50}
+    workers = [PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, shared, flush=flush,
+                                                consumer=consumer), m) for m in metrics]
     threads = [threading.Thread(target=worker.run) for worker in workers]
     for thread in threads:
         thread.start()
