@@ -29,8 +29,11 @@ class StoredKeys:
         self._hours: OrderedDict[int, pl.DataFrame] = OrderedDict()
 
     def new_rows(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """``rows`` without those already stored or repeated earlier in ``rows`` itself (first one kept)."""
-        unique = rows.unique(subset=list(KEY), keep="first", maintain_order=True)
+        """``rows`` without those already stored or repeated earlier in ``rows`` itself (first one kept),
+        sorted by key: the order samples are stored in, so sorting once serves both."""
+        ordered = rows.sort(KEY, maintain_order=True, nulls_last=True)
+        repeated = pl.all_horizontal(pl.col(name).eq_missing(pl.col(name).shift(1)) for name in KEY)
+        unique = ordered.filter(~repeated)
         if unique.is_empty():
             return unique
         stored = pl.concat([self._keys(hour) for hour in self._hours_of(unique)], how="vertical")

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
-import pyarrow as pa
 import structlog
 
 from pipeline import quarantine, rollups, tables
 from pipeline.dedup import KEY, KEY_SCHEMA, StoredKeys
 from pipeline.metrics import PipelineMetrics
 from pipeline.settings import PipelineSettings
-from pipeline.validate import MessageRejected, check, decode
+from pipeline.messages import MessageReader
+from pipeline.validate import check
 from pipeline.warehouse import layout
 from pipeline.warehouse.layout import FileName
 from pipeline.warehouse.manifest import load_state, save_state
@@ -76,6 +76,7 @@ class PartitionWriter:
         self._clean_up(stored)
         self.keys = StoredKeys(self._stored_keys, settings.warehouse.dedup_cache_hours)
         self.pending = _Pending()
+        self.reader = MessageReader()
 
     @property
     def next_offset(self) -> int | None:
@@ -84,31 +85,30 @@ class PartitionWriter:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def add(self, messages: list[tuple[quarantine.Origin, bytes]], now_ms: int) -> None:
+    def add(self, records: Sequence[quarantine.Record], now_ms: int) -> None:
         """Validate a poll's messages of this partition together and hold their rows until the next commit."""
-        if not messages:
+        if not records:
             return
         pending = self.pending
         if pending.first_offset is None:
-            pending.first_offset, pending.since = messages[0][0].offset, time.monotonic()
-        pending.last_offset = messages[-1][0].offset
-        tables, origins = [], {}
-        for origin, payload in messages:
-            self.metrics.bytes_in.inc(len(payload))
-            try:
-                table = decode(payload)
-            except MessageRejected as rejected:
-                self.metrics.messages.labels("rejected").inc()
-                self.metrics.quarantined.labels("message", rejected.reason).inc()
-                pending.quarantined.append(quarantine.message(origin, rejected.reason, rejected.detail, payload))
-                continue
-            tables.append(table.append_column(_OFFSET, pa.repeat(pa.scalar(origin.offset, pa.int64()), table.num_rows)))
-            origins[origin.offset] = origin
-        self.metrics.messages.labels("accepted").inc(len(tables))
-        if tables:
-            self._check(pl.DataFrame(pa.concat_tables(tables)), origins, now_ms)
+            pending.first_offset, pending.since = records[0].offset, time.monotonic()
+        pending.last_offset = records[-1].offset
+        by_offset = {record.offset: record for record in records}
+        payloads = [(record.offset, record.value or b"") for record in records]
+        self.metrics.bytes_in.inc(sum(len(payload) for _, payload in payloads))
+        decoded, rejected = self.reader.read_all(payloads, _OFFSET)
+        for offset, exc in rejected:
+            self.metrics.quarantined.labels("message", exc.reason).inc()
+            pending.quarantined.append(quarantine.message(quarantine.Origin.of(by_offset[offset]), exc.reason,
+                                                          exc.detail, by_offset[offset].value or b""))
+        self.metrics.messages.labels("rejected").inc(len(rejected))
+        if decoded is not None:
+            self.metrics.messages.labels("accepted").inc(decoded.messages)
+            frame = pl.from_arrow(decoded.rows)
+            assert isinstance(frame, pl.DataFrame)
+            self._check(frame, by_offset, now_ms)
 
-    def _check(self, frame: pl.DataFrame, origins: dict[int, quarantine.Origin], now_ms: int) -> None:
+    def _check(self, frame: pl.DataFrame, records: dict[int, quarantine.Record], now_ms: int) -> None:
         checks = self.settings.validation
         result = check(frame, now_ms, checks.max_future_s, checks.max_lateness_s)
         valid = result.rows.drop(_OFFSET)
@@ -117,7 +117,8 @@ class PartitionWriter:
         if result.rejected.is_empty():
             return
         for (offset,), rejected in result.rejected.group_by(_OFFSET):
-            self.pending.quarantined.append(quarantine.rows(origins[int(offset)], rejected.drop(_OFFSET)))
+            self.pending.quarantined.append(quarantine.rows(quarantine.Origin.of(records[int(offset)]),
+                                                                  rejected.drop(_OFFSET)))
         for reason, count in result.rejected.group_by("reason").len().iter_rows():
             self.metrics.quarantined.labels("row", reason).inc(count)
         self.metrics.rows.labels("quarantined").inc(result.rejected.height)
@@ -186,7 +187,7 @@ class PartitionWriter:
         return _Commit(FileName(self.topic, self.partition, generation, first_offset, last_offset))
 
     def _write_samples(self, commit: _Commit, fresh: pl.DataFrame) -> None:
-        self._write_by_bucket(commit, layout.SAMPLES, fresh.sort(KEY), pl.col("ts"))
+        self._write_by_bucket(commit, layout.SAMPLES, fresh, pl.col("ts"))  # sorted by KEY already
 
     def _write_rollups(self, commit: _Commit, fresh: pl.DataFrame) -> None:
         minutes = rollups.minute_partials(fresh, self.settings.rollup.idle_threshold)
@@ -271,8 +272,11 @@ def stored_files(storage: Storage) -> list[str]:
 
 
 def _split(frame: pl.DataFrame, time_column: pl.Expr, width: str) -> list[tuple[int, pl.DataFrame]]:
-    """``frame`` cut into the time buckets of ``width``, each with its start in epoch ms."""
-    starts = time_column.dt.truncate(width).dt.epoch("ms").alias("_bucket")
+    """``frame`` cut into the time buckets of ``width``, each with its start in epoch ms, rows kept in order."""
+    starts = frame.select(time_column.dt.truncate(width).dt.epoch("ms").alias("_bucket")).to_series()
+    first, last = starts.min(), starts.max()
+    if first == last:  # the usual case: partitioning would copy every column for nothing
+        return [(int(first), frame)] if first is not None else []  # type: ignore[arg-type]
     return [(int(key[0]), part.drop("_bucket"))
             for key, part in frame.with_columns(starts).partition_by("_bucket", as_dict=True).items()]
 

@@ -7,6 +7,7 @@ a single rejected row keeps its values as JSON (``row_json``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import polars as pl
 
@@ -14,6 +15,23 @@ SCHEMA = pl.Schema({
     "topic": pl.String(), "partition": pl.Int32(), "offset": pl.Int64(), "kafka_ts": pl.Datetime("ms", "UTC"),
     "key": pl.String(), "reason": pl.String(), "detail": pl.String(), "row_json": pl.String(), "payload": pl.Binary(),
 })
+
+
+class Record(Protocol):
+    """A Kafka message as the consumer returns it (kafka-python's ``ConsumerRecord``)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -25,6 +43,11 @@ class Origin:
     offset: int
     timestamp_ms: int
     key: str | None
+
+    @classmethod
+    def of(cls, record: Record) -> Origin:
+        key = record.key.decode(errors="replace") if record.key is not None else None
+        return cls(record.topic, record.partition, record.offset, record.timestamp, key)
 
     def columns(self) -> dict[str, pl.Expr]:
         return {"topic": pl.lit(self.topic), "partition": pl.lit(self.partition, pl.Int32),

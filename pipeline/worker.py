@@ -22,7 +22,6 @@ from kafka.structs import OffsetAndMetadata
 from fleetmeter.kafka_client import client_kwargs
 from pipeline.metrics import PipelineMetrics
 from pipeline.partition import Fence, PartitionWriter, stored_files
-from pipeline.quarantine import Origin
 from pipeline.settings import PipelineSettings
 from pipeline.warehouse.storage import Storage
 
@@ -128,7 +127,7 @@ class PipelineWorker:
             writer = self.writers.get(tp.partition)
             if writer is None:  # records of a partition revoked during this poll
                 continue
-            writer.add([(origin_of(tp, message), message.value or b"") for message in messages], now_ms)
+            writer.add(messages, now_ms)
 
     def _flush_due(self) -> None:
         for writer in list(self.writers.values()):
@@ -231,7 +230,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.worker.assigned(assigned)
 
-
-def origin_of(tp: TopicPartition, message: Any) -> Origin:
-    key = message.key.decode(errors="replace") if message.key is not None else None
-    return Origin(tp.topic, tp.partition, message.offset, message.timestamp, key)
