@@ -20,9 +20,9 @@ import structlog
 
 from pipeline import quarantine, rollups, tables
 from pipeline.dedup import KEY, KEY_SCHEMA, StoredKeys
+from pipeline.messages import MessageReader
 from pipeline.metrics import PipelineMetrics
 from pipeline.settings import PipelineSettings
-from pipeline.messages import MessageReader
 from pipeline.validate import check
 from pipeline.warehouse import layout
 from pipeline.warehouse.layout import FileName
