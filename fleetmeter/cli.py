@@ -1,22 +1,49 @@
-"""The ``fleetmeter`` command: one entry point, a subcommand per job."""
+"""The ``fleetmeter`` command: one entry point, a subcommand per job.
+
+Each subcommand's module is imported only when that subcommand runs, so that the collector daemon on
+every node (``fleetmeter collect``) does not carry the pipeline's polars, the analysts' DuckDB and the
+reports' matplotlib in its memory (about 90 MB of the 190 MB they took together).
+"""
 
 from __future__ import annotations
 
+import importlib
+
+import click
 import typer
+from typer.core import TyperGroup
 
-from collectors.cli import collect
-from fleetmeter.demo import demo
-from pipeline.cli import app as pipeline_app
-from reports.cli import report
-from sql.cli import query, sql
+#: subcommand -> "module:attribute": a command function, or a Typer app for a group of commands.
+SUBCOMMANDS = {
+    "collect": "collectors.cli:collect",
+    "demo": "fleetmeter.demo:demo",
+    "pipeline": "pipeline.cli:app",
+    "query": "sql.cli:query",
+    "sql": "sql.cli:sql",
+    "report": "reports.cli:report",
+}
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-app.command()(collect)
-app.command()(demo)
-app.add_typer(pipeline_app, name="pipeline")
-app.command()(query)
-app.command()(sql)
-app.command()(report)
+
+class _Subcommands(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in SUBCOMMANDS:
+            return None
+        module, _, attribute = SUBCOMMANDS[cmd_name].partition(":")
+        target = getattr(importlib.import_module(module), attribute)
+        if isinstance(target, typer.Typer):
+            command: click.Command = typer.main.get_group(target)
+        else:
+            single = typer.Typer(add_completion=False)
+            single.command(name=cmd_name)(target)
+            command = typer.main.get_command(single)
+        command.name = cmd_name
+        return command
+
+
+app = typer.Typer(cls=_Subcommands, no_args_is_help=True, add_completion=False)
 
 
 @app.callback()

@@ -38,6 +38,13 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     @property
+    def pid(self) -> int:
+        """The broker's process id (benchmarks pin it to a core of its own)."""
+        if self._process is None:
+            raise BrokerUnavailable("the broker is not running")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

@@ -1,0 +1,208 @@
+"""``python -m bench`` (``./dev bench``): every benchmark, each beside its baseline; figures into docs/benchmarks.md.
+
+The worker's processing rates run on one core (the process pinned to CPU 0, polars and Arrow on one
+thread, the broker pinned to CPU 1); the other benchmarks run unpinned. Sizes are options, so that the
+suite finishes in about a quarter of an hour on a 2-core machine by default and can be run larger.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("POLARS_MAX_THREADS", "1")  # before polars is imported: "per worker, one core"
+
+import contextlib  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, TypeVar  # noqa: E402
+
+import pyarrow as pa  # noqa: E402
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from bench import collector, freshness, ingest, queries, storage  # noqa: E402
+from bench.fleet import messages  # noqa: E402
+from bench.report import machine, splice, table  # noqa: E402
+from fleetmeter.embedded_broker import EmbeddedBroker  # noqa: E402
+
+ROWS_PER_MESSAGE = {1: "8 (one scrape)", 8: "64 (8 scrapes)", 64: "512 (64 scrapes)"}
+console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def sizes(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+@contextlib.contextmanager
+def one_core(broker: EmbeddedBroker) -> Iterator[None]:
+    everything = os.sched_getaffinity(0)
+    os.sched_setaffinity(broker.pid, {max(everything)})
+    os.sched_setaffinity(0, {min(everything)})
+    pa.set_cpu_count(1)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, everything)
+        os.sched_setaffinity(broker.pid, everything)
+        pa.set_cpu_count(len(everything))
+
+
+def median_rate(run: Callable[[], ingest.Rate], repeats: int) -> ingest.Rate:
+    rates = sorted((run() for _ in range(repeats)), key=lambda rate: rate.rows_per_s)
+    return rates[len(rates) // 2]
+
+
+def step(title: str, run: Callable[[], T]) -> T:
+    console.log(f"[bold]{title}[/]")
+    return run()
+
+
+def ingest_section(broker: EmbeddedBroker, devices: list[int], scrapes: int, repeats: int) -> str:
+    processing, through_broker, baseline = [], [], []
+    profile_text = ""
+    with one_core(broker):
+        for count in devices:
+            rows = ingest.rows_of(count, scrapes)
+            for per_message, label in ROWS_PER_MESSAGE.items():
+                batch = messages(rows, per_message)
+                rate = step(f"processing: {count} devices, {label} rows/message",
+                            lambda b=batch: median_rate(lambda: ingest.processing_rate(b), repeats))
+                processing.append((count, label, rate.rows, rate.rows_per_s, rate.messages_per_s))
+                if count == devices[-1]:
+                    broker_rate = step(f"through the broker: {label} rows/message",
+                                       lambda b=batch, p=per_message: ingest.broker_rate(broker, b, f"bench.ingest.{p}"))
+                    through_broker.append((label, broker_rate.rows_per_s, broker_rate.messages_per_s,
+                                           rate.rows_per_s, broker_rate.cores))
+                if count == devices[len(devices) // 2] and per_message == 8:
+                    profile_text = step("profile", lambda b=batch: ingest.profile(b))
+            payloads = ingest.json_messages(rows)
+            json_rate = step(f"JSON baseline, processing: {count} devices",
+                             lambda p=payloads: median_rate(lambda: ingest.baseline_processing_rate(p), repeats))
+            json_broker = (step("JSON baseline through the broker",
+                                lambda p=payloads: ingest.baseline_broker_rate(broker, p, "bench.json"))
+                           if count == devices[-1] else None)
+            baseline.append((count, json_rate.rows_per_s, json_broker.rows_per_s if json_broker else ""))
+    best = {label: rate for count, label, _, rate, _ in processing if count == devices[-1]}
+    best_broker = {label: rate for label, rate, *_ in through_broker}
+    json_processing, json_broker_rate = baseline[-1][1], baseline[-1][2]
+    ratios = [(label, best[label] / json_processing,
+               best_broker[label] / json_broker_rate if isinstance(json_broker_rate, float) else "")
+              for label in ROWS_PER_MESSAGE.values()]
+    return "\n\n".join([
+        "### 1. Ingest throughput (one worker, one core)",
+        "Processing rate (messages already fetched: decode, validate, dedup, raw Parquet, rollups, compaction), "
+        f"median of {repeats}:",
+        table(["devices", "rows/message", "samples", "samples/s", "messages/s"], processing),
+        f"Through the embedded broker ({devices[-1]} devices; the worker pinned to one core, the broker to the other):",
+        table(["rows/message", "samples/s", "messages/s", "processing samples/s", "worker cores"], through_broker),
+        "Baseline: one JSON object per sample, `json.loads` and per-minute sums in dicts (no validation, dedup "
+        "or raw storage):",
+        table(["devices", "processing samples/s", "through the broker samples/s"], baseline),
+        f"Ratio to the baseline at {devices[-1]} devices:",
+        table(["rows/message", "processing", "through the broker"], ratios),
+        "Where the time goes (cProfile of the processing path, 64 rows/message, own time):",
+        f"```\n{profile_text}\n```",
+    ])
+
+
+def freshness_section(broker: EmbeddedBroker, devices: list[int], seconds: float) -> str:
+    rows = []
+    for count in devices:
+        result = step(f"freshness: {count} devices for {seconds:.0f} s",
+                      lambda c=count: freshness.measure(broker, c, seconds))
+        rows.append((result.devices, result.samples, result.p50_s, result.p99_s, result.max_s,
+                     result.worker_cores, result.visible_in_util_1m == result.samples))
+    return "\n\n".join([
+        "### 2. End-to-end freshness (10 s scrapes, 4 partitions, one worker with the default 30 s flush)",
+        table(["devices", "samples", "p50 delay s", "p99 delay s", "max s", "worker cores",
+               "all samples in util_1m"], rows),
+    ])
+
+
+def collector_section(broker: EmbeddedBroker, repeats: int) -> str:
+    cycles = [step("collector cycle", lambda: collector.cycle_cost(2000, 8, broker)) for _ in range(repeats)]
+    memory = step("collector memory", lambda: collector.daemon_memory(broker))
+    return "\n\n".join([
+        "### 3. Collector overhead (one 8-GPU node, simulated backend)",
+        table(["CPU per scrape-encode-send cycle, ms (backend read excluded)", "simulated backend read, ms",
+               "peak RSS of `fleetmeter collect`, MB", "RSS at the end, MB"],
+              [(statistics.median(c for c, _ in cycles), statistics.median(r for _, r in cycles),
+                memory.peak_rss_mb, memory.final_rss_mb)]),
+    ])
+
+
+def query_section(devices: list[int], days: int, sample_days: int, repeats: int) -> str:
+    rows, built = [], []
+    end = queries.midnight(datetime.now(UTC))
+    for count in devices:
+        with tempfile.TemporaryDirectory() as root:
+            warehouse = step(f"warehouse: {count} devices, {days} days",
+                             lambda c=count, r=root: queries.build(r, c, days, sample_days, end))
+            built.append((count, warehouse.rows_by_table.get("util_1h", 0), warehouse.rows_by_table.get("util_1d", 0),
+                          warehouse.rows_by_table.get("samples", 0), warehouse.build_s))
+            for result in step("queries", lambda r=root: queries.measure(r, end - days * queries.DAY,
+                                                                         end - sample_days * queries.DAY, repeats)):
+                rows.append((count, result.name, result.rollups_ms, result.rollups_recent_ms, result.samples_ms,
+                             result.ratio))
+    return "\n\n".join([
+        f"### 4. Query latency in DuckDB ({days} days of rollups; samples/ for the last {sample_days})",
+        table(["devices", "util_1h rows", "util_1d rows", "samples/ rows", "build s"], built),
+        f"Median of {repeats} runs, ms. The samples/ column answers the same question over the last {sample_days} "
+        "day(s) (answers compared equal first):",
+        table(["devices", "query", f"rollups, {days} days", f"rollups, {sample_days} day(s)",
+               f"samples/, {sample_days} day(s)", "samples / rollups"], rows),
+    ])
+
+
+def storage_section() -> str:
+    footprints = [step(f"storage: {nodes * 8} devices, 1 hour", lambda n=nodes: storage.footprint(n, 1.0))
+                  for nodes in (8, 32)]
+    tables = list(footprints[-1].bytes_by_table)
+    return "\n\n".join([
+        "### 5. Storage (bytes per device-sample, after compaction; 10 s samples, one hour)",
+        table(["devices", "samples", *tables],
+              [(f.devices, f.samples, *[f.per_sample(t) for t in tables]) for f in footprints]),
+    ])
+
+
+def main(
+    out: Annotated[Path, typer.Option(help="Markdown file whose results block is rewritten.")] = Path(
+        "docs/benchmarks.md"),
+    only: Annotated[str, typer.Option(help="Sections to run: ingest,freshness,collector,queries,storage.")] = (
+        "ingest,freshness,collector,queries,storage"),
+    ingest_devices: Annotated[str, typer.Option(help="Fleet sizes for ingest (multiples of 128).")] = "1024,2048,4096",
+    ingest_scrapes: Annotated[int, typer.Option(help="10 s intervals of samples per ingest run.")] = 90,
+    fresh_devices: Annotated[str, typer.Option(help="Fleet sizes for freshness.")] = "10240,30720,102400",
+    fresh_seconds: Annotated[float, typer.Option(help="How long each live fleet runs.")] = 60.0,
+    query_devices: Annotated[str, typer.Option(help="Fleet sizes for the query warehouse.")] = "1024,3072,10240",
+    query_days: Annotated[int, typer.Option(help="Days of rollups in the query warehouse.")] = 30,
+    sample_days: Annotated[int, typer.Option(help="Days of samples/ in it, for the comparison.")] = 1,
+    repeats: Annotated[int, typer.Option(help="Runs per figure; the median is reported.")] = 3,
+) -> None:
+    """Run the benchmarks and write their figures."""
+    chosen = set(only.split(","))
+    sections = [f"Measured {machine()}.",
+                f"Command: `python -m bench --only {only} --ingest-devices {ingest_devices} --ingest-scrapes "
+                f"{ingest_scrapes} --fresh-devices {fresh_devices} --fresh-seconds {fresh_seconds:g} --query-devices "
+                f"{query_devices} --query-days {query_days} --sample-days {sample_days} --repeats {repeats}`"]
+    with EmbeddedBroker() as broker:
+        if "ingest" in chosen:
+            sections.append(ingest_section(broker, sizes(ingest_devices), ingest_scrapes, repeats))
+        if "freshness" in chosen:
+            sections.append(freshness_section(broker, sizes(fresh_devices), fresh_seconds))
+        if "collector" in chosen:
+            sections.append(collector_section(broker, repeats))
+    if "queries" in chosen:
+        sections.append(query_section(sizes(query_devices), query_days, sample_days, repeats))
+    if "storage" in chosen:
+        sections.append(storage_section())
+    splice(out, "\n\n".join(sections))
+    console.log(f"figures written to {out}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
