@@ -9,6 +9,7 @@ deleted after a grace period. Everything from one batch of offsets lands in one 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ _ROLLUPS = ((layout.UTIL_1M, rollups.MINUTE_KEYS, None), (layout.UTIL_1H, rollup
             (layout.UTIL_1D, rollups.WINDOW_KEYS, "1d"))
 _COMPACTED = (layout.SAMPLES, layout.QUARANTINE)
 _OFFSET = "_kafka_offset"  # each row's message, while a poll's messages are validated together
+_TIER_BASE = 1 << 20  # compaction tiers: below 1 MiB, then each compact_min_files times larger
 _CLOSED_AFTER_MS = 2 * 3600 * 1000  # an hour of samples this far behind the clock gets no more fresh rows
 
 
@@ -73,6 +75,7 @@ class PartitionWriter:
         self.metrics = metrics
         self.state = load_state(storage, topic, partition)
         self.files: dict[str, list[str]] = defaultdict(list)  # bucket directory -> this partition's live files
+        self.sizes: dict[str, int] = {}  # bytes of the files written or looked at, by path
         self._clean_up(stored)
         self.keys = StoredKeys(self._stored_keys, settings.warehouse.dedup_cache_hours)
         self.pending = _Pending()
@@ -158,14 +161,37 @@ class PartitionWriter:
     def compact_next(self, fence: Fence, now_ms: int) -> bool:
         """Merge the small files of one bucket into one, if any bucket needs it; True if one was."""
         for directory, paths in self.files.items():
-            if directory.split("/")[0] in _COMPACTED and self._needs_compaction(directory, paths, now_ms):
-                self._compact(directory, list(paths), fence)
-                return True
+            if directory.split("/")[0] in _COMPACTED:
+                chosen = self._to_compact(directory, paths, now_ms)
+                if chosen:
+                    self._compact(directory, chosen, fence)
+                    return True
         return False
 
-    def _needs_compaction(self, directory: str, paths: list[str], now_ms: int) -> bool:
-        return len(paths) >= self.settings.warehouse.compact_min_files or (
-            len(paths) > 1 and _is_closed(directory, now_ms))
+    def _to_compact(self, directory: str, paths: list[str], now_ms: int) -> list[str]:
+        """The files of one size tier once it holds ``compact_min_files`` (or every small file of a bucket
+        that takes no more rows); files of ``compact_target_bytes`` or more are left alone.
+
+        Tiers grow by a factor of ``compact_min_files`` from 1 MiB, so merged files merge again only with
+        files of their own size: a row is rewritten about once per tier, not once per flush, however
+        many flushes an hour takes.
+        """
+        if len(paths) < 2:
+            return []
+        warehouse = self.settings.warehouse
+        sizes = {path: self._size(path) for path in paths}
+        small = [path for path in paths if sizes[path] < warehouse.compact_target_bytes]
+        if len(small) > 1 and _is_closed(directory, now_ms):
+            return small
+        tiers: dict[int, list[str]] = defaultdict(list)
+        for path in small:
+            tiers[int(math.log(max(sizes[path], _TIER_BASE) / _TIER_BASE, warehouse.compact_min_files))].append(path)
+        return next((tier for _, tier in sorted(tiers.items()) if len(tier) >= warehouse.compact_min_files), [])
+
+    def _size(self, path: str) -> int:
+        if path not in self.sizes:
+            self.sizes[path] = self.storage.size(path)
+        return self.sizes[path]
 
     def _compact(self, directory: str, paths: list[str], fence: Fence) -> None:
         started = time.monotonic()
@@ -187,7 +213,8 @@ class PartitionWriter:
         return _Commit(FileName(self.topic, self.partition, generation, first_offset, last_offset))
 
     def _write_samples(self, commit: _Commit, fresh: pl.DataFrame) -> None:
-        self._write_by_bucket(commit, layout.SAMPLES, fresh, pl.col("ts"))  # sorted by KEY already
+        # In arrival order (by node and time): compaction sorts by key, so sorting here would be done twice.
+        self._write_by_bucket(commit, layout.SAMPLES, fresh, pl.col("ts"))
 
     def _write_rollups(self, commit: _Commit, fresh: pl.DataFrame) -> None:
         minutes = rollups.minute_partials(fresh, self.settings.rollup.idle_threshold)
@@ -226,6 +253,7 @@ class PartitionWriter:
                     "fleetmeter.last_offset": str(name.last_offset),
                     "fleetmeter.idle_threshold": str(self.settings.rollup.idle_threshold)}
         written = self.storage.write_parquet(path, frame, metadata)
+        self.sizes[path] = written
         table = directory.split("/")[0]
         self.metrics.files_written.labels(table).inc()
         self.metrics.bytes_written.labels(table).inc(written)
@@ -242,6 +270,8 @@ class PartitionWriter:
         self.metrics.committed_offset.labels(str(self.partition)).set(next_offset or 0)
         for path in expired:
             self.storage.delete(path)
+        for path in commit.replaced:
+            self.sizes.pop(path, None)
         for directory, path in commit.added.items():
             self.files[directory] = [p for p in self.files.get(directory, []) if p not in commit.replaced] + [path]
 

@@ -37,7 +37,10 @@ class ValidationSettings(Section):
 
 class WarehouseSettings(Section):
     uri: str = Field(default="warehouse", min_length=1, description="Directory or object-store URI.")
-    compact_min_files: int = Field(default=8, ge=2, description="Compact an hour of samples at this many files.")
+    compact_min_files: int = Field(
+        default=8, ge=2, description="Merge an hour's files of one size tier once it holds this many.")
+    compact_target_bytes: int = Field(
+        default=256 << 20, gt=0, description="Files this large are not compacted further.")
     replaced_grace_s: float = Field(
         default=300.0, ge=0, description="Replaced files stay this long for readers that listed them.")
     dedup_cache_hours: int = Field(default=6, ge=1, description="Hours of (device_uuid, ts) keys kept in memory.")

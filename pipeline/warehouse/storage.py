@@ -93,6 +93,10 @@ class Storage:
             if info.type == pafs.FileType.File and not info.base_name.startswith(".")
         )
 
+    def size(self, path: str) -> int:
+        """Bytes of the file at ``path``."""
+        return int(self.fs.get_file_info(self.full_path(path)).size)
+
     def delete(self, path: str) -> None:
         """Remove ``path``; a file that is already gone is not an error (deletes are retried after crashes)."""
         with contextlib.suppress(FileNotFoundError):

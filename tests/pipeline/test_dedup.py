@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import polars as pl
+import pytest
 
+from pipeline import dedup
 from pipeline.dedup import KEY_SCHEMA, StoredKeys
 
 TS = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -24,3 +26,9 @@ def test_shared_rows_are_kept_and_replays_of_any_of_them_dropped() -> None:
     replay = keys(("b", "j2"), ("unallocated", None), ("c", None))
     assert stored.new_rows(replay).rows() == [("GPU-1", TS, "c", None)]  # null job ids compare equal
     assert stored.new_rows(keys(("a", "j1"), ("a", "j1"))).is_empty()
+
+
+def test_keys_whose_hashes_collide_are_told_apart_by_their_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key hashed alike: only the column-by-column comparison is left to tell them apart."""
+    monkeypatch.setattr(dedup, "_hashed", lambda frame: frame.with_columns(pl.lit(7, pl.UInt64).alias("_key_hash")))
+    test_shared_rows_are_kept_and_replays_of_any_of_them_dropped()
