@@ -11,22 +11,22 @@ import os
 
 os.environ.setdefault("POLARS_MAX_THREADS", "1")  # before polars is imported: "per worker, one core"
 
-import contextlib  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Annotated, TypeVar  # noqa: E402
+import contextlib
+import statistics
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
 
-import pyarrow as pa  # noqa: E402
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
+import pyarrow as pa
+import typer
+from rich.console import Console
 
-from bench import collector, freshness, ingest, queries, storage  # noqa: E402
-from bench.fleet import messages  # noqa: E402
-from bench.report import machine, splice, table  # noqa: E402
-from fleetmeter.embedded_broker import EmbeddedBroker  # noqa: E402
+from bench import collector, freshness, ingest, queries, storage
+from bench.fleet import messages
+from bench.report import machine, splice, table
+from fleetmeter.embedded_broker import EmbeddedBroker
 
 ROWS_PER_MESSAGE = {1: "8 (one scrape)", 8: "64 (8 scrapes)", 64: "512 (64 scrapes)"}
 console = Console(stderr=True)
@@ -73,8 +73,9 @@ def ingest_section(broker: EmbeddedBroker, devices: list[int], scrapes: int, rep
                             lambda b=batch: median_rate(lambda: ingest.processing_rate(b), repeats))
                 processing.append((count, label, rate.rows, rate.rows_per_s, rate.messages_per_s))
                 if count == devices[-1]:
+                    topic = f"bench.ingest.{per_message}"
                     broker_rate = step(f"through the broker: {label} rows/message",
-                                       lambda b=batch, p=per_message: ingest.broker_rate(broker, b, f"bench.ingest.{p}"))
+                                       lambda b=batch, t=topic: ingest.broker_rate(broker, b, t))
                     through_broker.append((label, broker_rate.rows_per_s, broker_rate.messages_per_s,
                                            rate.rows_per_s, broker_rate.cores))
                 if count == devices[len(devices) // 2] and per_message == 8:

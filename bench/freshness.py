@@ -11,8 +11,8 @@ interval, when the collector builds the row). The worker's CPU time comes from /
 from __future__ import annotations
 
 import json
-import os
 import multiprocessing
+import os
 import subprocess
 import sys
 import tempfile
@@ -54,14 +54,15 @@ def produce_fleet(bootstrap: str, topic: str, devices: int, intervals: int, star
     copies = max(1, devices // (TEMPLATE_NODES * DEVICES_PER_NODE))
     fleet = replicate(template, copies)
     nodes = fleet["node"].unique().sort()
-    phase_ms = pl.DataFrame({"node": nodes, "_phase": (np.arange(len(nodes)) % PHASES) * int(INTERVAL_S * 1000 / PHASES)})
+    step_ms = int(INTERVAL_S * 1000 / PHASES)
+    phase_ms = pl.DataFrame({"node": nodes, "_phase": (np.arange(len(nodes)) % PHASES) * step_ms})
     fleet = fleet.join(phase_ms, on="node").with_columns(pl.col("ts") + pl.duration(milliseconds=pl.col("_phase")))
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, compression_type="zstd", acks=1)
     sent: list[tuple[int, int, int, int]] = []
     for seq in range(1, intervals + 1):
         scrape = fleet.filter(pl.col("seq") == seq)
         for phase in range(PHASES):
-            part = scrape.filter(pl.col("_phase") == phase * int(INTERVAL_S * 1000 / PHASES)).drop("_phase")
+            part = scrape.filter(pl.col("_phase") == phase * step_ms).drop("_phase")
             batch = messages(part, 1)
             collected_ms = max(m.collected_ms for m in batch)
             time.sleep(max(0.0, collected_ms / 1000 - time.time()))

@@ -108,7 +108,7 @@ def build(root: str, devices: int, days: int, sample_days: int, end: datetime) -
     for day in range(days):
         shift = pl.duration(days=day)
         for table, frame in tables.items():
-            if table == layout.UTIL_1D and day > 0 or table == layout.UTIL_1M and day < days - sample_days:
+            if (table == layout.UTIL_1D and day > 0) or (table == layout.UTIL_1M and day < days - sample_days):
                 continue  # daily rows are written together below; no question here reads util_1m
             copied = _copies(frame.with_columns(pl.col("window_start") + shift), copies, day)
             written[table] = written.get(table, 0) + _write(storage, table, copied, name)

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 
 from bench.fleet import messages, template_rows
-from bench.ingest import process, records, recent_start
+from bench.ingest import process, recent_start, records
 from pipeline.warehouse import layout
 from pipeline.warehouse.manifest import live_tables
 from pipeline.warehouse.storage import Storage
