@@ -8,8 +8,8 @@ reports' matplotlib in its memory (about 90 MB of the 190 MB they took together)
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -25,16 +25,19 @@ SUBCOMMANDS = {
 
 
 class _Subcommands(TyperGroup):
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    """The click group behind ``app``. Contexts and commands are click's own types, which newer typer
+    releases vendor: ``Any`` keeps this working with either."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
         return list(SUBCOMMANDS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in SUBCOMMANDS:
             return None
         module, _, attribute = SUBCOMMANDS[cmd_name].partition(":")
         target = getattr(importlib.import_module(module), attribute)
         if isinstance(target, typer.Typer):
-            command: click.Command = typer.main.get_group(target)
+            command: Any = typer.main.get_group(target)
         else:
             single = typer.Typer(add_completion=False)
             single.command(name=cmd_name)(target)

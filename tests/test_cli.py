@@ -110,3 +110,13 @@ def test_auto_mixed_with_named_backends_is_refused_clearly(tmp_path: Path) -> No
     result = subprocess.run([FLEETMETER, "collect", "--backend", "simulated,auto", "--spool-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "auto cannot be combined" in result.stderr
+
+
+def test_the_collector_command_loads_no_pipeline_analysis_or_report_libraries() -> None:
+    """The daemon on every node stays small: polars, DuckDB and matplotlib are loaded only by their commands."""
+    probe = ("import sys; from typer.testing import CliRunner; from fleetmeter.cli import app; "
+             "result = CliRunner().invoke(app, ['collect', '--help']); "
+             "print(result.exit_code, 'collectors.daemon' in sys.modules, "
+             "sorted({m.split('.')[0] for m in sys.modules} & {'polars', 'duckdb', 'matplotlib'}))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "0 True []"
