@@ -33,7 +33,8 @@ from pipeline.settings import PipelineSettings
 from pipeline.warehouse.storage import Storage
 from pipeline.worker import PipelineWorker
 
-POLL = 2000  # records per poll: the worker's default max_poll_records
+POLL = 2000  # records per poll at most: the worker's default max_poll_records
+POLL_BYTES = 1 << 20  # and about this many bytes: kafka-python's default max_partition_fetch_bytes
 
 
 @dataclass(frozen=True)
@@ -70,21 +71,36 @@ def records(batch: Sequence[Message], topic: str = "bench", partition: int = 0) 
             for offset, m in enumerate(batch)]
 
 
-def settings_for(warehouse: str) -> PipelineSettings:
-    return PipelineSettings(warehouse={"uri": warehouse})  # type: ignore[arg-type]
+FLUSHES = 8  # per run: the files one compaction merges, so that every row is written twice, as in steady state
 
 
-def process(fetched: list[ConsumerRecord], warehouse: str) -> None:
-    """What the worker does with fetched records: add each poll, flush when due, flush and compact at the end."""
-    writer = PartitionWriter(Storage(warehouse), "bench", 0, settings_for(warehouse), PipelineMetrics(), [])
+def process(fetched: list[ConsumerRecord], warehouse: str, rows: int) -> None:
+    """What the worker does with the fetched records of ``rows`` samples: add each poll, flush when due
+    (``FLUSHES`` times a run), then compact the hour's files into one."""
+    settings = PipelineSettings(warehouse={"uri": warehouse},  # type: ignore[arg-type]
+                                flush={"max_rows": rows // FLUSHES + 1})  # type: ignore[arg-type]
+    writer = PartitionWriter(Storage(warehouse), "bench", 0, settings, PipelineMetrics(), [])
     now_ms = int(time.time() * 1000)
-    for start in range(0, len(fetched), POLL):
-        writer.add(fetched[start:start + POLL], now_ms)
+    for poll in polls(fetched):
+        writer.add(poll, now_ms)
         if writer.due():
             writer.flush(_no_fence)
     writer.flush(_no_fence)
     while writer.compact_next(_no_fence, now_ms):
         pass
+
+
+def polls(fetched: list[ConsumerRecord]) -> list[list[ConsumerRecord]]:
+    """The records as a consumer's polls return them: up to ``POLL`` records or about ``POLL_BYTES``."""
+    out: list[list[ConsumerRecord]] = [[]]
+    size = 0
+    for record in fetched:
+        if len(out[-1]) == POLL or size >= POLL_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(record)
+        size += len(record.value)
+    return out
 
 
 def _no_fence(next_offset: int) -> None:
@@ -99,8 +115,9 @@ def timed(run: Callable[[], Any], rows: int, message_count: int) -> Rate:
 
 def processing_rate(batch: list[Message]) -> Rate:
     fetched = records(batch)
+    rows = sum(m.rows for m in batch)
     with tempfile.TemporaryDirectory() as warehouse:
-        return timed(lambda: process(fetched, warehouse), sum(m.rows for m in batch), len(batch))
+        return timed(lambda: process(fetched, warehouse, rows), rows, len(batch))
 
 
 def profile(batch: list[Message], top: int = 14) -> str:
@@ -108,7 +125,7 @@ def profile(batch: list[Message], top: int = 14) -> str:
     fetched = records(batch)
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory() as warehouse:
-        profiler.runcall(process, fetched, warehouse)
+        profiler.runcall(process, fetched, warehouse, sum(m.rows for m in batch))
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
     lines = out.getvalue().splitlines()

@@ -29,7 +29,7 @@ class Footprint:
 def footprint(nodes: int, hours: float) -> Footprint:
     rows = template_rows(int(hours * 360), 10.0, recent_start(hours + 1), nodes=nodes)
     with tempfile.TemporaryDirectory() as root:
-        process(records(messages(rows, 1)), root)
+        process(records(messages(rows, 1)), root, rows.height)
         storage = Storage(root)
         live = live_tables(storage, layout.TABLES)
         sizes = {table: sum(storage.fs.get_file_info(storage.full_path(path)).size for path in paths)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
+import pyarrow as pa
 import structlog
 
 from pipeline import quarantine, rollups, tables
@@ -38,7 +39,8 @@ Fence = Callable[[int], None]
 _ROLLUPS = ((layout.UTIL_1M, rollups.MINUTE_KEYS, None), (layout.UTIL_1H, rollups.WINDOW_KEYS, "1h"),
             (layout.UTIL_1D, rollups.WINDOW_KEYS, "1d"))
 _COMPACTED = (layout.SAMPLES, layout.QUARANTINE)
-_OFFSET = "_kafka_offset"  # each row's message, while a poll's messages are validated together
+_OFFSET = "_kafka_offset"  # each row's message, while pending rows are validated together
+_RECEIVED = "_received_ms"  # when each row's poll returned it, for the checks against the clock
 _TIER_BASE = 1 << 20  # compaction tiers: below 1 MiB, then each compact_min_files times larger
 _CLOSED_AFTER_MS = 2 * 3600 * 1000  # an hour of samples this far behind the clock gets no more fresh rows
 
@@ -49,7 +51,8 @@ class _Pending:
 
     first_offset: int | None = None
     last_offset: int = -1
-    valid: list[pl.DataFrame] = field(default_factory=list)
+    decoded: list[pa.Table] = field(default_factory=list)  # readable messages' rows, checked at the commit
+    sources: dict[int, tuple[int, bytes | None]] = field(default_factory=dict)  # offset -> Kafka timestamp, key
     quarantined: list[pl.DataFrame] = field(default_factory=list)
     rows: int = 0
     since: float = 0.0  # monotonic time of the first message
@@ -89,17 +92,21 @@ class PartitionWriter:
     # -- reading ---------------------------------------------------------------------------------
 
     def add(self, records: Sequence[quarantine.Record], now_ms: int) -> None:
-        """Validate a poll's messages of this partition together and hold their rows until the next commit."""
+        """Decode a poll's messages of this partition and hold their rows until the next commit.
+
+        The rows are checked at the commit, all pending polls together: the checks cost milliseconds
+        a call, whatever the rows, and a poll may bring only a few hundred rows.
+        """
         if not records:
             return
         pending = self.pending
         if pending.first_offset is None:
             pending.first_offset, pending.since = records[0].offset, time.monotonic()
         pending.last_offset = records[-1].offset
-        by_offset = {record.offset: record for record in records}
         payloads = [(record.offset, record.value or b"") for record in records]
         self.metrics.bytes_in.inc(sum(len(payload) for _, payload in payloads))
         decoded, rejected = self.reader.read_all(payloads, _OFFSET)
+        by_offset = {record.offset: record for record in records} if rejected else {}
         for offset, exc in rejected:
             self.metrics.quarantined.labels("message", exc.reason).inc()
             pending.quarantined.append(quarantine.message(quarantine.Origin.of(by_offset[offset]), exc.reason,
@@ -107,24 +114,29 @@ class PartitionWriter:
         self.metrics.messages.labels("rejected").inc(len(rejected))
         if decoded is not None:
             self.metrics.messages.labels("accepted").inc(decoded.messages)
-            frame = pl.from_arrow(decoded.rows)
-            assert isinstance(frame, pl.DataFrame)
-            self._check(frame, by_offset, now_ms)
+            rows = decoded.rows
+            pending.decoded.append(rows.append_column(_RECEIVED, pa.repeat(pa.scalar(now_ms, pa.int64()), len(rows))))
+            pending.sources.update((record.offset, (record.timestamp, record.key)) for record in records)
+            pending.rows += len(rows)
 
-    def _check(self, frame: pl.DataFrame, records: dict[int, quarantine.Record], now_ms: int) -> None:
+    def _checked(self) -> pl.DataFrame:
+        """The pending rows that pass the checks; the others quarantined with their reason."""
+        pending = self.pending
+        if not pending.decoded:
+            return tables.empty(layout.SAMPLES)
+        frame = pl.from_arrow(pa.concat_tables(pending.decoded).combine_chunks())
+        assert isinstance(frame, pl.DataFrame)
         checks = self.settings.validation
-        result = check(frame, now_ms, checks.max_future_s, checks.max_lateness_s)
-        valid = result.rows.drop(_OFFSET)
-        self.pending.valid.append(valid)
-        self.pending.rows += valid.height
-        if result.rejected.is_empty():
-            return
+        result = check(frame, pl.col(_RECEIVED), checks.max_future_s, checks.max_lateness_s)
         for (offset,), rejected in result.rejected.group_by(_OFFSET):
-            self.pending.quarantined.append(quarantine.rows(quarantine.Origin.of(records[int(offset)]),
-                                                                  rejected.drop(_OFFSET)))
+            kafka_ts, key = pending.sources[int(offset)]
+            origin = quarantine.Origin(self.topic, self.partition, int(offset),
+                                       kafka_ts, quarantine.key_text(key))
+            pending.quarantined.append(quarantine.rows(origin, rejected.drop(_OFFSET, _RECEIVED)))
         for reason, count in result.rejected.group_by("reason").len().iter_rows():
             self.metrics.quarantined.labels("row", reason).inc(count)
         self.metrics.rows.labels("quarantined").inc(result.rejected.height)
+        return result.rows.drop(_OFFSET, _RECEIVED)
 
     def due(self) -> bool:
         pending = self.pending
@@ -141,7 +153,7 @@ class PartitionWriter:
             return
         started = time.monotonic()
         commit = self._new_commit(pending.first_offset, pending.last_offset)
-        rows = pl.concat(pending.valid, how="vertical") if pending.valid else tables.empty(layout.SAMPLES)
+        rows = self._checked()
         fresh = self.keys.new_rows(rows)
         if not fresh.is_empty():
             self._write_samples(commit, fresh)

@@ -46,8 +46,7 @@ class Origin:
 
     @classmethod
     def of(cls, record: Record) -> Origin:
-        key = record.key.decode(errors="replace") if record.key is not None else None
-        return cls(record.topic, record.partition, record.offset, record.timestamp, key)
+        return cls(record.topic, record.partition, record.offset, record.timestamp, key_text(record.key))
 
     def columns(self) -> dict[str, pl.Expr]:
         return {"topic": pl.lit(self.topic), "partition": pl.lit(self.partition, pl.Int32),
@@ -70,3 +69,7 @@ def rows(origin: Origin, rejected: pl.DataFrame) -> pl.DataFrame:
         reason=rejected["reason"], detail=pl.lit("row failed validation"), payload=pl.lit(None, pl.Binary),
         **origin.columns(),
     ).select(SCHEMA.names())
+
+
+def key_text(key: bytes | None) -> str | None:
+    return key.decode(errors="replace") if key is not None else None

@@ -80,7 +80,7 @@ def has_v1_types(schema: pa.Schema) -> bool:
     return all(str(field.type) == _TYPE_NAMES.get(field.name) for field in schema)
 
 
-def _first_broken_rule(now_ms: int, max_future_ms: int, max_lateness_ms: int | None) -> pl.Expr:
+def _first_broken_rule(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int | None) -> pl.Expr:
     """A string expression naming the first rule a row breaks, or null for a valid row."""
     rules: list[tuple[str, pl.Expr]] = [
         (f"{name}_missing", pl.col(name).is_null()) for name in _REQUIRED
@@ -111,14 +111,16 @@ def _first_broken_rule(now_ms: int, max_future_ms: int, max_lateness_ms: int | N
     return expression
 
 
-def check(frame: pl.DataFrame, now_ms: int, max_future_s: float = 300.0, max_lateness_s: float | None = None,
-          ) -> Validated:
+def check(frame: pl.DataFrame, now_ms: int | pl.Expr, max_future_s: float = 300.0,
+          max_lateness_s: float | None = None) -> Validated:
     """Split decoded rows (v1 columns first, any extra columns kept) into valid and rejected rows.
 
-    Rows older than ``max_lateness_s`` before ``now_ms`` are rejected as ``ts_too_old`` (None: no bound).
+    ``now_ms`` is when the rows were received (epoch ms): one time, or an expression giving each row's.
+    Rows older than ``max_lateness_s`` before it are rejected as ``ts_too_old`` (None: no bound).
     """
+    now = pl.lit(now_ms, pl.Int64) if isinstance(now_ms, int) else now_ms
     lateness_ms = None if max_lateness_s is None else int(max_lateness_s * 1000)
-    checked = frame.with_columns(_first_broken_rule(now_ms, int(max_future_s * 1000), lateness_ms).alias("reason"))
+    checked = frame.with_columns(_first_broken_rule(now, int(max_future_s * 1000), lateness_ms).alias("reason"))
     valid = checked.filter(pl.col("reason").is_null()).drop("reason")
     return Validated(rows=valid, rejected=checked.filter(pl.col("reason").is_not_null()))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,6 @@ from tests.pipeline.fleet import (
 def test_two_workers_build_the_same_warehouse_as_one(kafka_broker: EmbeddedBroker, topic: str,
                                                      tmp_path: Path) -> None:
     kafka_broker.create_topic(topic, partitions=4)
-    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(3), scrapes=200, nodes=6)
-
     shared, alone = tmp_path / "two-workers", tmp_path / "one-worker"
     metrics = [PipelineMetrics(), PipelineMetrics()]
     flush = {"max_rows": 200}
@@ -34,10 +33,16 @@ def test_two_workers_build_the_same_warehouse_as_one(kafka_broker: EmbeddedBroke
     consumer = {"group_id": f"{topic}.workers", "max_poll_interval_ms": 3000, "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 500, "max_poll_records": 50}
     workers = [PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, shared, flush=flush,
-                                                consumer=consumer), m) for m in metrics]
+                                                consumer=consumer, idle_s=5.0), m) for m in metrics]
     threads = [threading.Thread(target=worker.run) for worker in workers]
     for thread in threads:
         thread.start()
+    # The samples are sent once the group has split the partitions: one worker alone drains them in less
+    # time than the group takes to let a second member in.
+    deadline = time.monotonic() + 60
+    while not all(worker.writers for worker in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(3), scrapes=200, nodes=6)
     for thread in threads:
         thread.join(timeout=120)
     single = pipeline_settings(kafka_broker.bootstrap_servers, topic, alone, flush=flush,
