@@ -162,7 +162,10 @@ def broker_rate(broker: EmbeddedBroker, batch: list[Message], topic: str) -> Rat
             time.sleep(0.001)
         wall, cpu = time.perf_counter(), time.process_time()
         writer = next(iter(worker.writers.values()))
-        while writer.pending.last_offset + 1 < len(batch):
+        deadline = time.monotonic() + 600
+        while max(writer.next_offset or 0, writer.pending.last_offset + 1) < len(batch):  # read, or committed
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker read {writer.pending.last_offset + 1} of {len(batch)} messages")
             time.sleep(0.002)
         worker.stopping.set()  # the worker commits what it holds as it stops, as a flush at the end would
         thread.join()
