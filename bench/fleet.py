@@ -70,7 +70,8 @@ def messages(rows: pl.DataFrame, scrapes_per_message: int) -> list[Message]:
     nodes = table.column("node").to_pylist()
     out, start = [], 0
     for length in boundaries:
-        batch = table.slice(start, length).combine_chunks().to_batches()[0]
+        # take, not slice: a slice of a list column would carry the whole table's child values into the message
+        batch = table.take(pa.array(range(start, start + length))).combine_chunks().to_batches()[0]
         out.append(Message(nodes[start].encode(), wire.encode(batch), length, max(ends[start:start + length])))
         start += length
     return out
