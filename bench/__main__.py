@@ -51,9 +51,9 @@ def one_core(broker: EmbeddedBroker) -> Iterator[None]:
         pa.set_cpu_count(len(everything))
 
 
-def median_rate(run: Callable[[], ingest.Rate], repeats: int) -> ingest.Rate:
-    rates = sorted((run() for _ in range(repeats)), key=lambda rate: rate.rows_per_s)
-    return rates[len(rates) // 2]
+def median_of(runs: Callable[[], T], repeats: int, key: Callable[[T], float]) -> T:
+    results = sorted((runs() for _ in range(repeats)), key=key)
+    return results[len(results) // 2]
 
 
 def step(title: str, run: Callable[[], T]) -> T:
@@ -69,43 +69,52 @@ def ingest_section(broker: EmbeddedBroker, devices: list[int], scrapes: int, rep
             rows = ingest.rows_of(count, scrapes)
             for per_message, label in ROWS_PER_MESSAGE.items():
                 batch = messages(rows, per_message)
-                rate = step(f"processing: {count} devices, {label} rows/message",
-                            lambda b=batch: median_rate(lambda: ingest.processing_rate(b), repeats))
-                processing.append((count, label, rate.rows, rate.rows_per_s, rate.messages_per_s))
+                result = step(f"processing: {count} devices, {label} rows/message",
+                              lambda b=batch: median_of(lambda: ingest.processing_rate(b), repeats,
+                                                        lambda p: p.steady_rows_per_s))
+                flushing = result.flushing
+                processing.append((count, label, flushing.rows, flushing.rows_per_s, flushing.messages_per_s,
+                                   result.compaction.rows_per_s, result.steady_rows_per_s))
                 if count == devices[-1]:
                     topic = f"bench.ingest.{per_message}"
-                    broker_rate = step(f"through the broker: {label} rows/message",
-                                       lambda b=batch, t=topic: ingest.broker_rate(broker, b, t))
-                    through_broker.append((label, broker_rate.rows_per_s, broker_rate.messages_per_s,
-                                           rate.rows_per_s, broker_rate.cores))
+                    rate = step(f"through the broker: {label} rows/message",
+                                lambda b=batch, t=topic: ingest.broker_rate(broker, b, t))
+                    through_broker.append((label, rate.rows_per_s, rate.messages_per_s, flushing.rows_per_s,
+                                           rate.cores))
                 if count == devices[len(devices) // 2] and per_message == 8:
                     profile_text = step("profile", lambda b=batch: ingest.profile(b))
             payloads = ingest.json_messages(rows)
             json_rate = step(f"JSON baseline, processing: {count} devices",
-                             lambda p=payloads: median_rate(lambda: ingest.baseline_processing_rate(p), repeats))
+                             lambda p=payloads: median_of(lambda: ingest.baseline_processing_rate(p), repeats,
+                                                          lambda r: r.rows_per_s))
             json_broker = (step("JSON baseline through the broker",
                                 lambda p=payloads: ingest.baseline_broker_rate(broker, p, "bench.json"))
                            if count == devices[-1] else None)
             baseline.append((count, json_rate.rows_per_s, json_broker.rows_per_s if json_broker else ""))
-    best = {label: rate for count, label, _, rate, _ in processing if count == devices[-1]}
-    best_broker = {label: rate for label, rate, *_ in through_broker}
+    steady = {row[1]: row[6] for row in processing if row[0] == devices[-1]}
+    broker_rates = {row[0]: row[1] for row in through_broker}
     json_processing, json_broker_rate = baseline[-1][1], baseline[-1][2]
-    ratios = [(label, best[label] / json_processing,
-               best_broker[label] / json_broker_rate if isinstance(json_broker_rate, float) else "")
+    ratios = [(label, steady[label] / json_processing,
+               broker_rates[label] / json_broker_rate if isinstance(json_broker_rate, float) else "")
               for label in ROWS_PER_MESSAGE.values()]
     return "\n\n".join([
         "### 1. Ingest throughput (one worker, one core)",
-        "Processing rate (messages already fetched: decode, validate, dedup, raw Parquet, rollups, compaction), "
-        f"median of {repeats}:",
-        table(["devices", "rows/message", "samples", "samples/s", "messages/s"], processing),
-        f"Through the embedded broker ({devices[-1]} devices; the worker pinned to one core, the broker to the other):",
-        table(["rows/message", "samples/s", "messages/s", "processing samples/s", "worker cores"], through_broker),
-        "Baseline: one JSON object per sample, `json.loads` and per-minute sums in dicts (no validation, dedup "
-        "or raw storage):",
+        f"Processing rate, messages already fetched, median of {repeats}. *Flush path*: decode, check, dedup, "
+        "raw Parquet, rollups, jobs, in 8 commits. *Compaction*: the hour's 8 sample files merged into one. "
+        "*Steady state*: both, every row flushed once and compacted once:",
+        table(["devices", "rows/message", "samples", "flush path samples/s", "messages/s", "compaction samples/s",
+               "steady state samples/s"], processing),
+        f"Through the embedded broker ({devices[-1]} devices, the same 8 commits; the worker pinned to one "
+        "core, the broker to the other; a worker compacts only when idle, so no compaction here):",
+        table(["rows/message", "samples/s", "messages/s", "flush path alone, samples/s", "worker cores"],
+              through_broker),
+        "Baseline: one JSON object per sample, `json.loads` and per-minute sums in dicts (no validation, dedup, "
+        "histograms or raw storage):",
         table(["devices", "processing samples/s", "through the broker samples/s"], baseline),
-        f"Ratio to the baseline at {devices[-1]} devices:",
+        f"Ratio to the baseline at {devices[-1]} devices (processing: steady state; broker: flush path through "
+        "the broker against the baseline through the broker):",
         table(["rows/message", "processing", "through the broker"], ratios),
-        "Where the time goes (cProfile of the processing path, 64 rows/message, own time):",
+        "Where the time goes (cProfile of flush path and compaction, 64 rows/message, own time):",
         f"```\n{profile_text}\n```",
     ])
 
@@ -186,10 +195,10 @@ def main(
 ) -> None:
     """Run the benchmarks and write their figures."""
     chosen = set(only.split(","))
-    sections = [f"Measured {machine()}.",
-                f"Command: `python -m bench --only {only} --ingest-devices {ingest_devices} --ingest-scrapes "
-                f"{ingest_scrapes} --fresh-devices {fresh_devices} --fresh-seconds {fresh_seconds:g} --query-devices "
-                f"{query_devices} --query-days {query_days} --sample-days {sample_days} --repeats {repeats}`"]
+    command = (f"`python -m bench --only {only} --ingest-devices {ingest_devices} --ingest-scrapes {ingest_scrapes} "
+               f"--fresh-devices {fresh_devices} --fresh-seconds {fresh_seconds:g} --query-devices {query_devices} "
+               f"--query-days {query_days} --sample-days {sample_days} --repeats {repeats}`")
+    sections: list[str] = []
     with EmbeddedBroker() as broker:
         if "ingest" in chosen:
             sections.append(ingest_section(broker, sizes(ingest_devices), ingest_scrapes, repeats))
@@ -201,7 +210,7 @@ def main(
         sections.append(query_section(sizes(query_devices), query_days, sample_days, repeats))
     if "storage" in chosen:
         sections.append(storage_section())
-    splice(out, "\n\n".join(sections))
+    splice(out, [f"{section}\n\nMeasured {machine()} by {command}." for section in sections])
     console.log(f"figures written to {out}")
 
 

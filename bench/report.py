@@ -39,12 +39,19 @@ def _version(package: str) -> str:
         return "absent"
 
 
-def splice(document: Path, results: str) -> None:
-    """Replace what lies between the markers in ``document`` with ``results`` (appended if no markers)."""
-    text = document.read_text() if document.exists() else ""
-    block = f"{START}\n{results.strip()}\n{END}"
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = f"{text.rstrip()}\n\n{block}\n".lstrip()
-    document.write_text(text)
+def splice(document: Path, sections: list[str]) -> None:
+    """Put ``sections`` (each starting with its ``### N.`` heading) between the markers in ``document``,
+    in place of the sections of the same heading number; the others stay as the last run left them."""
+    text = document.read_text() if document.exists() else f"{START}\n{END}\n"
+    if START not in text or END not in text:
+        text = f"{text.rstrip()}\n\n{START}\n{END}\n"
+    before, rest = text.split(START, 1)
+    block, after = rest.split(END, 1)
+    kept = {_number(part): f"### {part.strip()}" for part in block.split("### ")[1:]}
+    kept |= {_number(section.removeprefix("### ")): section.strip() for section in sections}
+    body = "\n\n".join(kept[number] for number in sorted(kept))
+    document.write_text(f"{before}{START}\n{body}\n{END}{after}")
+
+
+def _number(section: str) -> int:
+    return int(section.split(".", 1)[0])

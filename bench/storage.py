@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 
 from bench.fleet import messages, template_rows
-from bench.ingest import process, recent_start, records
+from bench.ingest import compact, process, recent_start, records
 from pipeline.warehouse import layout
 from pipeline.warehouse.manifest import live_tables
 from pipeline.warehouse.storage import Storage
@@ -29,7 +29,7 @@ class Footprint:
 def footprint(nodes: int, hours: float) -> Footprint:
     rows = template_rows(int(hours * 360), 10.0, recent_start(hours + 1), nodes=nodes)
     with tempfile.TemporaryDirectory() as root:
-        process(records(messages(rows, 1)), root, rows.height)
+        compact(process(records(messages(rows, 1)), root, rows.height))
         storage = Storage(root)
         live = live_tables(storage, layout.TABLES)
         sizes = {table: sum(storage.fs.get_file_info(storage.full_path(path)).size for path in paths)

@@ -13,9 +13,13 @@
 
 SET TimeZone = 'UTC';
 
--- util_compute histograms (20 bins of 0.05, device-seconds) add bin by bin.
+-- util_compute histograms (20 bins of 0.05, device-seconds) add bin by bin: an aggregate. Twenty plain
+-- sums, not list_reduce over list(h), which evaluates a lambda per partial and took most of a query's time.
 CREATE OR REPLACE MACRO hist_add(h) AS
-    list_reduce(list(h), lambda a, b: list_transform(a, lambda x, i: x + b[i]));
+    [sum(h[1]), sum(h[2]), sum(h[3]), sum(h[4]), sum(h[5]),
+     sum(h[6]), sum(h[7]), sum(h[8]), sum(h[9]), sum(h[10]),
+     sum(h[11]), sum(h[12]), sum(h[13]), sum(h[14]), sum(h[15]),
+     sum(h[16]), sum(h[17]), sum(h[18]), sum(h[19]), sum(h[20])];
 -- The device-seconds below the idle threshold: the histogram's first bins.
 CREATE OR REPLACE MACRO hist_idle(h) AS
     list_sum(h[1:CAST(round(getvariable('idle_threshold') * 20) AS INTEGER)]);
