@@ -12,7 +12,7 @@ from fleetmeter import logs
 from fleetmeter.settings import ConfigError, flag_section, load_settings
 from fleetmeter.signals import stop_on_signals
 from pipeline.settings import PipelineSettings
-from pipeline.worker import PipelineWorker
+from pipeline.worker import PipelineWorker, WarehouseUnavailable
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Kafka -> validated Parquet -> rollups.")
 
@@ -49,4 +49,7 @@ def run(
         worker.run()
     except KafkaError as exc:  # exit non-zero so that systemd or Kubernetes restarts the worker
         typer.echo(f"fleetmeter pipeline run: Kafka at {','.join(settings.kafka.bootstrap_servers)}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except WarehouseUnavailable as exc:
+        typer.echo(f"fleetmeter pipeline run: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -37,4 +37,13 @@ class PipelineMetrics:
                          ["partition"], registry=r)
         self.committed_offset = Gauge("fleetmeter_pipeline_committed_offset",
                                       "Next offset to read, per the warehouse.", ["partition"], registry=r)
+        self.storage_errors = Counter("fleetmeter_pipeline_storage_errors",
+                                      "Warehouse writes that failed (full disk, object store away), by operation; "
+                                      "each is retried.", ["operation"], registry=r)
+        self.log_resets = Counter("fleetmeter_pipeline_log_resets",
+                                  "Partitions read again from the start because the topic was created anew or "
+                                  "its log was cut back, by cause.", ["cause"], registry=r)
+        self.messages_lost = Counter("fleetmeter_pipeline_messages_lost",
+                                     "Messages deleted from Kafka before they were read, by cause.", ["cause"],
+                                     registry=r)
         self.assigned = Gauge("fleetmeter_pipeline_assigned_partitions", "Partitions this worker owns.", registry=r)

@@ -29,7 +29,7 @@ from pipeline.validate import check
 from pipeline.warehouse import layout
 from pipeline.warehouse.layout import FileName
 from pipeline.warehouse.manifest import load_state, save_state
-from pipeline.warehouse.storage import Storage
+from pipeline.warehouse.storage import TEMPORARY_SUFFIX, Storage
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +54,7 @@ class _Pending:
     decoded: list[pa.Table] = field(default_factory=list)  # readable messages' rows, checked at the commit
     sources: dict[int, tuple[int, bytes | None]] = field(default_factory=dict)  # offset -> Kafka timestamp, key
     quarantined: list[pl.DataFrame] = field(default_factory=list)
+    checked: pl.DataFrame | None = None  # the rows that passed the checks, once a commit has checked them
     rows: int = 0
     since: float = 0.0  # monotonic time of the first message
 
@@ -89,6 +90,15 @@ class PartitionWriter:
         """Where reading resumes, per the warehouse; None when it holds nothing of this partition."""
         return self.state.next_offset
 
+    def read_topic(self, topic_id: str | None) -> bool:
+        """Note the id of the topic being read; True if it is not the one the warehouse's offsets refer to
+        (the topic was deleted and created again, or a broker lost its data and created it anew). Then
+        reading starts again from the beginning of the new topic; replayed samples are duplicates and dropped.
+        """
+        renewed = None not in (topic_id, self.state.topic_id) and topic_id != self.state.topic_id
+        self.state = self.state.reading(topic_id, None if renewed else self.state.next_offset)
+        return renewed
+
     # -- reading ---------------------------------------------------------------------------------
 
     def add(self, records: Sequence[quarantine.Record], now_ms: int) -> None:
@@ -120,7 +130,16 @@ class PartitionWriter:
             pending.rows += len(rows)
 
     def _checked(self) -> pl.DataFrame:
-        """The pending rows that pass the checks; the others quarantined with their reason."""
+        """The pending rows that pass the checks; the others quarantined with their reason.
+
+        Checked once: a commit that failed (a full disk) is retried with the same rows and quarantine.
+        """
+        pending = self.pending
+        if pending.checked is None:
+            pending.checked = self._check()
+        return pending.checked
+
+    def _check(self) -> pl.DataFrame:
         pending = self.pending
         if not pending.decoded:
             return tables.empty(layout.SAMPLES)
@@ -276,8 +295,9 @@ class PartitionWriter:
             fence(next_offset)
         now_ms = int(time.time() * 1000)
         expired = self.state.expired(now_ms, self.settings.warehouse.replaced_grace_s * 1000)
-        self.state = self.state.committed(next_offset, commit.replaced, expired, now_ms)
-        save_state(self.storage, self.state)
+        state = self.state.committed(next_offset, commit.replaced, expired, now_ms)
+        save_state(self.storage, state)  # the commit; if it fails, nothing of it happened and it can be retried
+        self.state = state
         self.metrics.commits.labels(kind).inc()
         self.metrics.committed_offset.labels(str(self.partition)).set(next_offset or 0)
         for path in expired:
@@ -293,7 +313,11 @@ class PartitionWriter:
         """Index this partition's committed files; delete files of commits that never happened."""
         prefix = f"{self.topic}+{self.partition}+"
         for path in stored:
-            if not path.rpartition("/")[2].startswith(prefix):
+            name = path.rpartition("/")[2]
+            if name.startswith(f".{prefix}") and name.endswith(TEMPORARY_SUFFIX):
+                log.info("removing half-written file", path=path)
+                self.storage.delete(path)
+            if not name.startswith(prefix):
                 continue
             if self.state.is_live(path):
                 self.files[path.rpartition("/")[0]].append(path)
@@ -309,8 +333,9 @@ class PartitionWriter:
 
 
 def stored_files(storage: Storage) -> list[str]:
-    """Every file of every table: what partitions opened together sort out among themselves."""
-    return [path for table in layout.TABLES for path in storage.list_files(table)]
+    """Every file of every table, half-written ones included: what partitions opened together sort out among
+    themselves."""
+    return [path for table in layout.TABLES for path in storage.list_files(table, temporaries=True)]
 
 
 def _split(frame: pl.DataFrame, time_column: pl.Expr, width: str) -> list[tuple[int, pl.DataFrame]]:

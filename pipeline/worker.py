@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
 from fleetmeter.kafka_client import client_kwargs
@@ -35,6 +35,36 @@ class PartitionLost(Exception):
     """Kafka refused our offset commit: the partition may have moved to another worker."""
 
 
+class WarehouseUnavailable(OSError):
+    """The worker stopped while the warehouse refused writes."""
+
+
+class Backoff:
+    """When to try again after consecutive failures: 1 s, doubling up to a minute."""
+
+    def __init__(self, first_s: float = 1.0, most_s: float = 60.0) -> None:
+        self.first_s, self.most_s = first_s, most_s
+        self.failures = 0
+        self._retry_at = 0.0
+
+    @property
+    def failing(self) -> bool:
+        return self.failures > 0
+
+    def ready(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def failed(self) -> float:
+        """Count a failure; the delay before the next try."""
+        delay_s = min(self.most_s, self.first_s * 2.0 ** self.failures)
+        self.failures += 1
+        self._retry_at = time.monotonic() + delay_s
+        return delay_s
+
+    def recovered(self) -> None:
+        self.failures, self._retry_at = 0, 0.0
+
+
 class PipelineWorker:
     def __init__(self, settings: PipelineSettings, metrics: PipelineMetrics | None = None) -> None:
         self.settings = settings
@@ -44,6 +74,7 @@ class PipelineWorker:
         self.writers: dict[int, PartitionWriter] = {}
         self._consumer: KafkaConsumer | None = None
         self._assignment_changed = time.monotonic()
+        self.storage_trouble = Backoff()
 
     def run(self) -> None:
         """Consume until stopped (or, with ``until_idle``, until the assigned partitions are drained)."""
@@ -52,17 +83,21 @@ class PipelineWorker:
         lag_checked = 0.0
         try:
             while not self.stopping.is_set():
-                records = consumer.poll(timeout_ms=_POLL_MS, max_records=self.settings.consumer.max_poll_records)
+                records = self._poll(consumer)
                 self._add(records)
-                self._flush_due()
-                busy = bool(records) or self._compact_one()
-                idle_since = None if busy else idle_since or time.monotonic()
+                if self.storage_trouble.ready():
+                    self._flush_due()
+                busy = bool(records) or (self.storage_trouble.ready() and self._compact_one())
+                idle_since = None if busy or self.storage_trouble.failing else idle_since or time.monotonic()
                 if time.monotonic() - lag_checked >= _LAG_EVERY_S:
+                    self._check_topic()
                     self._update_lag()
                     lag_checked = time.monotonic()
                 if self.settings.until_idle and idle_since is not None and self._drained(idle_since):
                     break
             self._flush_all()
+            if self.storage_trouble.failing:
+                raise WarehouseUnavailable("the warehouse refused the last commit; its rows are read again next time")
             while self.settings.until_idle and self._compact_one():
                 pass
         finally:
@@ -76,7 +111,7 @@ class PipelineWorker:
             **client_kwargs(self.settings.kafka),
             group_id=consumer_settings.group_id,
             enable_auto_commit=False,
-            auto_offset_reset=consumer_settings.start_from,
+            auto_offset_reset="none",  # every partition is positioned explicitly; see _out_of_range
             max_poll_interval_ms=consumer_settings.max_poll_interval_ms,
             session_timeout_ms=consumer_settings.session_timeout_ms,
             heartbeat_interval_ms=consumer_settings.heartbeat_interval_ms,
@@ -100,7 +135,10 @@ class PipelineWorker:
         consumer = self._require_consumer()
         writer = PartitionWriter(self.storage, tp.topic, tp.partition, self.settings, self.metrics, stored)
         self.writers[tp.partition] = writer
-        if writer.next_offset is not None:
+        if writer.read_topic(self._topic_id()):
+            self._renewed(writer)
+            consumer.seek_to_beginning(tp)
+        elif writer.next_offset is not None:
             consumer.seek(tp, writer.next_offset)
         elif self.settings.consumer.start_from == "earliest":
             consumer.seek_to_beginning(tp)
@@ -111,13 +149,71 @@ class PipelineWorker:
         for tp in partitions:
             writer = self.writers.pop(tp.partition, None)
             if writer is not None:
-                with contextlib.suppress(PartitionLost):  # the next owner redoes what this one could not commit
+                # the next owner redoes what this one could not commit
+                with contextlib.suppress(PartitionLost, OSError):
                     writer.flush(self._fence(tp.partition))
             with contextlib.suppress(KeyError):  # no lag was reported for it yet
                 self.metrics.lag.remove(str(tp.partition))
             log.info("partition revoked", partition=tp.partition)
         self.metrics.assigned.set(len(self.writers))
         self._assignment_changed = time.monotonic()
+
+    # -- the log changing under the warehouse -------------------------------------------------------
+
+    def _poll(self, consumer: KafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        try:
+            records: dict[TopicPartition, list[Any]] = consumer.poll(
+                timeout_ms=_POLL_MS, max_records=self.settings.consumer.max_poll_records)
+            return records
+        except OffsetOutOfRangeError as exc:
+            self._out_of_range(exc.args[0])
+            return {}
+
+    def _out_of_range(self, positions: dict[TopicPartition, int]) -> None:
+        """The broker no longer has the offset the warehouse resumes from.
+
+        Below the log's start, retention deleted messages before they were read: they are lost, and
+        counted. Past its end, the log was cut back (a broker lost data): read it again from its start.
+        """
+        consumer = self._require_consumer()
+        starts = consumer.beginning_offsets(list(positions))
+        for tp, offset in positions.items():
+            start = starts[tp]
+            if offset < start:
+                log.error("messages deleted by retention before they were read", partition=tp.partition,
+                          first_lost=offset, lost=start - offset)
+                self.metrics.messages_lost.labels("retention").inc(start - offset)
+            else:
+                log.error("offset past the end of the log: the log was truncated; reading it again from its start",
+                          partition=tp.partition, offset=offset, start=start)
+                self.metrics.log_resets.labels("truncated").inc()
+            consumer.seek(tp, start)
+
+    def _topic_id(self) -> str | None:
+        """The topic's id in the cluster metadata (Kafka 2.8+ and Tansu give one; None where not known).
+
+        kafka-python keeps it in its cluster metadata only, which it does not expose publicly.
+        """
+        topic_id = self._require_consumer()._client.cluster.topic_id(self.settings.kafka.topic)
+        return None if topic_id is None else str(topic_id)
+
+    def _check_topic(self) -> None:
+        """Restart the partitions from the beginning if the topic was created anew since they were read:
+        what was read from the old topic is committed first."""
+        topic_id = self._topic_id()
+        for writer in list(self.writers.values()):
+            if topic_id is None or writer.state.topic_id == topic_id:
+                continue
+            if writer.state.topic_id is not None:
+                self._flush(writer)
+            if writer.read_topic(topic_id):
+                self._renewed(writer)
+                self._require_consumer().seek_to_beginning(TopicPartition(writer.topic, writer.partition))
+
+    def _renewed(self, writer: PartitionWriter) -> None:
+        log.error("the topic was created anew (its id changed): reading the partition again from its start",
+                  partition=writer.partition, topic_id=writer.state.topic_id)
+        self.metrics.log_resets.labels("topic_recreated").inc()
 
     # -- the loop's steps --------------------------------------------------------------------------
 
@@ -141,8 +237,11 @@ class PipelineWorker:
     def _flush(self, writer: PartitionWriter) -> None:
         try:
             writer.flush(self._fence(writer.partition))
+            self._storage_ok()
         except PartitionLost as exc:
             self._restart(writer, exc)
+        except OSError as exc:
+            self._storage_failed("flush", exc)
 
     def _compact_one(self) -> bool:
         now_ms = int(time.time() * 1000)
@@ -152,7 +251,27 @@ class PipelineWorker:
                     return True
             except PartitionLost as exc:
                 self._restart(writer, exc)
+            except OSError as exc:
+                self._storage_failed("compaction", exc)
+                return False
         return False
+
+    def _storage_failed(self, operation: str, exc: OSError) -> None:
+        """The warehouse refused a write (a full disk, an object store away): stop reading and retry the
+        commit later with the same rows. The commit record was not written, so nothing is half stored."""
+        consumer = self._require_consumer()
+        delay_s = self.storage_trouble.failed()
+        self.metrics.storage_errors.labels(operation).inc()
+        log.error("warehouse write failed; reading paused, retrying", operation=operation, error=str(exc),
+                  retry_in_s=round(delay_s, 1))
+        consumer.pause(*consumer.assignment())
+
+    def _storage_ok(self) -> None:
+        if self.storage_trouble.failing:
+            log.info("warehouse writes work again; reading resumed")
+            self.storage_trouble.recovered()
+            consumer = self._require_consumer()
+            consumer.resume(*consumer.paused())
 
     def _restart(self, writer: PartitionWriter, exc: PartitionLost) -> None:
         """Drop what the failed commit wrote and read the partition again from the warehouse's record.

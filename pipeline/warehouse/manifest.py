@@ -26,6 +26,7 @@ class PartitionState:
     partition: int
     generation: int = 0
     next_offset: int | None = None  # None: nothing from this partition is stored yet
+    topic_id: str | None = None  # the Kafka topic's id when next_offset was read: offsets mean nothing in another
     replaced: dict[str, int] = field(default_factory=dict)  # path -> when it was replaced (epoch ms)
 
     def is_live(self, path: str) -> bool:
@@ -43,9 +44,14 @@ class PartitionState:
         return replace(self, generation=self.generation + 1, next_offset=next_offset,
                        replaced=kept | dict.fromkeys(replaced, now_ms))
 
+    def reading(self, topic_id: str | None, next_offset: int | None) -> PartitionState:
+        """The state of a partition read from ``next_offset`` of the topic ``topic_id`` on (recorded at the
+        next commit): after the topic was created anew, the old offsets are meaningless."""
+        return replace(self, topic_id=topic_id, next_offset=next_offset)
+
     def to_json(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "generation": self.generation,
-                "next_offset": self.next_offset, "replaced": self.replaced}
+                "next_offset": self.next_offset, "topic_id": self.topic_id, "replaced": self.replaced}
 
 
 def load_state(storage: Storage, topic: str, partition: int) -> PartitionState:
@@ -55,7 +61,8 @@ def load_state(storage: Storage, topic: str, partition: int) -> PartitionState:
 
 def _from_json(document: dict[str, Any]) -> PartitionState:
     return PartitionState(str(document["topic"]), int(document["partition"]), int(document["generation"]),
-                          document["next_offset"], {str(path): int(ms) for path, ms in document["replaced"].items()})
+                          document["next_offset"], document.get("topic_id"),  # absent from older records
+                          {str(path): int(ms) for path, ms in document["replaced"].items()})
 
 
 def save_state(storage: Storage, state: PartitionState) -> None:

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 #: zstd level 3: the default's speed with most of the size gain of higher levels on sample rows.
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
+TEMPORARY_SUFFIX = ".tmp"  # a file being written, hidden (``.name.<random>.tmp``) until it is moved into place
 _STRINGS = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 
 
@@ -57,10 +58,15 @@ class Storage:
         full = self.full_path(path)
         directory, _, name = full.rpartition("/")
         self.fs.create_dir(directory, recursive=True)
-        temporary = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-        with self.fs.open_output_stream(temporary) as stream:
-            stream.write(data)
-        self.fs.move(temporary, full)
+        temporary = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}{TEMPORARY_SUFFIX}"
+        try:
+            with self.fs.open_output_stream(temporary) as stream:
+                stream.write(data)
+            self.fs.move(temporary, full)
+        except OSError:  # a full disk, say: leave nothing half-written behind
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(temporary)
+            raise
 
     def write_json(self, path: str, document: dict[str, Any]) -> None:
         self.write_bytes(path, json.dumps(document, indent=1, sort_keys=True).encode())
@@ -83,14 +89,16 @@ class Storage:
         # polars, not Arrow, puts them together: older files hold large strings where newer hold string views
         return pl.concat([frame for frame in frames if isinstance(frame, pl.DataFrame)], how="diagonal_relaxed")
 
-    def list_files(self, directory: str) -> list[str]:
-        """Every file under ``directory`` (recursively), relative to the root; hidden files left out."""
+    def list_files(self, directory: str, temporaries: bool = False) -> list[str]:
+        """Every file under ``directory`` (recursively), relative to the root; hidden files left out, but
+        with ``temporaries`` the half-written ones that a killed writer left."""
         selector = pafs.FileSelector(self.full_path(directory), recursive=True, allow_not_found=True)
         prefix = len(self.root) + 1
         return sorted(
             info.path[prefix:]
             for info in self.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File and not info.base_name.startswith(".")
+            if info.type == pafs.FileType.File
+            and (not info.base_name.startswith(".") or (temporaries and info.base_name.endswith(TEMPORARY_SUFFIX)))
         )
 
     def size(self, path: str) -> int:
