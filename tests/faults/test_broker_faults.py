@@ -1,0 +1,128 @@
+"""The broker goes away while collectors and a worker run: collectors spool, then replay; the warehouse ends
+up with every sample they produced, once.
+
+Two ways to lose the broker: a relay in front of it is cut (an outage or a partition; the broker keeps its
+data), or the broker is stopped and started again with its data gone (Tansu keeps topics in memory), so
+the topic is created anew and its offsets start again from zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka.errors import TopicAlreadyExistsError
+
+from fleetmeter.embedded_broker import EmbeddedBroker, free_port
+from pipeline.worker import PipelineWorker
+from tests.faults.fleet import Collectors, WorkerThread, assert_warehouse_holds_exactly
+from tests.faults.proxy import Relay
+from tests.pipeline.fleet import hours_ago, pipeline_settings, samples_frame, unique_valid
+
+PARTITIONS = 2
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def worker_for(servers: str, topic: str, warehouse: Path) -> WorkerThread:
+    """A worker that runs through the fault, once the group has given it the partitions."""
+    worker = WorkerThread(PipelineWorker(pipeline_settings(servers, topic, warehouse, until_idle=False,
+                                                           flush={"max_rows": 200, "max_delay_s": 1.0})))
+    wait_until(lambda: len(worker.worker.writers) == PARTITIONS, 30, "the worker to join")
+    return worker
+
+
+def drain(servers: str, topic: str, warehouse: Path) -> None:
+    """A last worker reads what the one that ran through the fault left (in a group of its own, so that it
+    need not wait for the group to expel a member that stopped while joining)."""
+    consumer = {"group_id": f"{topic}.drain", "max_poll_interval_ms": 3000, "session_timeout_ms": 3000,
+                "heartbeat_interval_ms": 500}
+    PipelineWorker(pipeline_settings(servers, topic, warehouse, consumer=consumer)).run()
+
+
+def scrape_for(collectors: Collectors, seconds: float) -> int:
+    """Scrape every 0.1 s of wall time (10 s of fleet time each) for ``seconds``; the scrapes made."""
+    scrapes = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        collectors.scrape(1)
+        scrapes += 1
+        time.sleep(0.1)
+    return scrapes
+
+
+def outage(tmp_path: Path, topic: str, outage_s: float) -> None:
+    relay_port = free_port()
+    warehouse = tmp_path / "warehouse"
+    with EmbeddedBroker(advertised_port=relay_port) as broker, \
+            Relay(("127.0.0.1", broker.port), relay_port) as relay:
+        servers = f"127.0.0.1:{relay_port}"
+        broker.create_topic(topic, PARTITIONS)
+        collectors = Collectors(tmp_path, servers, topic, start_ms=hours_ago(3))
+        worker = worker_for(servers, topic, warehouse)
+        collectors.scrape(20)
+        relay.cut()
+        scrapes = scrape_for(collectors, outage_s)
+        spooled = collectors.daemon.spool.messages
+        relay.restore()
+        collectors.scrape(20)
+        wait_until(lambda: collectors.daemon.spool.messages == 0, 90, "the spool to drain")
+        collectors.shutdown()
+        worker.stop()
+        drain(servers, topic, warehouse)
+
+    assert scrapes * 10 >= 60 and spooled >= scrapes, (scrapes, spooled)  # minutes of fleet time spooled
+    assert collectors.daemon.health.kafka_send_errors._value.get() > 0
+    assert collectors.daemon.spool.dropped_rows == 0
+    assert_warehouse_holds_exactly(warehouse, collectors.produced())
+
+
+def test_broker_outage_collectors_spool_then_replay(topic: str, tmp_path: Path) -> None:
+    outage(tmp_path, topic, outage_s=8)
+
+
+@pytest.mark.slow
+def test_broker_outage_of_three_minutes(topic: str, tmp_path: Path) -> None:
+    outage(tmp_path, topic, outage_s=180)
+
+
+def test_broker_restarted_with_its_data_gone(topic: str, tmp_path: Path) -> None:
+    port = free_port()
+    servers = f"127.0.0.1:{port}"
+    warehouse = tmp_path / "warehouse"
+    broker = EmbeddedBroker(port=port).start()
+    try:
+        broker.create_topic(topic, PARTITIONS)
+        collectors = Collectors(tmp_path, servers, topic, start_ms=hours_ago(3))
+        worker = worker_for(servers, topic, warehouse)
+        collectors.scrape(20)
+        # What the broker acknowledged and the worker stored survives the broker; what it acknowledged and
+        # nobody read yet dies with it (Kafka's answer is replication). So the worker catches up first.
+        stored_all = len(unique_valid(collectors.produced()))
+        wait_until(lambda: samples_frame(warehouse).height == stored_all, 60, "the worker to catch up")
+        broker.stop()
+        collectors.scrape(30)
+        spooled = collectors.daemon.spool.messages
+        broker = EmbeddedBroker(port=port).start()
+        with contextlib.suppress(TopicAlreadyExistsError):  # the collectors' producer may create it first
+            broker.create_topic(topic, PARTITIONS)
+        collectors.scrape(10)
+        wait_until(lambda: collectors.daemon.spool.messages == 0, 90, "the spool to drain")
+        collectors.shutdown()
+        resets = worker.worker.metrics.log_resets.labels("topic_recreated")
+        wait_until(lambda: resets._value.get() > 0, 30, "the worker to notice the new topic")
+        worker.stop()
+        drain(servers, topic, warehouse)
+    finally:
+        broker.stop()
+
+    assert spooled >= 30
+    assert_warehouse_holds_exactly(warehouse, collectors.produced())
