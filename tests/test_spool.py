@@ -65,3 +65,18 @@ def test_two_collectors_cannot_share_a_spool(tmp_path: Path) -> None:
         Spool(tmp_path, max_bytes=10**6)
     first.close()
     Spool(tmp_path, max_bytes=10**6).close()
+
+
+def test_messages_being_sent_are_not_dropped_for_space_until_the_sender_gives_them_up(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1000)
+    for number in range(3):
+        spool.append(message(number))
+    sending = [int.from_bytes(m.value[:4], "big") for _, m in spool.oldest(2)]
+    for number in range(3, 30):
+        spool.append(message(number))
+    kept = numbers(spool)
+    assert kept[:2] == sending == [0, 1]  # may still be delivered: never counted as dropped
+    assert spool.dropped_messages == 30 - len(kept) and 2 not in kept
+    spool.unsent()
+    spool.append(message(30))
+    assert 0 not in numbers(spool)

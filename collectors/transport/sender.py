@@ -97,6 +97,7 @@ class KafkaSender(threading.Thread):
         return self._producer
 
     def _failed(self, exc: KafkaError) -> None:
+        self.spool.unsent()
         self._failures += 1
         self.health.kafka_send_errors.inc()
         self.health.kafka_connected.set(0)

@@ -4,7 +4,9 @@ Every message is written here before it is sent and deleted once Kafka acknowled
 killed at any moment loses nothing that reached the spool. One file per message, named by a rising
 number, written to a temporary name and renamed into place (a reader never sees half a file). Each
 file carries a CRC; a damaged file is moved to ``corrupt/`` and counted, never sent. When the spool
-holds more than ``max_bytes``, the oldest messages are deleted and counted.
+holds more than ``max_bytes``, the oldest messages are deleted and counted; messages being sent are
+not (they may yet be delivered, and a message counted as dropped must never arrive), so the spool can
+exceed ``max_bytes`` by one send window.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Spool:
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._entries: deque[Entry] = deque()
+        self._sending: set[int] = set()  # numbers of the messages handed to the sender and not yet removed
         self._bytes = 0
         directory.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(directory / ".lock", "w")  # noqa: SIM115 - held for the spool's lifetime
@@ -135,9 +138,12 @@ class Spool:
                     os.fsync(file.fileno())
             os.replace(temporary, self._path(number))
             self._index(Entry(number, len(data), message.rows))
-            while self._bytes > self.max_bytes and len(self._entries) > 1:
-                oldest = self._entries.popleft()
-                self._bytes -= oldest.size
+            while self._bytes > self.max_bytes:
+                oldest = next((entry for entry in self._entries
+                               if entry.number not in self._sending and entry.number != number), None)
+                if oldest is None:
+                    break
+                self._forget(oldest)
                 self._path(oldest.number).unlink(missing_ok=True)
                 self.dropped_messages += 1
                 self.dropped_rows += oldest.rows
@@ -149,6 +155,7 @@ class Spool:
             if not self._entries and wait_s > 0:
                 self._not_empty.wait(wait_s)
             entries = list(self._entries)[:limit]
+            self._sending.update(entry.number for entry in entries)
         found = []
         for entry in entries:
             try:
@@ -165,7 +172,13 @@ class Spool:
         """Forget a message that Kafka acknowledged."""
         with self._lock:
             self._forget(entry)
+            self._sending.discard(entry.number)
         self._path(entry.number).unlink(missing_ok=True)
+
+    def unsent(self) -> None:
+        """The sender gave up on the messages it held: they may be dropped for space again."""
+        with self._lock:
+            self._sending.clear()
 
     def close(self) -> None:
         """Release the directory for another collector (the files stay for it)."""

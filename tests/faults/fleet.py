@@ -49,8 +49,12 @@ class Collectors:
 
     def produced(self) -> list[Row]:
         """Every row the collectors produced, ``ts`` in epoch ms (as the pipeline test helpers take them)."""
+        return self.rows_of(self.ledger)
+
+    @staticmethod
+    def rows_of(messages: list[SpooledMessage]) -> list[Row]:
         rows = []
-        for message in self.ledger:
+        for message in messages:
             for row in wire.decode(message.value).to_pylist():
                 row["ts"] = int(row["ts"].timestamp() * 1000)
                 rows.append(row)
