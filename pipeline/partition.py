@@ -25,7 +25,7 @@ from pipeline.dedup import KEY, KEY_SCHEMA, StoredKeys
 from pipeline.messages import MessageReader
 from pipeline.metrics import PipelineMetrics
 from pipeline.settings import PipelineSettings
-from pipeline.validate import check
+from pipeline.validate import MessageRejected, check
 from pipeline.warehouse import layout
 from pipeline.warehouse.layout import FileName
 from pipeline.warehouse.manifest import load_state, save_state
@@ -115,7 +115,10 @@ class PartitionWriter:
         pending.last_offset = records[-1].offset
         payloads = [(record.offset, record.value or b"") for record in records]
         self.metrics.bytes_in.inc(sum(len(payload) for _, payload in payloads))
-        decoded, rejected = self.reader.read_all(payloads, _OFFSET)
+        limit = self.settings.validation.max_message_bytes
+        decoded, rejected = self.reader.read_all([(o, p) for o, p in payloads if len(p) <= limit], _OFFSET)
+        rejected += [(offset, MessageRejected("too_large", f"{len(payload)} bytes, over validation.max_message_bytes"))
+                     for offset, payload in payloads if len(payload) > limit]
         by_offset = {record.offset: record for record in records} if rejected else {}
         for offset, exc in rejected:
             self.metrics.quarantined.labels("message", exc.reason).inc()

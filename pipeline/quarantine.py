@@ -55,8 +55,15 @@ class Origin:
                 "key": pl.lit(self.key, pl.String)}
 
 
+#: A rejected message's bytes kept in quarantine: enough to see what it was, not a way to fill the disk.
+KEPT_PAYLOAD_BYTES = 1 << 20
+
+
 def message(origin: Origin, reason: str, detail: str, payload: bytes) -> pl.DataFrame:
-    """One quarantine row for a message rejected whole."""
+    """One quarantine row for a message rejected whole (its first :data:`KEPT_PAYLOAD_BYTES` kept)."""
+    if len(payload) > KEPT_PAYLOAD_BYTES:
+        detail += f" (payload of {len(payload)} bytes, the first {KEPT_PAYLOAD_BYTES} kept)"
+        payload = payload[:KEPT_PAYLOAD_BYTES]
     return pl.DataFrame({"reason": [reason], "detail": [detail], "row_json": [None], "payload": [payload]},
                         schema_overrides={"row_json": pl.String, "payload": pl.Binary}
                         ).with_columns(**origin.columns()).select(SCHEMA.names())

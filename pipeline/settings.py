@@ -29,6 +29,8 @@ class RollupSettings(Section):
 
 
 class ValidationSettings(Section):
+    max_message_bytes: int = Field(
+        default=16 << 20, gt=0, description="Larger messages are quarantined whole as too_large.")
     max_future_s: float = Field(default=300.0, ge=0, description="Rows further ahead of the clock are rejected.")
     max_lateness_s: float | None = Field(
         default=30 * 86_400, gt=0,

@@ -22,6 +22,11 @@ MAX_INTERVAL_S = 3600.0
 #: Power above this is a broken reading, not a device (the largest accelerators draw about 1.2 kW).
 MAX_POWER_W = 5000.0
 
+#: Longest label (cluster, node, tenant, job id, ...): labels are names that key every rollup, not documents.
+MAX_LABEL_CHARS = 256
+
+_LABELS = tuple(field.name for field in SAMPLE_SCHEMA if pa.types.is_string(field.type))
+_CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"  # break CSV output, terminals and log lines
 _RATIOS = ("util_compute", "util_mem_bw", "sm_active", "tensor_active")
 _SHARE_RULES = ("process_util", "equal")
 _NON_NEGATIVE = ("mem_used_bytes", "mem_total_bytes", "energy_j", "ecc_corrected", "ecc_uncorrected",
@@ -84,6 +89,10 @@ def _first_broken_rule(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int
     """A string expression naming the first rule a row breaks, or null for a valid row."""
     rules: list[tuple[str, pl.Expr]] = [
         (f"{name}_missing", pl.col(name).is_null()) for name in _REQUIRED
+    ]
+    rules += [
+        (f"{name}_invalid", (pl.col(name).str.len_chars() > MAX_LABEL_CHARS)
+         | pl.col(name).str.contains(_CONTROL_CHARACTERS)) for name in _LABELS
     ]
     rules += [
         ("interval_invalid", pl.col("interval_s").is_nan() | (pl.col("interval_s") <= 0)),
