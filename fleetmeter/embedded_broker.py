@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from types import TracebackType
+from typing import Any
 
 from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -73,8 +74,9 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerUnavailable(f"broker did not listen on {self.bootstrap_servers} within {timeout_s}s")
 
-    def create_topic(self, topic: str, partitions: int) -> None:
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+    def create_topic(self, topic: str, partitions: int, **client: Any) -> None:
+        """``client``: kafka-python settings for reaching the broker some other way (through a TLS relay)."""
+        admin = KafkaAdminClient(**({"bootstrap_servers": self.bootstrap_servers} | client))
         try:
             admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
         finally:

@@ -114,6 +114,7 @@ class PipelineWorker:
             enable_auto_commit=False,
             auto_offset_reset="none",  # every partition is positioned explicitly; see _out_of_range
             allow_auto_create_topics=False,  # a reader must not create the topic with the broker's defaults
+            bootstrap_timeout_ms=self.settings.kafka.request_timeout_ms,
             max_poll_interval_ms=consumer_settings.max_poll_interval_ms,
             session_timeout_ms=consumer_settings.session_timeout_ms,
             heartbeat_interval_ms=consumer_settings.heartbeat_interval_ms,

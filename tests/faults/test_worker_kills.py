@@ -138,7 +138,7 @@ def kill_at_random_points(kills: int, kafka_broker: EmbeddedBroker, topic: str, 
 
 def test_sigkill_at_random_points_leaves_every_sample_once(kafka_broker: EmbeddedBroker, topic: str,
                                                            tmp_path: Path) -> None:
-    kill_at_random_points(6, kafka_broker, topic, tmp_path)
+    kill_at_random_points(3, kafka_broker, topic, tmp_path)
 
 
 @pytest.mark.slow
