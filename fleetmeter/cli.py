@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "query": "sql.cli:query",
     "sql": "sql.cli:sql",
     "report": "reports.cli:report",
+    "serve": "sql.serve:serve",
 }
 
 

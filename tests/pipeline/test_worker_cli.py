@@ -11,8 +11,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleetmeter.embedded_broker import EmbeddedBroker, free_port
+from tests.faults.test_worker_kills import FLEETMETER
 from tests.pipeline.fleet import hours_ago, run_collectors, samples_frame
-from tests.pipeline.test_crash_recovery import FLEETMETER
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -1,0 +1,174 @@
+"""``fleetmeter serve``: SQL over the warehouse's views for dashboards and notebooks, over HTTP.
+
+Every request but ``/health`` needs ``Authorization: Bearer <token>``. A request runs in a fresh DuckDB
+session over the warehouse's committed files as they are then, which is read-only by construction:
+- one ``SELECT`` statement per request (DuckDB parses it; anything else is refused with 400);
+- file access is confined to the warehouse directory (``allowed_directories`` with
+  ``enable_external_access`` off, then ``lock_configuration``): no ``COPY ... TO``, ``ATTACH``,
+  ``read_csv('/etc/passwd')``, extension installs or settings changes;
+- a time limit (the query is interrupted) and a row limit on the answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import duckdb
+import typer
+import uvicorn
+from pydantic import Field, SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from fleetmeter.settings import ConfigError, EndpointSettings, flag_section, load_settings
+from sql.catalog import Catalog, WarehouseEmpty, canned_queries
+from sql.settings import AnalysisSettings
+
+
+class HttpSettings(EndpointSettings):
+    address: str = Field(default="127.0.0.1", description="Listen here; 0.0.0.0 only behind a TLS proxy.")
+    port: int = Field(default=9412, ge=0, le=65535)
+    token: SecretStr | None = Field(default=None, description="Bearer token clients must send.")
+    token_file: Path | None = Field(default=None, description="File holding the token (e.g. a mounted secret).")
+    max_rows: int = Field(default=10_000, gt=0, description="Rows returned at most; the answer says if cut.")
+    timeout_s: float = Field(default=30.0, gt=0, description="A query running longer is interrupted.")
+    memory_limit: str = Field(default="2GB", description="DuckDB's memory_limit for each query.")
+
+    def bearer(self) -> str:
+        """The token, from its file when one is configured; a server without one does not start."""
+        token = (self.token_file.read_text().strip() if self.token_file is not None
+                 else self.token.get_secret_value() if self.token is not None else "")
+        if not token:
+            raise ConfigError("http.token or http.token_file is required: the SQL endpoint never runs open")
+        return token
+
+
+class ServeSettings(AnalysisSettings):
+    http: HttpSettings = HttpSettings()
+
+
+class Refused(Exception):
+    """A request the endpoint will not run; the message says why."""
+
+
+def create_app(settings: ServeSettings) -> Starlette:
+    token = settings.http.bearer().encode()
+
+    def authorized(request: Request) -> bool:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+        return hmac.compare_digest(given, token)
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def queries(request: Request) -> Response:
+        if not authorized(request):
+            return _unauthorized()
+        return JSONResponse({"queries": list(canned_queries())})
+
+    async def query(request: Request) -> Response:
+        if not authorized(request):
+            return _unauthorized()
+        if "name" in request.path_params:
+            path = canned_queries().get(request.path_params["name"])
+            if path is None:
+                return JSONResponse({"error": "no such canned query"}, status_code=404)
+            text = path.read_text()
+        else:
+            try:
+                body = await request.json()
+                text = body["sql"]
+                assert isinstance(text, str)
+            except (ValueError, KeyError, TypeError, AssertionError):
+                return JSONResponse({"error": 'send JSON {"sql": "SELECT ..."}'}, status_code=400)
+        try:
+            return JSONResponse(run(settings, text))
+        except Refused as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except WarehouseEmpty as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+
+    return Starlette(routes=[
+        Route("/health", health),
+        Route("/queries", queries),
+        Route("/queries/{name}", query),
+        Route("/query", query, methods=["POST"]),
+    ])
+
+
+def run(settings: ServeSettings, text: str) -> dict[str, Any]:
+    """The answer to one SELECT: column names, rows (JSON-ready), and whether rows were cut."""
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error as exc:
+        raise Refused(f"cannot parse: {exc}") from exc
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise Refused("only one SELECT statement per request")
+    catalog = Catalog.open(settings, datetime.fromtimestamp(0, UTC))
+    connection = sandboxed(catalog, settings.http)
+    timer = threading.Timer(settings.http.timeout_s, connection.interrupt)
+    timer.start()
+    try:
+        relation = connection.sql(text)
+        columns = relation.columns
+        table = relation.limit(settings.http.max_rows + 1).to_arrow_table()
+    except duckdb.InterruptException as exc:
+        raise Refused(f"the query ran longer than {settings.http.timeout_s} s") from exc
+    except duckdb.Error as exc:
+        raise Refused(str(exc).splitlines()[0]) from exc
+    finally:
+        timer.cancel()
+        connection.close()
+    rows = [[_json(value) for value in row.values()] for row in table.slice(0, settings.http.max_rows).to_pylist()]
+    return {"columns": columns, "rows": rows, "truncated": table.num_rows > settings.http.max_rows}
+
+
+def sandboxed(catalog: Catalog, http: HttpSettings) -> duckdb.DuckDBPyConnection:
+    """The catalog's session, unable to touch any file outside the warehouse or change its own settings."""
+    connection = catalog.connect()
+    allowed = [catalog.storage.root + "/"] if catalog.storage.is_local else []
+    connection.execute(f"SET memory_limit = '{http.memory_limit}'")
+    connection.execute("SET allowed_directories = $allowed", {"allowed": allowed})
+    connection.execute("SET enable_external_access = false")
+    connection.execute("SET lock_configuration = true")
+    return connection
+
+
+def _json(value: Any) -> Any:
+    """A value as JSON holds it: DuckDB's HUGEINT sums arrive as Decimal, times as ISO 8601 text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, date | time | datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _unauthorized() -> Response:
+    return JSONResponse({"error": "send Authorization: Bearer <token>"}, status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
+def serve(
+    config: Annotated[str | None, typer.Option(help="TOML or YAML file: warehouse, prices, http.",
+                                               envvar="FLEETMETER_CONFIG")] = None,
+    warehouse: Annotated[str | None, typer.Option(help="Warehouse directory or URI.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 9412).")] = None,
+) -> None:
+    """Serve read-only SQL over the warehouse's views on HTTP, for a bearer token."""
+    try:
+        settings = load_settings(ServeSettings, config_file=config, warehouse=warehouse,
+                                 http=flag_section(port=port))
+        app = create_app(settings)
+    except (ConfigError, OSError) as exc:
+        typer.echo(f"fleetmeter serve: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(app, host=settings.http.address, port=settings.http.port, log_level="warning")

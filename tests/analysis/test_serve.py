@@ -1,0 +1,92 @@
+"""``fleetmeter serve``: read-only SQL over HTTP for a bearer token, on a real port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from fleetmeter.embedded_broker import free_port
+from fleetmeter.settings import ConfigError
+from sql.serve import ServeSettings, create_app
+from tests.analysis.conftest import Fleet
+
+TOKEN = "analyst-token-5f2c"
+
+
+@pytest.fixture
+def endpoint(fleet: Fleet) -> Iterator[str]:
+    port = free_port()
+    settings = ServeSettings(warehouse=str(fleet.warehouse),
+                             http={"port": port, "token": TOKEN, "max_rows": 50, "timeout_s": 1.0})
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def ask(endpoint: str, sql: str, token: str | None = TOKEN) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.post(f"{endpoint}/query", json={"sql": sql}, headers=headers, timeout=30)
+
+
+def test_answers_need_the_token(endpoint: str) -> None:
+    assert httpx.get(f"{endpoint}/health").status_code == 200
+    for token in (None, "wrong", TOKEN + "x"):
+        assert ask(endpoint, "SELECT 1", token).status_code == 401
+    assert httpx.get(f"{endpoint}/queries").status_code == 401
+    assert ask(endpoint, "SELECT 42 AS answer").json() == {"columns": ["answer"], "rows": [[42]], "truncated": False}
+
+
+def test_the_views_answer_as_the_samples_say(endpoint: str, fleet: Fleet) -> None:
+    answer = ask(endpoint, "SELECT tenant, sum(samples) AS samples FROM util_1h GROUP BY tenant").json()
+    assert answer["columns"] == ["tenant", "samples"]
+    assert dict(map(tuple, answer["rows"])) == Counter(row["tenant"] for row in fleet.rows)
+    names = httpx.get(f"{endpoint}/queries", headers={"Authorization": f"Bearer {TOKEN}"}).json()["queries"]
+    canned = httpx.get(f"{endpoint}/queries/{names[0]}", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert canned.status_code == 200 and canned.json()["columns"]
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TABLE t AS SELECT 1",
+    "INSERT INTO prices VALUES ('x', 1, 1)",
+    "SELECT 1; DROP VIEW util_1h",
+    "COPY (SELECT 1) TO '{outside}/copied.csv'",
+    "ATTACH '{outside}/other.duckdb'",
+    "SET enable_external_access = true",
+    "INSTALL httpfs",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('{warehouse}/../outside/secret.txt')",
+    "SELECT * FROM glob('/etc/*')",
+])
+def test_nothing_but_reading_the_warehouse(endpoint: str, fleet: Fleet, tmp_path: Path, sql: str) -> None:
+    outside = fleet.warehouse.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "secret.txt").write_text("not for analysts")
+    response = ask(endpoint, sql.format(outside=outside, warehouse=fleet.warehouse))
+    assert response.status_code == 400, response.text
+    assert "error" in response.json() and "not for analysts" not in response.text
+    assert sorted(path.name for path in outside.iterdir()) == ["secret.txt"]
+    assert ask(endpoint, "SELECT count(*) FROM prices").json()["rows"] == [[0]]  # fresh session each time
+
+
+def test_answers_are_cut_at_max_rows_and_slow_queries_stopped(endpoint: str) -> None:
+    answer = ask(endpoint, "SELECT * FROM range(1000)").json()
+    assert len(answer["rows"]) == 50 and answer["truncated"] is True
+    slow = ask(endpoint, "SELECT sum(hash(i)) FROM range(100000000000) t(i)")
+    assert slow.status_code == 400 and "longer than" in slow.json()["error"]
+
+
+def test_no_token_configured_no_server(fleet: Fleet) -> None:
+    with pytest.raises(ConfigError, match="token"):
+        create_app(ServeSettings(warehouse=str(fleet.warehouse)))
