@@ -16,6 +16,7 @@ from collectors.transport.spool import SpooledMessage
 from pipeline.worker import PipelineWorker
 from schemas import wire
 from tests.conftest import StepClock, collector_settings
+from tests.faults.figures import record
 from tests.pipeline.fleet import Row, assert_windows_match, read_table, samples_frame, unique_valid
 from tests.test_kafka_delivery import daemon_for
 
@@ -96,4 +97,5 @@ def assert_warehouse_holds_exactly(warehouse: Path, produced: list[Row]) -> int:
     assert set(stored) == {(row["device_uuid"], row["ts"]) for row in expected}
     assert_windows_match(read_table(warehouse, "util_1m"), expected, "1m", with_node=True)
     assert_windows_match(read_table(warehouse, "util_1h"), expected, "1h", with_node=False)
+    record(samples_compared=len(expected), samples_lost=0)
     return len(expected)

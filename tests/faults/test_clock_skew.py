@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fleetmeter.embedded_broker import EmbeddedBroker
 from pipeline.worker import PipelineWorker
+from tests.faults.figures import record
 from tests.faults.fleet import Collectors, assert_warehouse_holds_exactly
 from tests.pipeline.fleet import hours_ago, pipeline_settings, read_table
 
@@ -31,6 +32,7 @@ def test_nodes_hours_ahead_or_behind(kafka_broker: EmbeddedBroker, topic: str, t
                                      validation={"max_future_s": 300, "max_lateness_s": 30 * 86_400})).run()
 
     assert_warehouse_holds_exactly(warehouse, produced["on-time"] + produced["behind"])
+    record(samples_quarantined_for_clock_skew=len(produced["ahead"]) + len(produced["far-behind"]))
     quarantined = Counter((json.loads(row["row_json"])["cluster"], row["reason"])
                           for row in read_table(warehouse, "quarantine"))
     assert quarantined == {("ahead", "ts_in_future"): len(produced["ahead"]),

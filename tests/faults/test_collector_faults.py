@@ -17,6 +17,7 @@ from collectors.transport.spool import decode
 from fleetmeter.embedded_broker import EmbeddedBroker, free_port
 from pipeline.worker import PipelineWorker
 from schemas import wire
+from tests.faults.figures import record
 from tests.faults.fleet import Collectors, assert_warehouse_holds_exactly
 from tests.faults.proxy import Relay
 from tests.faults.test_broker_faults import wait_until
@@ -71,6 +72,7 @@ def test_collector_killed_with_a_full_spool_resends_it_after_restart(topic: str,
         time.sleep(4)
         collector.send_signal(signal.SIGKILL)
         collector.wait()
+        record(collector_kills=1)
         in_spool = spooled_rows(spool)
         relay.restore()
         collector = start_collector(servers, topic, spool)
@@ -112,6 +114,7 @@ def test_a_full_spool_drops_the_oldest_and_counts_exactly_what_it_dropped(topic:
     stored_keys = set(stored.select("device_uuid", pl.col("ts").dt.epoch("ms")).iter_rows())
     assert dropped > 0
     assert stored.height + dropped == len(produced)  # every sample produced is stored or counted as dropped
+    record(samples_dropped_and_counted=int(dropped))
     newest = Collectors.rows_of(collectors.ledger[-10:])
     assert {(row["device_uuid"], row["ts"]) for row in newest} <= stored_keys  # it is old messages that go
     assert_warehouse_holds_exactly(warehouse, [row for row in produced

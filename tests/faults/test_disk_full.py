@@ -20,6 +20,7 @@ from fleetmeter.embedded_broker import EmbeddedBroker
 from pipeline.warehouse.manifest import committed_states
 from pipeline.warehouse.storage import Storage
 from pipeline.worker import PipelineWorker
+from tests.faults.figures import record
 from tests.faults.fleet import WorkerThread, assert_warehouse_holds_exactly
 from tests.faults.test_broker_faults import wait_until
 from tests.pipeline.fleet import hours_ago, pipeline_settings, run_collectors, topic_rows
@@ -66,6 +67,7 @@ def test_a_full_disk_pauses_the_worker_which_resumes_when_space_returns(kafka_br
             if path.endswith(".parquet"):
                 pq.read_metadata(storage.full_path(path))
         assert worker.thread.is_alive()
+        record(warehouse_write_failures=int(errors._value.get()))
         ballast.unlink()
         worker.thread.join(timeout=120)
         assert not worker.thread.is_alive() and not worker.errors, worker.errors

@@ -27,6 +27,7 @@ from pipeline.warehouse.storage import Storage
 from pipeline.worker import PipelineWorker
 from schemas import wire
 from schemas.sample_v1 import SCHEMA_VERSION_METADATA_KEY, rows_to_batch
+from tests.faults.figures import record
 from tests.pipeline.fleet import pipeline_settings, read_table, samples_frame
 
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000) // 60_000 * 60_000
@@ -126,6 +127,7 @@ def test_hostile_messages_never_crash_the_worker_nor_reach_samples(payloads: lis
     good = encode([good_row(1), good_row(2)])
     records = [Record("t", 0, offset, NOW_MS, b"node", payload)
                for offset, payload in enumerate([good, *payloads, good])]
+    record(messages_fuzzed=len(payloads))
     metrics = PipelineMetrics()
     with tempfile.TemporaryDirectory() as directory:
         config = pipeline_settings("unused:9092", "t", directory)
@@ -161,6 +163,7 @@ def test_hostile_messages_through_the_broker(kafka_broker: EmbeddedBroker, topic
         "power_w_out_of_range": encode([good_row(5) | {"power_w": math.inf}]),
         "interval_invalid": encode([good_row(6) | {"interval_s": math.nan}]),
     }
+    record(messages_fuzzed=len(hostile))
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, max_request_size=8 << 20)
     for payload in [valid, *hostile.values(), encode([good_row(7)])]:
         producer.send(topic, key=b"node", value=payload)

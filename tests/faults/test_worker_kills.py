@@ -22,6 +22,7 @@ from fleetmeter.embedded_broker import EmbeddedBroker
 from pipeline.warehouse.layout import FileName
 from pipeline.warehouse.manifest import committed_states
 from pipeline.warehouse.storage import Storage
+from tests.faults.figures import record
 from tests.pipeline.fleet import (
     Row,
     assert_windows_match,
@@ -81,6 +82,7 @@ def finish_and_check(kafka_broker: EmbeddedBroker, topic: str, warehouse: Path, 
     assert_windows_match(read_table(warehouse, "util_1m"), expected, "1m", with_node=True)
     assert_windows_match(read_table(warehouse, "util_1h"), expected, "1h", with_node=False)
     assert [row["reason"] for row in read_table(warehouse, "quarantine")] == ["unreadable"]
+    record(samples_compared=len(expected), samples_lost=0)
     storage = Storage(str(warehouse))
     states = committed_states(storage)
     for table in ("samples", "util_1m", "util_1h", "quarantine"):
@@ -99,6 +101,7 @@ def test_sigkill_at_each_point_of_a_commit_leaves_every_sample_once(kafka_broker
         worker = start_worker(kafka_broker.bootstrap_servers, topic, warehouse, f"killed-{run}", kill_at=point)
         _, errors = worker.communicate(timeout=120)
         assert worker.returncode == -signal.SIGKILL, (point, errors.decode())
+        record(worker_kills=1)
     finish_and_check(kafka_broker, topic, warehouse, sent)
 
 
@@ -116,6 +119,7 @@ def test_worker_killed_during_a_rebalance(kafka_broker: EmbeddedBroker, topic: s
     second = start_worker(kafka_broker.bootstrap_servers, topic, warehouse, group)
     _, errors = first.communicate(timeout=60)
     assert first.returncode == -signal.SIGKILL, errors.decode()
+    record(worker_kills=1)
     _, errors = second.communicate(timeout=120)
     assert second.returncode == 0, errors.decode()
     finish_and_check(kafka_broker, topic, warehouse, sent)
@@ -131,6 +135,7 @@ def kill_at_random_points(kills: int, kafka_broker: EmbeddedBroker, topic: str, 
         time.sleep(rng.uniform(3.0, 6.0))  # the group join takes about 3 s; processing follows
         worker.send_signal(signal.SIGKILL)
         worker.wait()
+        record(worker_kills=1)
         progress.append(generations(warehouse))
     assert len(set(progress)) > 1, f"the kills never landed between commits: {progress}"
     finish_and_check(kafka_broker, topic, warehouse, sent)
