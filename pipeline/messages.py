@@ -47,7 +47,10 @@ class MessageReader:
             batch = _single_batch(payload, len(prefix))
             if batch is not None:
                 return batch
-        return decode(payload)
+        try:
+            return decode(payload)
+        except UnicodeDecodeError as exc:  # Arrow does not check that names are UTF-8; pyarrow fails reading them
+            raise MessageRejected("unreadable", f"a name in the schema is not UTF-8: {exc}") from exc
 
     def read_all(self, payloads: Sequence[tuple[int, bytes]], offset_column: str,
                  ) -> tuple[Decoded | None, list[tuple[int, MessageRejected]]]:
@@ -91,10 +94,10 @@ def _schema_prefix(payload: bytes) -> bytes | None:
 def _is_exactly_v1(prefix: bytes) -> bool:
     try:
         schema = pa.ipc.read_schema(pa.py_buffer(prefix))
-    except (pa.ArrowException, OSError, ValueError):
+        version = (schema.metadata or {}).get(SCHEMA_VERSION_METADATA_KEY, b"").decode(errors="replace")
+        return version.split(".")[0] == str(SCHEMA_MAJOR) and tuple(schema.names) == COLUMNS and has_v1_types(schema)
+    except (pa.ArrowException, OSError, ValueError):  # a field name that is not UTF-8 included
         return False
-    version = (schema.metadata or {}).get(SCHEMA_VERSION_METADATA_KEY, b"").decode(errors="replace")
-    return version.split(".")[0] == str(SCHEMA_MAJOR) and tuple(schema.names) == COLUMNS and has_v1_types(schema)
 
 
 def _single_batch(payload: bytes, prefix_length: int) -> pa.RecordBatch | None:

@@ -13,7 +13,10 @@ import selectors
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
 from types import TracebackType
+
+from fleetmeter.embedded_broker import EmbeddedBroker, free_port
 
 
 class Relay:
@@ -104,3 +107,12 @@ class Relay:
                         sock.close()
                 with self._lock:
                     self._open.difference_update(peers)
+
+
+@contextlib.contextmanager
+def broker_behind_relay(tls: ssl.SSLContext | None = None) -> Iterator[tuple[EmbeddedBroker, Relay, str]]:
+    """A fresh broker that tells clients to connect through a relay; the relay's bootstrap address."""
+    relay_port = free_port()
+    with EmbeddedBroker(advertised_port=relay_port) as broker, \
+            Relay(("127.0.0.1", broker.port), relay_port, tls) as relay:
+        yield broker, relay, f"127.0.0.1:{relay_port}"

@@ -19,7 +19,7 @@ from kafka.errors import TopicAlreadyExistsError
 from fleetmeter.embedded_broker import EmbeddedBroker, free_port
 from pipeline.worker import PipelineWorker
 from tests.faults.fleet import Collectors, WorkerThread, assert_warehouse_holds_exactly
-from tests.faults.proxy import Relay
+from tests.faults.proxy import broker_behind_relay
 from tests.pipeline.fleet import hours_ago, pipeline_settings, samples_frame, unique_valid
 
 PARTITIONS = 2
@@ -60,11 +60,8 @@ def scrape_for(collectors: Collectors, seconds: float) -> int:
 
 
 def outage(tmp_path: Path, topic: str, outage_s: float) -> None:
-    relay_port = free_port()
     warehouse = tmp_path / "warehouse"
-    with EmbeddedBroker(advertised_port=relay_port) as broker, \
-            Relay(("127.0.0.1", broker.port), relay_port) as relay:
-        servers = f"127.0.0.1:{relay_port}"
+    with broker_behind_relay() as (broker, relay, servers):
         broker.create_topic(topic, PARTITIONS)
         collectors = Collectors(tmp_path, servers, topic, start_ms=hours_ago(3))
         worker = worker_for(servers, topic, warehouse)

@@ -14,12 +14,11 @@ from pathlib import Path
 import polars as pl
 
 from collectors.transport.spool import decode
-from fleetmeter.embedded_broker import EmbeddedBroker, free_port
 from pipeline.worker import PipelineWorker
 from schemas import wire
 from tests.faults.figures import record
 from tests.faults.fleet import Collectors, assert_warehouse_holds_exactly
-from tests.faults.proxy import Relay
+from tests.faults.proxy import broker_behind_relay
 from tests.faults.test_broker_faults import wait_until
 from tests.pipeline.fleet import Row, hours_ago, pipeline_settings, samples_frame, topic_rows
 
@@ -60,11 +59,8 @@ def gaps_per_device(rows: list[Row]) -> dict[str, int]:
 
 
 def test_collector_killed_with_a_full_spool_resends_it_after_restart(topic: str, tmp_path: Path) -> None:
-    relay_port = free_port()
     spool, warehouse = tmp_path / "spool", tmp_path / "warehouse"
-    with EmbeddedBroker(advertised_port=relay_port) as broker, \
-            Relay(("127.0.0.1", broker.port), relay_port) as relay:
-        servers = f"127.0.0.1:{relay_port}"
+    with broker_behind_relay() as (broker, relay, servers):
         broker.create_topic(topic, 1)
         collector = start_collector(servers, topic, spool)
         time.sleep(4)
@@ -93,11 +89,8 @@ def test_collector_killed_with_a_full_spool_resends_it_after_restart(topic: str,
 
 
 def test_a_full_spool_drops_the_oldest_and_counts_exactly_what_it_dropped(topic: str, tmp_path: Path) -> None:
-    relay_port = free_port()
     warehouse = tmp_path / "warehouse"
-    with EmbeddedBroker(advertised_port=relay_port) as broker, \
-            Relay(("127.0.0.1", broker.port), relay_port) as relay:
-        servers = f"127.0.0.1:{relay_port}"
+    with broker_behind_relay() as (broker, relay, servers):
         broker.create_topic(topic, 1)
         relay.cut()
         collectors = Collectors(tmp_path, servers, topic, start_ms=hours_ago(3),

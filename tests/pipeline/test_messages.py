@@ -71,3 +71,12 @@ def test_a_stream_of_another_schema_takes_the_general_path() -> None:
         with pytest.raises(MessageRejected) as rejected:
             reader.read(wire.encode(narrow))
         assert rejected.value.reason == "missing_columns"
+
+
+def test_a_field_name_that_is_not_utf8_is_rejected_not_raised() -> None:
+    """Found by the hostile-input fuzzer: a flipped bit in a column name made the worker raise."""
+    payload = message(row())
+    broken = payload.replace(b"tenant", b"t\xc4nant", 1)
+    assert len(broken) == len(payload)
+    decoded, rejected = MessageReader().read_all([(7, broken)], "offset")
+    assert decoded is None and [(offset, exc.reason) for offset, exc in rejected] == [(7, "unreadable")]

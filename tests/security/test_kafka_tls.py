@@ -15,13 +15,12 @@ import trustme
 import yaml
 
 from collectors.settings import CollectorSettings
-from fleetmeter.embedded_broker import EmbeddedBroker, free_port
 from fleetmeter.kafka_client import client_kwargs
 from fleetmeter.settings import KafkaSettings, load_settings
 from pipeline.settings import PipelineSettings
 from pipeline.worker import PipelineWorker
 from tests.faults.fleet import Collectors, assert_warehouse_holds_exactly
-from tests.faults.proxy import Relay
+from tests.faults.proxy import broker_behind_relay
 from tests.faults.test_broker_faults import wait_until
 from tests.pipeline.fleet import hours_ago
 
@@ -48,11 +47,8 @@ def server_context(ca: trustme.CA) -> ssl.SSLContext:
 
 def test_collector_and_worker_over_tls_with_client_certificates(topic: str, tmp_path: Path) -> None:
     ca, kafka_tls = tls_files(tmp_path)
-    relay_port = free_port()
     warehouse = tmp_path / "warehouse"
-    with EmbeddedBroker(advertised_port=relay_port) as broker, \
-            Relay(("127.0.0.1", broker.port), relay_port, tls=server_context(ca)) as relay:
-        servers = f"127.0.0.1:{relay_port}"
+    with broker_behind_relay(tls=server_context(ca)) as (broker, relay, servers):
         broker.create_topic(topic, 1, **client_kwargs(KafkaSettings(bootstrap_servers=[servers], **kafka_tls)))
         config = tmp_path / "pipeline.yaml"
         config.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": [servers], "topic": topic, **kafka_tls},
@@ -73,10 +69,7 @@ def test_collector_and_worker_over_tls_with_client_certificates(topic: str, tmp_
 
 def test_a_broker_certificate_from_another_ca_is_refused(topic: str, tmp_path: Path) -> None:
     _, kafka_tls = tls_files(tmp_path)
-    relay_port = free_port()
-    with EmbeddedBroker(advertised_port=relay_port) as broker, \
-            Relay(("127.0.0.1", broker.port), relay_port, tls=server_context(trustme.CA())):
-        servers = f"127.0.0.1:{relay_port}"
+    with broker_behind_relay(tls=server_context(trustme.CA())) as (_, _, servers):
         collectors = Collectors(tmp_path, servers, topic, start_ms=hours_ago(1),
                                 kafka={"bootstrap_servers": [servers], "topic": topic, "request_timeout_ms": 2000,
                                        **kafka_tls})

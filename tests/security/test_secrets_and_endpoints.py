@@ -43,7 +43,8 @@ def test_the_sasl_password_is_never_logged_nor_on_metrics_and_metrics_binds_wher
         "FLEETMETER_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT", "FLEETMETER_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
         "FLEETMETER_KAFKA__SASL_USERNAME": "fleetmeter", "FLEETMETER_KAFKA__SASL_PASSWORD_FILE": str(password_file),
         "FLEETMETER_KAFKA__REQUEST_TIMEOUT_MS": "8000", "FLEETMETER_LOGGING__LEVEL": "debug",
-        "FLEETMETER_METRICS__ADDRESS": "127.0.0.1", "FLEETMETER_SPOOL__DIR": str(tmp_path / "spool"),
+        "FLEETMETER_METRICS__ADDRESS": "127.0.0.1", "FLEETMETER_SHUTDOWN_TIMEOUT_S": "1",
+        "FLEETMETER_SPOOL__DIR": str(tmp_path / "spool"),
     }
     process = subprocess.Popen(
         [FLEETMETER, *[part.format(tmp=tmp_path) for part in command], "--bootstrap-servers",
