@@ -9,6 +9,7 @@ is in ``quarantine/`` with a reason.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from tests.faults.figures import record
 from tests.pipeline.fleet import pipeline_settings, read_table, samples_frame
 
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000) // 60_000 * 60_000
+#: Hypothesis examples of the in-process fuzz test; raise it for a soak (FLEETMETER_FUZZ_EXAMPLES=5000).
+EXAMPLES = int(os.environ.get("FLEETMETER_FUZZ_EXAMPLES", "60"))
 LABELS = ("cluster", "node", "device_uuid", "device_kind", "vendor", "model", "tenant", "job_id")
 
 
@@ -121,7 +124,8 @@ def assert_stored_rows_obey_the_rules(rows: list[dict[str, Any]]) -> None:
         assert row["mem_used_bytes"] is None or 0 <= row["mem_used_bytes"] <= (row["mem_total_bytes"] or 2**63)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(hostile_messages(), min_size=1, max_size=6))
 def test_hostile_messages_never_crash_the_worker_nor_reach_samples(payloads: list[bytes]) -> None:
     good = encode([good_row(1), good_row(2)])
@@ -176,3 +180,4 @@ def test_hostile_messages_through_the_broker(kafka_broker: EmbeddedBroker, topic
     assert sorted(row["device_uuid"] for row in samples_frame(warehouse).to_dicts()) == ["GPU-1", "GPU-2", "GPU-7"]
     reasons = sorted(row["reason"] for row in read_table(warehouse, "quarantine"))
     assert reasons == sorted(["unreadable", "unreadable", *list(hostile)[2:]])
+
