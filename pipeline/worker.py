@@ -19,6 +19,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
+from fleetmeter.backoff import Backoff
 from fleetmeter.kafka_client import client_kwargs
 from pipeline.metrics import PipelineMetrics
 from pipeline.partition import Fence, PartitionWriter, stored_files
@@ -37,32 +38,6 @@ class PartitionLost(Exception):
 
 class WarehouseUnavailable(OSError):
     """The worker stopped while the warehouse refused writes."""
-
-
-class Backoff:
-    """When to try again after consecutive failures: 1 s, doubling up to a minute."""
-
-    def __init__(self, first_s: float = 1.0, most_s: float = 60.0) -> None:
-        self.first_s, self.most_s = first_s, most_s
-        self.failures = 0
-        self._retry_at = 0.0
-
-    @property
-    def failing(self) -> bool:
-        return self.failures > 0
-
-    def ready(self) -> bool:
-        return time.monotonic() >= self._retry_at
-
-    def failed(self) -> float:
-        """Count a failure; the delay before the next try."""
-        delay_s = min(self.most_s, self.first_s * 2.0 ** self.failures)
-        self.failures += 1
-        self._retry_at = time.monotonic() + delay_s
-        return delay_s
-
-    def recovered(self) -> None:
-        self.failures, self._retry_at = 0, 0.0
 
 
 class PipelineWorker:

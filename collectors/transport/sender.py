@@ -17,6 +17,7 @@ from kafka.errors import KafkaError
 
 from collectors.exposition.health import Health
 from collectors.transport.spool import Entry, Spool, SpooledMessage
+from fleetmeter.backoff import Backoff
 from fleetmeter.kafka_client import client_kwargs
 from fleetmeter.settings import KafkaSettings
 
@@ -33,10 +34,9 @@ class KafkaSender(threading.Thread):
         self.kafka = kafka
         self.compression = compression
         self.health = health
-        self.max_backoff_s = max_backoff_s
         self._stopping = threading.Event()
         self._producer: KafkaProducer | None = None
-        self._failures = 0
+        self._backoff = Backoff(first_s=0.5, most_s=max_backoff_s)
 
     def stop(self, timeout_s: float) -> None:
         """Ask the thread to finish: it sends what it can within ``timeout_s``; the rest stays spooled."""
@@ -80,7 +80,7 @@ class KafkaSender(threading.Thread):
         if failure is not None:
             self._failed(failure)
             return
-        self._failures = 0
+        self._backoff.recovered()
         self.health.kafka_connected.set(1)
 
     def _connect(self) -> KafkaProducer:
@@ -98,10 +98,9 @@ class KafkaSender(threading.Thread):
 
     def _failed(self, exc: KafkaError) -> None:
         self.spool.unsent()
-        self._failures += 1
+        backoff_s = self._backoff.failed()
         self.health.kafka_send_errors.inc()
         self.health.kafka_connected.set(0)
-        backoff_s = min(self.max_backoff_s, 0.5 * 2 ** min(self._failures - 1, 10))
         log.warning("kafka delivery failed; messages stay spooled", error=repr(exc), retry_in_s=backoff_s,
                     spooled=self.spool.messages)
         self._close_producer()
