@@ -320,6 +320,7 @@ class PartitionWriter:
             if name.startswith(f".{prefix}") and name.endswith(TEMPORARY_SUFFIX):
                 log.info("removing half-written file", path=path)
                 self.storage.delete(path)
+                continue
             if not name.startswith(prefix):
                 continue
             if self.state.is_live(path):

@@ -114,8 +114,7 @@ class PipelineWorker:
         writer = PartitionWriter(self.storage, tp.topic, tp.partition, self.settings, self.metrics, stored)
         self.writers[tp.partition] = writer
         if writer.read_topic(self._topic_id()):
-            self._renewed(writer)
-            consumer.seek_to_beginning(tp)
+            self._read_from_start(writer)
         elif writer.next_offset is not None:
             consumer.seek(tp, writer.next_offset)
         elif self.settings.consumer.start_from == "earliest":
@@ -197,13 +196,14 @@ class PipelineWorker:
             if writer.state.topic_id is not None:
                 self._flush(writer)
             if writer.read_topic(topic_id):
-                self._renewed(writer)
-                self._require_consumer().seek_to_beginning(TopicPartition(writer.topic, writer.partition))
+                self._read_from_start(writer)
 
-    def _renewed(self, writer: PartitionWriter) -> None:
+    def _read_from_start(self, writer: PartitionWriter) -> None:
+        """The topic was created anew: read the partition again from the start of the new log."""
         log.error("the topic was created anew (its id changed): reading the partition again from its start",
                   partition=writer.partition, topic_id=writer.state.topic_id)
         self.metrics.log_resets.labels("topic_recreated").inc()
+        self._require_consumer().seek_to_beginning(TopicPartition(writer.topic, writer.partition))
 
     # -- the loop's steps --------------------------------------------------------------------------
 
