@@ -133,7 +133,9 @@ class PipelineWorker:
                 self.metrics.lag.remove(str(tp.partition))
             log.info("partition revoked", partition=tp.partition)
         self.metrics.assigned.set(len(self.writers))
-        self._assignment_changed = time.monotonic()
+        # kafka-python calls this before every JoinGroup, which Tansu holds for up to the rebalance timeout:
+        # the share is unknown until the group answers
+        self._assignment_changed = None
 
     # -- the log changing under the warehouse -------------------------------------------------------
 
@@ -298,12 +300,17 @@ class PipelineWorker:
         """
         if self._assignment_changed is None:
             return False
+        consumer = self._require_consumer()
+        if not self.writers and not consumer._client.cluster.partitions_for_topic(self.settings.kafka.topic):
+            # A group leader without metadata for the topic hands out nothing, and rejoins once metadata
+            # comes: an empty share counts only from when the topic is known (kafka-python keeps that private).
+            self._assignment_changed = time.monotonic()
+            return False
         settled = time.monotonic() - self._assignment_changed >= self.settings.consumer.session_timeout_ms / 1000
         if not settled or time.monotonic() - idle_since < self.settings.idle_s:
             return False
         if not self.writers:
             return True
-        consumer = self._require_consumer()
         assignment = consumer.assignment()
         try:
             ends = consumer.end_offsets(list(assignment))

@@ -1,4 +1,5 @@
-"""Two workers in one consumer group split the partitions and build the same warehouse as one worker."""
+"""Workers in one consumer group: they split the partitions and build the same warehouse as one worker,
+and a draining worker waits until the group has given it its share."""
 
 from __future__ import annotations
 
@@ -27,13 +28,16 @@ def test_two_workers_build_the_same_warehouse_as_one(kafka_broker: EmbeddedBroke
     kafka_broker.create_topic(topic, partitions=4)
     shared, alone = tmp_path / "two-workers", tmp_path / "one-worker"
     metrics = [PipelineMetrics(), PipelineMetrics()]
-    flush = {"max_rows": 200}
+    flush = {"max_rows": 200, "max_delay_s": 1.0}
     # a longer session than the other tests use: a member whose heartbeats stall on a loaded 2-core machine
     # is expelled, and the other drains everything alone (seen once in a full run beside other work)
     consumer = {"group_id": f"{topic}.workers", "max_poll_interval_ms": 3000, "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 500, "max_poll_records": 50}
+    expected_rows = 6 * 4 * 199  # 6 nodes x 4 GPUs; the first of 200 scrapes has no interval behind it
+    # Run until stopped: with until_idle both could stop before the collectors' first message on a loaded
+    # machine (seen in CI), leaving the lone worker below to do all the work.
     workers = [PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, shared, flush=flush,
-                                                consumer=consumer, idle_s=5.0), m) for m in metrics]
+                                                consumer=consumer, until_idle=False), m) for m in metrics]
     threads = [threading.Thread(target=worker.run) for worker in workers]
     for thread in threads:
         thread.start()
@@ -43,8 +47,13 @@ def test_two_workers_build_the_same_warehouse_as_one(kafka_broker: EmbeddedBroke
     while not all(worker.writers for worker in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(3), scrapes=200, nodes=6)
+    deadline = time.monotonic() + 120
+    while sum(_stored_rows(m) for m in metrics) < expected_rows and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for worker in workers:
+        worker.stopping.set()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=60)
     single = pipeline_settings(kafka_broker.bootstrap_servers, topic, alone, flush=flush,
                                consumer={"group_id": f"{topic}.alone", "max_poll_interval_ms": 3000,
                                          "session_timeout_ms": 3000, "heartbeat_interval_ms": 500})
@@ -55,7 +64,7 @@ def test_two_workers_build_the_same_warehouse_as_one(kafka_broker: EmbeddedBroke
     assert all(partitions) and not partitions[0] & partitions[1], partitions  # both worked, on different ones
     keys = ["device_uuid", "ts"]
     assert samples_frame(shared).sort(keys).equals(samples_frame(alone).sort(keys))
-    assert samples_frame(shared).height == 6 * 4 * 199
+    assert samples_frame(shared).height == expected_rows
     for table, with_node in (("util_1m", True), ("util_1h", False), ("util_1d", False)):
         assert rounded(stored_windows(read_table(shared, table), with_node)) == rounded(
             stored_windows(read_table(alone, table), with_node))
@@ -75,6 +84,28 @@ def rounded(value: Any) -> Any:
     return value
 
 
+def _stored_rows(metrics: PipelineMetrics) -> float:
+    return sum(sample.value for family in metrics.registry.collect() if family.name == "fleetmeter_pipeline_rows"
+               for sample in family.samples
+               if sample.name.endswith("_total") and sample.labels["outcome"] == "stored")
+
+
 def _labels(metrics: PipelineMetrics, name: str) -> list[dict[str, str]]:
     return [sample.labels for family in metrics.registry.collect() if family.name == name
             for sample in family.samples]
+
+
+
+
+
+def test_a_draining_worker_waits_for_the_group_to_answer_its_join(kafka_broker: EmbeddedBroker, topic: str,
+                                                                  tmp_path: Path) -> None:
+    """Tansu holds a JoinGroup for about a session timeout, longer under load: a draining worker must not
+    take that wait for holding an empty share and stop with nothing read (seen in CI)."""
+    kafka_broker.create_topic(topic, partitions=2)
+    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(1), scrapes=10, nodes=2)
+    consumer = {"group_id": f"{topic}.slow-join", "max_poll_interval_ms": 3000, "session_timeout_ms": 500,
+                "heartbeat_interval_ms": 100}
+    PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, tmp_path / "warehouse",
+                                     consumer=consumer, idle_s=0.1)).run()
+    assert samples_frame(tmp_path / "warehouse").height == 2 * 4 * 9
