@@ -133,8 +133,8 @@ class PipelineWorker:
                 self.metrics.lag.remove(str(tp.partition))
             log.info("partition revoked", partition=tp.partition)
         self.metrics.assigned.set(len(self.writers))
-        # kafka-python calls this before every JoinGroup, which Tansu holds for up to the rebalance timeout:
-        # the share is unknown until the group answers
+        # kafka-python calls this before every JoinGroup, which a broker may hold for seconds (Tansu about a
+        # session timeout): the share is unknown until the group answers
         self._assignment_changed = None
 
     # -- the log changing under the warehouse -------------------------------------------------------

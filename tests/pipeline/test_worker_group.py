@@ -95,9 +95,6 @@ def _labels(metrics: PipelineMetrics, name: str) -> list[dict[str, str]]:
             for sample in family.samples]
 
 
-
-
-
 def test_a_draining_worker_waits_for_the_group_to_answer_its_join(kafka_broker: EmbeddedBroker, topic: str,
                                                                   tmp_path: Path) -> None:
     """Tansu holds a JoinGroup for about a session timeout, longer under load: a draining worker must not
