@@ -85,9 +85,7 @@ def rounded(value: Any) -> Any:
 
 
 def _stored_rows(metrics: PipelineMetrics) -> float:
-    return sum(sample.value for family in metrics.registry.collect() if family.name == "fleetmeter_pipeline_rows"
-               for sample in family.samples
-               if sample.name.endswith("_total") and sample.labels["outcome"] == "stored")
+    return metrics.registry.get_sample_value("fleetmeter_pipeline_rows_total", {"outcome": "stored"}) or 0.0
 
 
 def _labels(metrics: PipelineMetrics, name: str) -> list[dict[str, str]]:
