@@ -26,7 +26,7 @@ from rich.console import Console
 from bench import collector, freshness, ingest, queries, storage
 from bench.fleet import messages
 from bench.report import machine, splice, table
-from fleetmeter.embedded_broker import EmbeddedBroker
+from fleetmeter.demo.broker import EmbeddedBroker
 
 ROWS_PER_MESSAGE = {1: "8 (one scrape)", 8: "64 (8 scrapes)", 64: "512 (64 scrapes)"}
 console = Console(stderr=True)

@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from collectors.attribution import Attribution
-from collectors.attribution.kubernetes import KubernetesPods, KubernetesSettings
-from collectors.attribution.procfs import Procfs
-from collectors.attribution.slurm import SlurmJobs, SlurmSettings
-from collectors.readings import Device, DeviceReading, ProcessUsage
+from fleetmeter.collectors.attribution import Attribution
+from fleetmeter.collectors.attribution.kubernetes import KubernetesPods, KubernetesSettings
+from fleetmeter.collectors.attribution.procfs import Procfs
+from fleetmeter.collectors.attribution.slurm import SlurmJobs, SlurmSettings
+from fleetmeter.collectors.readings import Device, DeviceReading, ProcessUsage
 from tests.cluster import NODE, TOKEN, UID_CGROUPFS, UID_SYSTEMD, api_pod, pod, running_api_server, running_kubelet
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"

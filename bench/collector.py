@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from collectors.backends import open_backends
-from collectors.daemon import CollectorDaemon
-from collectors.readings import DeviceReading
-from collectors.settings import CollectorSettings
-from fleetmeter.embedded_broker import EmbeddedBroker
+from fleetmeter.collectors.backends import open_backends
+from fleetmeter.collectors.daemon import CollectorDaemon
+from fleetmeter.collectors.readings import DeviceReading
+from fleetmeter.collectors.settings import CollectorSettings
+from fleetmeter.demo.broker import EmbeddedBroker
 
 
 class StepClock:

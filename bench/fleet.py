@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 
-from collectors.attribution import Attribution, BackendHint
-from collectors.backends.simulated import SimulatedBackend
-from collectors.intervals import IntervalBuilder
-from collectors.settings import SimulatedSettings
-from schemas import wire
-from schemas.sample_v1 import SAMPLE_SCHEMA, rows_to_batch
+from fleetmeter.collectors.attribution import Attribution, BackendHint
+from fleetmeter.collectors.backends.simulated import SimulatedBackend
+from fleetmeter.collectors.intervals import IntervalBuilder
+from fleetmeter.collectors.settings import SimulatedSettings
+from fleetmeter.schemas import wire
+from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA, rows_to_batch
 
 CLUSTER = "bench"
 DEVICES_PER_NODE = 8

@@ -26,11 +26,11 @@ import polars as pl
 from kafka import KafkaProducer
 
 from bench.fleet import DEVICES_PER_NODE, TEMPLATE_NODES, messages, replicate, template_rows
-from fleetmeter.embedded_broker import EmbeddedBroker
-from pipeline.warehouse.manifest import committed_states
-from pipeline.warehouse.storage import Storage
-from sql.catalog import Catalog
-from sql.settings import AnalysisSettings
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.warehouse.manifest import committed_states
+from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.sql.catalog import Catalog
+from fleetmeter.sql.settings import AnalysisSettings
 
 INTERVAL_S = 10.0
 PHASES = 20  # nodes scrape at one of this many phases in the interval, sent together

@@ -26,12 +26,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from bench.fleet import Message, replicate, template_rows
-from fleetmeter.embedded_broker import EmbeddedBroker
-from pipeline.metrics import PipelineMetrics
-from pipeline.partition import PartitionWriter
-from pipeline.settings import PipelineSettings
-from pipeline.warehouse.storage import Storage
-from pipeline.worker import PipelineWorker
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.metrics import PipelineMetrics
+from fleetmeter.pipeline.partition import PartitionWriter
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.worker import PipelineWorker
 
 POLL = 2000  # records per poll at most: the worker's default max_poll_records
 POLL_BYTES = 1 << 20  # and about this many bytes: kafka-python's default max_partition_fetch_bytes

@@ -27,13 +27,13 @@ import numpy as np
 import polars as pl
 
 from bench.fleet import DEVICES_PER_NODE, TEMPLATE_NODES, template_rows
-from pipeline import rollups
-from pipeline.warehouse import layout
-from pipeline.warehouse.layout import FileName
-from pipeline.warehouse.manifest import PartitionState, save_state
-from pipeline.warehouse.storage import Storage
-from sql.catalog import Catalog, canned_queries
-from sql.settings import AnalysisSettings, Price
+from fleetmeter.pipeline import rollups
+from fleetmeter.pipeline.warehouse import layout
+from fleetmeter.pipeline.warehouse.layout import FileName
+from fleetmeter.pipeline.warehouse.manifest import PartitionState, save_state
+from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.sql.catalog import Catalog, canned_queries
+from fleetmeter.sql.settings import AnalysisSettings, Price
 
 TEMPLATE_INTERVAL_S = 60.0
 DAY = timedelta(days=1)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from bench.fleet import messages, template_rows
 from bench.ingest import compact, process, recent_start, records
-from pipeline.warehouse import layout
-from pipeline.warehouse.manifest import live_tables
-from pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.warehouse import layout
+from fleetmeter.pipeline.warehouse.manifest import live_tables
+from fleetmeter.pipeline.warehouse.storage import Storage
 
 
 @dataclass(frozen=True)

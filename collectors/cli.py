@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from collectors.backends import open_backends
-from collectors.backends.base import BackendUnavailable
-from collectors.daemon import CollectorDaemon
-from collectors.settings import CollectorSettings
-from collectors.transport.spool import SpoolLocked
-from fleetmeter import logs
-from fleetmeter.settings import ConfigError, flag_section, load_settings
-from fleetmeter.signals import stop_on_signals
+from fleetmeter.collectors.backends import open_backends
+from fleetmeter.collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.daemon import CollectorDaemon
+from fleetmeter.collectors.settings import CollectorSettings
+from fleetmeter.collectors.transport.spool import SpoolLocked
+from fleetmeter.common import logs
+from fleetmeter.common.settings import ConfigError, flag_section, load_settings
+from fleetmeter.common.signals import stop_on_signals
 
 
 def collect(

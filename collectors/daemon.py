@@ -11,26 +11,26 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 
-from collectors.attribution import Attribution, AttributionSource, BackendHint
-from collectors.attribution.kubernetes import KubernetesPods
-from collectors.attribution.procfs import Procfs
-from collectors.attribution.slurm import SlurmJobs
-from collectors.attribution.static import SchedulerFile, StaticRules
-from collectors.backends.base import Backend
-from collectors.backends.simulated import SimulatedBackend
-from collectors.cadence import Clock, ScaledClock, WallClock, next_tick
-from collectors.exposition.device_metrics import AttributionErrors, BackendErrors, DeviceMetrics
-from collectors.exposition.health import Health
-from collectors.exposition.profiles import PROFILES
-from collectors.intervals import IntervalBuilder
-from collectors.readings import DeviceReading
-from collectors.sequences import NodeSequences
-from collectors.settings import AttributionSettings, CollectorSettings
-from collectors.transport.sender import KafkaSender
-from collectors.transport.spool import Spool, SpooledMessage
 from fleetmeter import __version__
-from schemas import wire
-from schemas.sample_v1 import rows_to_batch
+from fleetmeter.collectors.attribution import Attribution, AttributionSource, BackendHint
+from fleetmeter.collectors.attribution.kubernetes import KubernetesPods
+from fleetmeter.collectors.attribution.procfs import Procfs
+from fleetmeter.collectors.attribution.slurm import SlurmJobs
+from fleetmeter.collectors.attribution.static import SchedulerFile, StaticRules
+from fleetmeter.collectors.backends.base import Backend
+from fleetmeter.collectors.backends.simulated import SimulatedBackend
+from fleetmeter.collectors.cadence import Clock, ScaledClock, WallClock, next_tick
+from fleetmeter.collectors.exposition.device_metrics import AttributionErrors, BackendErrors, DeviceMetrics
+from fleetmeter.collectors.exposition.health import Health
+from fleetmeter.collectors.exposition.profiles import PROFILES
+from fleetmeter.collectors.intervals import IntervalBuilder
+from fleetmeter.collectors.readings import DeviceReading
+from fleetmeter.collectors.sequences import NodeSequences
+from fleetmeter.collectors.settings import AttributionSettings, CollectorSettings
+from fleetmeter.collectors.transport.sender import KafkaSender
+from fleetmeter.collectors.transport.spool import Spool, SpooledMessage
+from fleetmeter.schemas import wire
+from fleetmeter.schemas.sample_v1 import rows_to_batch
 
 log = structlog.get_logger(__name__)
 

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from collectors.attribution.sharing import Share, largest_remainder
-from collectors.counters import counter_delta
-from collectors.readings import Counter, DeviceReading
+from fleetmeter.collectors.attribution.sharing import Share, largest_remainder
+from fleetmeter.collectors.counters import counter_delta
+from fleetmeter.collectors.readings import Counter, DeviceReading
 
 #: Sample columns that are amounts over the interval: counter deltas, or rate x interval.
 AMOUNT_COLUMNS: tuple[str, ...] = (

@@ -9,10 +9,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from collectors.attribution.kubernetes import KubernetesSettings
-from collectors.attribution.slurm import SlurmSettings
-from collectors.attribution.static import OwnerRule
-from fleetmeter.settings import CommaList, EndpointSettings, KafkaSettings, LayeredSettings, LoggingSettings, Section
+from fleetmeter.collectors.attribution.kubernetes import KubernetesSettings
+from fleetmeter.collectors.attribution.slurm import SlurmSettings
+from fleetmeter.collectors.attribution.static import OwnerRule
+from fleetmeter.common.settings import (
+    CommaList,
+    EndpointSettings,
+    KafkaSettings,
+    LayeredSettings,
+    LoggingSettings,
+    Section,
+)
 
 
 class SimulatedSettings(Section):

@@ -15,13 +15,13 @@ from typer.core import TyperGroup
 
 #: subcommand -> "module:attribute": a command function, or a Typer app for a group of commands.
 SUBCOMMANDS = {
-    "collect": "collectors.cli:collect",
-    "demo": "fleetmeter.demo:demo",
-    "pipeline": "pipeline.cli:app",
-    "query": "sql.cli:query",
-    "sql": "sql.cli:sql",
-    "report": "reports.cli:report",
-    "serve": "sql.serve:serve",
+    "collect": "fleetmeter.collectors.cli:collect",
+    "demo": "fleetmeter.demo.command:demo",
+    "pipeline": "fleetmeter.pipeline.cli:app",
+    "query": "fleetmeter.sql.cli:query",
+    "sql": "fleetmeter.sql.cli:sql",
+    "report": "fleetmeter.reports.cli:report",
+    "serve": "fleetmeter.sql.serve:serve",
 }
 
 

@@ -8,11 +8,11 @@ import typer
 from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 
-from fleetmeter import logs
-from fleetmeter.settings import ConfigError, flag_section, load_settings
-from fleetmeter.signals import stop_on_signals
-from pipeline.settings import PipelineSettings
-from pipeline.worker import PipelineWorker, WarehouseUnavailable
+from fleetmeter.common import logs
+from fleetmeter.common.settings import ConfigError, flag_section, load_settings
+from fleetmeter.common.signals import stop_on_signals
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.pipeline.worker import PipelineWorker, WarehouseUnavailable
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Kafka -> validated Parquet -> rollups.")
 

@@ -20,16 +20,16 @@ import polars as pl
 import pyarrow as pa
 import structlog
 
-from pipeline import quarantine, rollups, tables
-from pipeline.dedup import KEY, KEY_SCHEMA, StoredKeys
-from pipeline.messages import MessageReader
-from pipeline.metrics import PipelineMetrics
-from pipeline.settings import PipelineSettings
-from pipeline.validate import MessageRejected, check
-from pipeline.warehouse import layout
-from pipeline.warehouse.layout import FileName
-from pipeline.warehouse.manifest import load_state, save_state
-from pipeline.warehouse.storage import TEMPORARY_SUFFIX, Storage
+from fleetmeter.pipeline import quarantine, rollups, tables
+from fleetmeter.pipeline.dedup import KEY, KEY_SCHEMA, StoredKeys
+from fleetmeter.pipeline.messages import MessageReader
+from fleetmeter.pipeline.metrics import PipelineMetrics
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.pipeline.validate import MessageRejected, check
+from fleetmeter.pipeline.warehouse import layout
+from fleetmeter.pipeline.warehouse.layout import FileName
+from fleetmeter.pipeline.warehouse.manifest import load_state, save_state
+from fleetmeter.pipeline.warehouse.storage import TEMPORARY_SUFFIX, Storage
 
 log = structlog.get_logger(__name__)
 

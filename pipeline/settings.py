@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from fleetmeter.settings import EndpointSettings, KafkaSettings, LayeredSettings, LoggingSettings, Section
+from fleetmeter.common.settings import EndpointSettings, KafkaSettings, LayeredSettings, LoggingSettings, Section
 
 
 class ConsumerSettings(Section):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline import quarantine, rollups
-from pipeline.warehouse import layout
-from schemas.sample_v1 import SAMPLE_SCHEMA
+from fleetmeter.pipeline import quarantine, rollups
+from fleetmeter.pipeline.warehouse import layout
+from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA
 
 
 def empty(table: str) -> pl.DataFrame:

@@ -19,12 +19,12 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
-from fleetmeter.backoff import Backoff
-from fleetmeter.kafka_client import client_kwargs
-from pipeline.metrics import PipelineMetrics
-from pipeline.partition import Fence, PartitionWriter, stored_files
-from pipeline.settings import PipelineSettings
-from pipeline.warehouse.storage import Storage
+from fleetmeter.common.backoff import Backoff
+from fleetmeter.common.kafka_client import client_kwargs
+from fleetmeter.pipeline.metrics import PipelineMetrics
+from fleetmeter.pipeline.partition import Fence, PartitionWriter, stored_files
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.pipeline.warehouse.storage import Storage
 
 log = structlog.get_logger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from sql.catalog import Catalog, canned_queries
+from fleetmeter.sql.catalog import Catalog, canned_queries
 
 TOP = 10
 

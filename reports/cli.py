@@ -8,11 +8,11 @@ from typing import Annotated
 import duckdb
 import typer
 
-from reports.build import build_report
-from reports.html import write_html
-from reports.terminal import print_report
-from sql.cli import Config, Warehouse, open_catalog
-from sql.output import console
+from fleetmeter.reports.build import build_report
+from fleetmeter.reports.html import write_html
+from fleetmeter.reports.terminal import print_report
+from fleetmeter.sql.cli import Config, Warehouse, open_catalog
+from fleetmeter.sql.output import console
 
 
 def report(

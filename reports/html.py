@@ -9,10 +9,10 @@ from typing import Any
 import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from reports import charts
-from reports.build import Report
-from reports.terminal import money, percent
-from sql.output import cell
+from fleetmeter.reports import charts
+from fleetmeter.reports.build import Report
+from fleetmeter.reports.terminal import money, percent
+from fleetmeter.sql.output import cell
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def render_html(report: Report) -> str:
                  "Canned query low_utilization_jobs."),
         _section("health", "Nodes with hardware trouble", report.health, "Canned query hardware_health_by_node."),
     ]
-    environment = Environment(loader=PackageLoader("reports"), autoescape=select_autoescape())
+    environment = Environment(loader=PackageLoader("fleetmeter.reports"), autoescape=select_autoescape())
     template = environment.get_template("report.html.j2")
     return template.render(report=report, tiles=_tiles(report), charts=page_charts, sections=sections)
 

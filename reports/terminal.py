@@ -6,8 +6,8 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from reports.build import Report
-from sql.output import cell, rich_table
+from fleetmeter.reports.build import Report
+from fleetmeter.sql.output import cell, rich_table
 
 _BLOCKS = " ▁▂▃▄▅▆▇█"
 

@@ -18,11 +18,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from pipeline import tables
-from pipeline.warehouse import layout
-from pipeline.warehouse.manifest import committed_states, live_tables
-from pipeline.warehouse.storage import Storage
-from sql.settings import AnalysisSettings
+from fleetmeter.pipeline import tables
+from fleetmeter.pipeline.warehouse import layout
+from fleetmeter.pipeline.warehouse.manifest import committed_states, live_tables
+from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.sql.settings import AnalysisSettings
 
 SQL_DIR = Path(__file__).parent
 VIEWS = SQL_DIR / "views.sql"

@@ -13,11 +13,11 @@ import duckdb
 import pyarrow as pa
 import typer
 
-from fleetmeter.settings import ConfigError, load_settings
-from sql.catalog import QUERIES, Catalog, WarehouseEmpty, canned_queries
-from sql.output import Format, console, write
-from sql.settings import AnalysisSettings
-from sql.since import parse_since
+from fleetmeter.common.settings import ConfigError, load_settings
+from fleetmeter.sql.catalog import QUERIES, Catalog, WarehouseEmpty, canned_queries
+from fleetmeter.sql.output import Format, console, write
+from fleetmeter.sql.settings import AnalysisSettings
+from fleetmeter.sql.since import parse_since
 
 Warehouse = Annotated[str | None, typer.Option(
     help="Warehouse directory or URI (default: from --config, else ./warehouse).")]

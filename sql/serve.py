@@ -28,10 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from fleetmeter.settings import ConfigError, EndpointSettings, flag_section, load_settings
-from sql.catalog import Catalog, WarehouseEmpty, canned_queries
-from sql.settings import AnalysisSettings
-from sql.since import EVERYTHING
+from fleetmeter.common.settings import ConfigError, EndpointSettings, flag_section, load_settings
+from fleetmeter.sql.catalog import Catalog, WarehouseEmpty, canned_queries
+from fleetmeter.sql.settings import AnalysisSettings
+from fleetmeter.sql.since import EVERYTHING
 
 
 class HttpSettings(EndpointSettings):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from fleetmeter.settings import LayeredSettings, Section
-from pipeline.rollups import HISTOGRAM_BINS
+from fleetmeter.common.settings import LayeredSettings, Section
+from fleetmeter.pipeline.rollups import HISTOGRAM_BINS
 
 
 class Price(Section):

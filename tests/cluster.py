@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlparse
 
 import grpc
 
-from collectors.attribution.kubelet import podresources_v1_pb2 as pb
-from collectors.attribution.kubelet.podresources_v1_pb2_grpc import (
+from fleetmeter.collectors.attribution.kubelet import podresources_v1_pb2 as pb
+from fleetmeter.collectors.attribution.kubelet.podresources_v1_pb2_grpc import (
     PodResourcesListerServicer,
     add_PodResourcesListerServicer_to_server,
 )

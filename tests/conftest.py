@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from kafka import KafkaConsumer
 
-from collectors.settings import CollectorSettings
-from fleetmeter.embedded_broker import EmbeddedBroker
-from schemas import wire
+from fleetmeter.collectors.settings import CollectorSettings
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.schemas import wire
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from collectors.backends import amd
-from collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.backends import amd
+from fleetmeter.collectors.backends.base import BackendUnavailable
 from tests.fakes.fake_libamd_smi import NOT_AVAILABLE, FakeAmdGpu, FakeAmdProcess, FakeLibAmdSmi
 from tests.fakes.shared_library import loaded_as
 

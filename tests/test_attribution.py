@@ -2,10 +2,10 @@ import json
 import os
 from pathlib import Path
 
-from collectors.attribution import UNALLOCATED, Attribution, AttributionSource, BackendHint
-from collectors.attribution.sharing import Share
-from collectors.attribution.static import OwnerRule, SchedulerFile, StaticRules
-from collectors.readings import Device, DeviceReading, Owner
+from fleetmeter.collectors.attribution import UNALLOCATED, Attribution, AttributionSource, BackendHint
+from fleetmeter.collectors.attribution.sharing import Share
+from fleetmeter.collectors.attribution.static import OwnerRule, SchedulerFile, StaticRules
+from fleetmeter.collectors.readings import Device, DeviceReading, Owner
 
 
 def reading(node: str = "gpu-01", uuid: str = "GPU-a", index: int = 0, owner: Owner | None = None) -> DeviceReading:

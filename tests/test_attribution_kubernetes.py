@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from collectors.attribution.kubernetes import KubernetesPods, KubernetesSettings
-from collectors.attribution.procfs import Procfs
-from collectors.attribution.sharing import split
-from collectors.readings import Device, DeviceReading, Owner, ProcessUsage
-from schemas.sample_v1 import SHARE_BY_PROCESS_UTIL
+from fleetmeter.collectors.attribution.kubernetes import KubernetesPods, KubernetesSettings
+from fleetmeter.collectors.attribution.procfs import Procfs
+from fleetmeter.collectors.attribution.sharing import split
+from fleetmeter.collectors.readings import Device, DeviceReading, Owner, ProcessUsage
+from fleetmeter.schemas.sample_v1 import SHARE_BY_PROCESS_UTIL
 from tests.cluster import (
     NODE,
     TOKEN,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from collectors.attribution.procfs import Procfs
-from collectors.attribution.slurm import SlurmJobs, SlurmSettings, Squeue, job_of
-from collectors.readings import Device, DeviceReading, Owner, ProcessUsage
+from fleetmeter.collectors.attribution.procfs import Procfs
+from fleetmeter.collectors.attribution.slurm import SlurmJobs, SlurmSettings, Squeue, job_of
+from fleetmeter.collectors.readings import Device, DeviceReading, Owner, ProcessUsage
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROC = Procfs(FIXTURES / "proc")

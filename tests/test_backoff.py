@@ -1,4 +1,4 @@
-from fleetmeter.backoff import Backoff
+from fleetmeter.common.backoff import Backoff
 
 
 def test_delays_double_from_the_first_up_to_the_most_and_start_over_after_a_success() -> None:

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collectors.cadence import next_tick
+from fleetmeter.collectors.cadence import next_tick
 
 
 def test_on_time_scrapes_advance_one_tick() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleetmeter.embedded_broker import EmbeddedBroker, free_port
+from fleetmeter.demo.broker import EmbeddedBroker, free_port
 from tests.conftest import consume
 
 FLEETMETER = shutil.which("fleetmeter") or str(Path(sys.executable).parent / "fleetmeter")
@@ -30,14 +31,11 @@ def test_collect_serves_metrics_while_samples_reach_the_topic(kafka_broker: Embe
     )
     try:
         exposition = ""
-        for _ in range(100):
-            time.sleep(0.1)
-            try:
+        deadline = time.monotonic() + 20
+        while exposition.count("fleetmeter_device_utilization_ratio{") < 16 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the two simulated nodes' first scrapes reach the registry one after the other
+            with contextlib.suppress(OSError):
                 exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-            except OSError:
-                continue
-            if "fleetmeter_device_utilization_ratio{" in exposition:
-                break
         families = {family.name: family for family in text_string_to_metric_families(exposition)}
         assert len(families["fleetmeter_device_utilization_ratio"].samples) == 16
         assert families["fleetmeter_collector_scrape_success"].samples[0].value == 1
@@ -61,8 +59,8 @@ def test_a_bad_configuration_names_the_field_before_anything_starts(tmp_path: Pa
 
 
 def test_layers_flags_over_environment_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from collectors.settings import CollectorSettings
-    from fleetmeter.settings import load_settings
+    from fleetmeter.collectors.settings import CollectorSettings
+    from fleetmeter.common.settings import load_settings
 
     config = tmp_path / "collector.toml"
     config.write_text('interval_s = 30\nnode = "from-file"\n[kafka]\ntopic = "file-topic"\nclient_id = "file-id"\n')
@@ -116,7 +114,7 @@ def test_the_collector_command_loads_no_pipeline_analysis_or_report_libraries() 
     """The daemon on every node stays small: polars, DuckDB and matplotlib are loaded only by their commands."""
     probe = ("import sys; from typer.testing import CliRunner; from fleetmeter.cli import app; "
              "result = CliRunner().invoke(app, ['collect', '--help']); "
-             "print(result.exit_code, 'collectors.daemon' in sys.modules, "
+             "print(result.exit_code, 'fleetmeter.collectors.daemon' in sys.modules, "
              "sorted({m.split('.')[0] for m in sys.modules} & {'polars', 'duckdb', 'matplotlib'}))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "0 True []"

@@ -3,7 +3,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collectors.counters import counter_delta
+from fleetmeter.collectors.counters import counter_delta
 
 increments = st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=50)
 

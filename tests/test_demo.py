@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetmeter.cli import app
-from fleetmeter.embedded_broker import free_port
+from fleetmeter.demo.broker import free_port
 
 NODES, DEVICES, HOURS = 3, 2, 1.0
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.exposition.device_metrics import DeviceMetrics
-from collectors.exposition.profiles import DCGM, FLEETMETER, Profile
+from fleetmeter.collectors.exposition.device_metrics import DeviceMetrics
+from fleetmeter.collectors.exposition.profiles import DCGM, FLEETMETER, Profile
 
 MIB = 1024**2
 

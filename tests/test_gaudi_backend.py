@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from collectors.backends import gaudi
-from collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.backends import gaudi
+from fleetmeter.collectors.backends.base import BackendUnavailable
 from tests.fakes.fake_libhlml import GIB, FakeGaudi, FakeLibHlml
 from tests.fakes.shared_library import loaded_as
 

@@ -2,9 +2,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collectors.attribution.sharing import Share
-from collectors.intervals import IntervalBuilder
-from collectors.readings import Counter, Device, DeviceReading, Owner
+from fleetmeter.collectors.attribution.sharing import Share
+from fleetmeter.collectors.intervals import IntervalBuilder
+from fleetmeter.collectors.readings import Counter, Device, DeviceReading, Owner
 
 DEVICE = Device("node-a", "GPU-1", 0, "gpu", "nvidia", "H100")
 OWNER = Owner("team", "job-1")

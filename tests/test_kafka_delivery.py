@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from collectors.backends import open_backends
-from collectors.daemon import CollectorDaemon
-from collectors.settings import CollectorSettings
-from fleetmeter.embedded_broker import EmbeddedBroker, free_port
-from schemas import wire
+from fleetmeter.collectors.backends import open_backends
+from fleetmeter.collectors.daemon import CollectorDaemon
+from fleetmeter.collectors.settings import CollectorSettings
+from fleetmeter.demo.broker import EmbeddedBroker, free_port
+from fleetmeter.schemas import wire
 from tests.conftest import StepClock, collector_settings, consume
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from collectors.backends import open_backends
-from collectors.backends.nvml import NvmlBackend
-from collectors.daemon import CollectorDaemon
-from fleetmeter.embedded_broker import EmbeddedBroker
-from pipeline.worker import PipelineWorker
+from fleetmeter.collectors.backends import open_backends
+from fleetmeter.collectors.backends.nvml import NvmlBackend
+from fleetmeter.collectors.daemon import CollectorDaemon
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.worker import PipelineWorker
 from tests.conftest import StepClock, collector_settings
 from tests.fakes.fake_libamd_smi import FakeAmdGpu, FakeLibAmdSmi
 from tests.fakes.fake_libhlml import GIB, FakeGaudi, FakeLibHlml

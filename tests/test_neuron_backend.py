@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from collectors.backends.base import BackendUnavailable
-from collectors.backends.neuron import NeuronBackend, create
-from collectors.readings import DeviceReading
-from collectors.settings import NeuronSettings
+from fleetmeter.collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.backends.neuron import NeuronBackend, create
+from fleetmeter.collectors.readings import DeviceReading
+from fleetmeter.collectors.settings import NeuronSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPORTS = FIXTURES / "neuron" / "reports.jsonl"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pynvml
 import pytest
 
-from collectors.backends.base import BackendUnavailable
-from collectors.backends.nvml import NvmlBackend
-from collectors.readings import DeviceReading
+from fleetmeter.collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.backends.nvml import NvmlBackend
+from fleetmeter.collectors.readings import DeviceReading
 from tests.fakes.fake_nvml import GIB, FakeNvml
 
 

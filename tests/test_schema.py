@@ -4,8 +4,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from schemas import wire
-from schemas.sample_v1 import COLUMNS, SAMPLE_SCHEMA, SCHEMA_VERSION_METADATA_KEY, rows_to_batch
+from fleetmeter.schemas import wire
+from fleetmeter.schemas.sample_v1 import COLUMNS, SAMPLE_SCHEMA, SCHEMA_VERSION_METADATA_KEY, rows_to_batch
 
 DOCS = Path(__file__).parent.parent / "schemas" / "sample_v1.md"
 

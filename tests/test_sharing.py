@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collectors.attribution.sharing import Claim, Share, largest_remainder, split
-from collectors.intervals import IntervalBuilder
-from collectors.readings import Counter, Device, DeviceReading, Owner, ProcessUsage
-from schemas.sample_v1 import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
+from fleetmeter.collectors.attribution.sharing import Claim, Share, largest_remainder, split
+from fleetmeter.collectors.intervals import IntervalBuilder
+from fleetmeter.collectors.readings import Counter, Device, DeviceReading, Owner, ProcessUsage
+from fleetmeter.schemas.sample_v1 import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
 
 DEVICE = Device("node-a", "GPU-1", 0, "gpu", "nvidia", "H100")
 A, B, C = Owner("team-a", "job-a"), Owner("team-b", "job-b"), Owner("team-c", "job-c")

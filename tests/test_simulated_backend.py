@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
-from collectors.backends.simulated import FAILURE_AFTER_MS, SimulatedBackend
-from collectors.settings import SimulatedSettings
+from fleetmeter.collectors.backends.simulated import FAILURE_AFTER_MS, SimulatedBackend
+from fleetmeter.collectors.settings import SimulatedSettings
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 START_MS = int(START.timestamp() * 1000)

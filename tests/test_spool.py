@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.transport.spool import Spool, SpooledMessage, SpoolLocked
+from fleetmeter.collectors.transport.spool import Spool, SpooledMessage, SpoolLocked
 
 
 def message(number: int, size: int = 100) -> SpooledMessage:

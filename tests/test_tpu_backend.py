@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from collectors.backends import tpu
-from collectors.backends.base import BackendUnavailable
-from collectors.settings import TpuSettings
+from fleetmeter.collectors.backends import tpu
+from fleetmeter.collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.settings import TpuSettings
 from tests.fakes.fake_tpu_runtime import GIB, FakeRuntime, FakeTpuDevice, holding, pci_bus, running_runtime
 
 

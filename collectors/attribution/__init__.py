@@ -11,9 +11,9 @@ from typing import Protocol
 
 import structlog
 
-from collectors.attribution.sharing import Claim, Share, split
-from collectors.readings import DeviceReading, Owner
-from schemas.sample_v1 import UNALLOCATED_TENANT
+from fleetmeter.collectors.attribution.sharing import Claim, Share, split
+from fleetmeter.collectors.readings import DeviceReading, Owner
+from fleetmeter.schemas.sample_v1 import UNALLOCATED_TENANT
 
 log = structlog.get_logger(__name__)
 

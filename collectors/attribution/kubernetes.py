@@ -25,12 +25,12 @@ import httpx
 import structlog
 from pydantic import Field, field_validator
 
-from collectors.attribution.kubelet import podresources_v1_pb2 as podresources
-from collectors.attribution.kubelet.podresources_v1_pb2_grpc import PodResourcesListerStub
-from collectors.attribution.procfs import Procfs
-from collectors.attribution.sharing import Claim
-from collectors.readings import DeviceReading, Owner
-from fleetmeter.settings import Section
+from fleetmeter.collectors.attribution.kubelet import podresources_v1_pb2 as podresources
+from fleetmeter.collectors.attribution.kubelet.podresources_v1_pb2_grpc import PodResourcesListerStub
+from fleetmeter.collectors.attribution.procfs import Procfs
+from fleetmeter.collectors.attribution.sharing import Claim
+from fleetmeter.collectors.readings import DeviceReading, Owner
+from fleetmeter.common.settings import Section
 
 log = structlog.get_logger(__name__)
 

@@ -13,8 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from collectors.readings import DeviceReading, Owner
-from schemas.sample_v1 import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
+from fleetmeter.collectors.readings import DeviceReading, Owner
+from fleetmeter.schemas.sample_v1 import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
 
 
 @dataclass(frozen=True, slots=True)

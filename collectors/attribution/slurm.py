@@ -18,10 +18,10 @@ from collections.abc import Callable
 import structlog
 from pydantic import Field
 
-from collectors.attribution.procfs import Procfs
-from collectors.attribution.sharing import Claim
-from collectors.readings import DeviceReading, Owner
-from fleetmeter.settings import Section
+from fleetmeter.collectors.attribution.procfs import Procfs
+from fleetmeter.collectors.attribution.sharing import Claim
+from fleetmeter.collectors.readings import DeviceReading, Owner
+from fleetmeter.common.settings import Section
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from collectors.attribution.sharing import Claim
-from collectors.readings import DeviceReading, Owner
+from fleetmeter.collectors.attribution.sharing import Claim
+from fleetmeter.collectors.readings import DeviceReading, Owner
 
 log = structlog.get_logger(__name__)
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from collectors.backends import amd, gaudi, neuron, nvml, simulated, tpu
-from collectors.backends.base import Backend, BackendUnavailable
-from collectors.settings import CollectorSettings
+from fleetmeter.collectors.backends import amd, gaudi, neuron, nvml, simulated, tpu
+from fleetmeter.collectors.backends.base import Backend, BackendUnavailable
+from fleetmeter.collectors.settings import CollectorSettings
 
 log = structlog.get_logger(__name__)
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from collectors.backends.base import BackendUnavailable
-from collectors.backends.library_query import LibraryQuery, Outcome
-from collectors.readings import Counter, Device, DeviceReading, ProcessUsage
+from fleetmeter.collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.backends.library_query import LibraryQuery, Outcome
+from fleetmeter.collectors.readings import Counter, Device, DeviceReading, ProcessUsage
 
 _U64 = float(2**64)
 

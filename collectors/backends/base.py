@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from collectors.readings import Device, DeviceReading
+from fleetmeter.collectors.readings import Device, DeviceReading
 
 
 class BackendUnavailable(Exception):

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from collectors.backends.base import BackendUnavailable
-from collectors.backends.library_query import LibraryQuery, Outcome
-from collectors.backends.nvml_style import read_board
-from collectors.readings import Counter, Device, DeviceReading
+from fleetmeter.collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.backends.library_query import LibraryQuery, Outcome
+from fleetmeter.collectors.backends.nvml_style import read_board
+from fleetmeter.collectors.readings import Counter, Device, DeviceReading
 
 _U64 = float(2**64)
 #: HLML clock-throttle reason bits -> the sample's reason names (the nearest NVIDIA-named reason).

@@ -29,9 +29,9 @@ from typing import IO, Any
 
 import structlog
 
-from collectors.backends.base import BackendUnavailable
-from collectors.readings import Counter, Device, DeviceReading
-from collectors.settings import NeuronSettings
+from fleetmeter.collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.readings import Counter, Device, DeviceReading
+from fleetmeter.collectors.settings import NeuronSettings
 
 log = structlog.get_logger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import structlog
 
-from collectors.backends.base import BackendUnavailable
-from collectors.backends.library_query import LibraryQuery, Outcome
-from collectors.backends.nvml_style import read_board
-from collectors.readings import Counter, Device, DeviceReading, ProcessUsage
-from collectors.settings import CollectorSettings
+from fleetmeter.collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.backends.library_query import LibraryQuery, Outcome
+from fleetmeter.collectors.backends.nvml_style import read_board
+from fleetmeter.collectors.readings import Counter, Device, DeviceReading, ProcessUsage
+from fleetmeter.collectors.settings import CollectorSettings
 
 log = structlog.get_logger(__name__)
 

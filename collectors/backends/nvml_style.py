@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from collectors.backends.library_query import LibraryQuery
-from collectors.readings import Counter, DeviceReading
+from fleetmeter.collectors.backends.library_query import LibraryQuery
+from fleetmeter.collectors.readings import Counter, DeviceReading
 
 U64_MJ_IN_J = 2**64 / 1000  # where a 64-bit millijoule counter wraps, in joules
 

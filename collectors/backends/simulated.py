@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from collectors.readings import Counter, Device, DeviceReading, Owner, ProcessUsage
-from collectors.settings import SimulatedSettings
+from fleetmeter.collectors.readings import Counter, Device, DeviceReading, Owner, ProcessUsage
+from fleetmeter.collectors.settings import SimulatedSettings
 
 HOUR_MS = 3_600_000
 MEM_TOTAL_BYTES = 80 * 1024**3

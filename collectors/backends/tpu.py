@@ -26,9 +26,9 @@ from typing import Any
 
 import grpc
 
-from collectors.backends.base import BackendUnavailable
-from collectors.readings import Device, DeviceReading, ProcessUsage
-from collectors.settings import TpuSettings
+from fleetmeter.collectors.backends.base import BackendUnavailable
+from fleetmeter.collectors.readings import Device, DeviceReading, ProcessUsage
+from fleetmeter.collectors.settings import TpuSettings
 
 GOOGLE_PCI_VENDOR_ID = "0x1ae0"
 HBM_USAGE = "tpu.runtime.hbm.memory.usage.bytes"

@@ -9,8 +9,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from collectors.exposition.profiles import Profile, Row, Totals
-from collectors.intervals import AMOUNT_COLUMNS
+from fleetmeter.collectors.exposition.profiles import Profile, Row, Totals
+from fleetmeter.collectors.intervals import AMOUNT_COLUMNS
 
 
 class DeviceMetrics(Collector):

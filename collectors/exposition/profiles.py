@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from collectors.backends.nvml import THROTTLE_REASONS
+from fleetmeter.collectors.backends.nvml import THROTTLE_REASONS
 
 Row = dict[str, Any]
 Totals = dict[str, float]

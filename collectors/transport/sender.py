@@ -15,11 +15,11 @@ import structlog
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from collectors.exposition.health import Health
-from collectors.transport.spool import Entry, Spool, SpooledMessage
-from fleetmeter.backoff import Backoff
-from fleetmeter.kafka_client import client_kwargs
-from fleetmeter.settings import KafkaSettings
+from fleetmeter.collectors.exposition.health import Health
+from fleetmeter.collectors.transport.spool import Entry, Spool, SpooledMessage
+from fleetmeter.common.backoff import Backoff
+from fleetmeter.common.kafka_client import client_kwargs
+from fleetmeter.common.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
 

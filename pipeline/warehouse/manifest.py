@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pipeline.warehouse.layout import FileName, state_path
-from pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.warehouse.layout import FileName, state_path
+from fleetmeter.pipeline.warehouse.storage import Storage
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from fleetmeter.embedded_broker import EmbeddedBroker
-from pipeline.worker import PipelineWorker
-from sql.catalog import Catalog
-from sql.settings import AnalysisSettings
-from sql.since import parse_since
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.worker import PipelineWorker
+from fleetmeter.sql.catalog import Catalog
+from fleetmeter.sql.settings import AnalysisSettings
+from fleetmeter.sql.since import parse_since
 from tests.analysis.fleet import PRICES, Row, mig_messages, start_of_fleet
 from tests.conftest import StepClock, collector_settings
 from tests.pipeline.fleet import pipeline_settings, produce_raw, topic_rows, unique_valid

@@ -14,8 +14,8 @@ from collections.abc import Callable, Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas import wire
-from schemas.sample_v1 import rows_to_batch
+from fleetmeter.schemas import wire
+from fleetmeter.schemas.sample_v1 import rows_to_batch
 
 Row = dict[str, Any]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sql.catalog import canned_queries
+from fleetmeter.sql.catalog import canned_queries
 from tests.analysis.conftest import Fleet
 from tests.analysis.fleet import GPU_MODEL, MIG_MODEL, Row, Totals, approx_equal, capacity_s, floor, group
 

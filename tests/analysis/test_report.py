@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetmeter.cli import app
-from reports.build import build_report
-from reports.html import render_html
-from sql.catalog import Catalog
-from sql.output import cell
-from sql.since import parse_since
+from fleetmeter.reports.build import build_report
+from fleetmeter.reports.html import render_html
+from fleetmeter.sql.catalog import Catalog
+from fleetmeter.sql.output import cell
+from fleetmeter.sql.since import parse_since
 from tests.analysis.conftest import Fleet
 from tests.analysis.fleet import GPU_MODEL, MIG_MODEL, capacity_s, floor, group
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 import uvicorn
 
-from fleetmeter.embedded_broker import free_port
-from fleetmeter.settings import ConfigError
-from sql.serve import ServeSettings, create_app
+from fleetmeter.common.settings import ConfigError
+from fleetmeter.demo.broker import free_port
+from fleetmeter.sql.serve import ServeSettings, create_app
 from tests.analysis.conftest import Fleet
 
 TOKEN = "analyst-token-5f2c"

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fleetmeter.settings import ConfigError, load_settings
-from sql.settings import AnalysisSettings
-from sql.since import EVERYTHING, parse_since
+from fleetmeter.common.settings import ConfigError, load_settings
+from fleetmeter.sql.settings import AnalysisSettings
+from fleetmeter.sql.since import EVERYTHING, parse_since
 
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=UTC)
 

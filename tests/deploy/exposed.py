@@ -8,9 +8,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from collectors.backends import open_backends
-from collectors.daemon import CollectorDaemon
-from pipeline.metrics import PipelineMetrics
+from fleetmeter.collectors.backends import open_backends
+from fleetmeter.collectors.daemon import CollectorDaemon
+from fleetmeter.pipeline.metrics import PipelineMetrics
 from tests.conftest import StepClock, collector_settings
 
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}

@@ -11,10 +11,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from collectors.settings import CollectorSettings
-from fleetmeter.settings import LayeredSettings
-from pipeline.settings import PipelineSettings
-from sql.serve import ServeSettings
+from fleetmeter.collectors.settings import CollectorSettings
+from fleetmeter.common.settings import LayeredSettings
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.sql.serve import ServeSettings
 
 KUBERNETES = Path(__file__).parents[2] / "deploy" / "kubernetes"
 #: Custom resources, for which the Kubernetes schemas have nothing (checked by hand below).

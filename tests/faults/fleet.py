@@ -11,10 +11,10 @@ from typing import Any
 
 import polars as pl
 
-from collectors.daemon import CollectorDaemon
-from collectors.transport.spool import SpooledMessage
-from pipeline.worker import PipelineWorker
-from schemas import wire
+from fleetmeter.collectors.daemon import CollectorDaemon
+from fleetmeter.collectors.transport.spool import SpooledMessage
+from fleetmeter.pipeline.worker import PipelineWorker
+from fleetmeter.schemas import wire
 from tests.conftest import StepClock, collector_settings
 from tests.faults.figures import record
 from tests.pipeline.fleet import Row, assert_windows_match, read_table, samples_frame, unique_valid

@@ -19,12 +19,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import pipeline.partition
-from pipeline.cli import app
-from pipeline.partition import PartitionWriter
-from pipeline.warehouse import manifest
-from pipeline.warehouse.storage import TEMPORARY_SUFFIX, Storage
-from pipeline.worker import PipelineWorker
+from fleetmeter.pipeline import partition
+from fleetmeter.pipeline.cli import app
+from fleetmeter.pipeline.partition import PartitionWriter
+from fleetmeter.pipeline.warehouse import manifest
+from fleetmeter.pipeline.warehouse.storage import TEMPORARY_SUFFIX, Storage
+from fleetmeter.pipeline.worker import PipelineWorker
 
 _point, _, _nth = os.environ["FAULT_KILL_AT"].partition(":")
 _reached: Counter[str] = Counter()
@@ -78,7 +78,7 @@ def save_state(storage: Storage, state: manifest.PartitionState) -> None:
 
 
 Storage.write_bytes = write_bytes  # type: ignore[method-assign]
-manifest.save_state = pipeline.partition.save_state = save_state  # partition imports it by name
+manifest.save_state = partition.save_state = save_state  # partition imports it by name
 PartitionWriter._compact = _within("compaction", PartitionWriter._compact)  # type: ignore[method-assign]
 PipelineWorker.revoked = _within("rebalance", PipelineWorker.revoked)  # type: ignore[method-assign]
 

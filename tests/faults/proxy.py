@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from types import TracebackType
 
-from fleetmeter.embedded_broker import EmbeddedBroker, free_port
+from fleetmeter.demo.broker import EmbeddedBroker, free_port
 
 
 class Relay:

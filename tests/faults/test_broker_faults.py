@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from kafka.errors import TopicAlreadyExistsError
 
-from fleetmeter.embedded_broker import EmbeddedBroker, free_port
-from pipeline.worker import PipelineWorker
+from fleetmeter.demo.broker import EmbeddedBroker, free_port
+from fleetmeter.pipeline.worker import PipelineWorker
 from tests.faults.fleet import Collectors, WorkerThread, assert_warehouse_holds_exactly
 from tests.faults.proxy import broker_behind_relay
 from tests.pipeline.fleet import hours_ago, pipeline_settings, samples_frame, unique_valid

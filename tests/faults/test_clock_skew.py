@@ -10,8 +10,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from fleetmeter.embedded_broker import EmbeddedBroker
-from pipeline.worker import PipelineWorker
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.worker import PipelineWorker
 from tests.faults.figures import record
 from tests.faults.fleet import Collectors, assert_warehouse_holds_exactly
 from tests.pipeline.fleet import hours_ago, pipeline_settings, read_table

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
-from collectors.transport.spool import decode
-from pipeline.worker import PipelineWorker
-from schemas import wire
+from fleetmeter.collectors.transport.spool import decode
+from fleetmeter.pipeline.worker import PipelineWorker
+from fleetmeter.schemas import wire
 from tests.faults.figures import record
 from tests.faults.fleet import Collectors, assert_warehouse_holds_exactly
 from tests.faults.proxy import broker_behind_relay

@@ -16,10 +16,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from fleetmeter.embedded_broker import EmbeddedBroker
-from pipeline.warehouse.manifest import committed_states
-from pipeline.warehouse.storage import Storage
-from pipeline.worker import PipelineWorker
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.warehouse.manifest import committed_states
+from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.worker import PipelineWorker
 from tests.faults.figures import record
 from tests.faults.fleet import WorkerThread, assert_warehouse_holds_exactly
 from tests.faults.test_broker_faults import wait_until

@@ -21,13 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
 
-from fleetmeter.embedded_broker import EmbeddedBroker
-from pipeline.metrics import PipelineMetrics
-from pipeline.partition import PartitionWriter
-from pipeline.warehouse.storage import Storage
-from pipeline.worker import PipelineWorker
-from schemas import wire
-from schemas.sample_v1 import SCHEMA_VERSION_METADATA_KEY, rows_to_batch
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.metrics import PipelineMetrics
+from fleetmeter.pipeline.partition import PartitionWriter
+from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.worker import PipelineWorker
+from fleetmeter.schemas import wire
+from fleetmeter.schemas.sample_v1 import SCHEMA_VERSION_METADATA_KEY, rows_to_batch
 from tests.faults.figures import record
 from tests.pipeline.fleet import pipeline_settings, read_table, samples_frame
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from fleetmeter.embedded_broker import EmbeddedBroker
-from pipeline.warehouse.layout import FileName
-from pipeline.warehouse.manifest import committed_states
-from pipeline.warehouse.storage import Storage
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.warehouse.layout import FileName
+from fleetmeter.pipeline.warehouse.manifest import committed_states
+from fleetmeter.pipeline.warehouse.storage import Storage
 from tests.faults.figures import record
 from tests.pipeline.fleet import (
     Row,

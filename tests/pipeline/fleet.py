@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from pipeline.settings import PipelineSettings
-from pipeline.warehouse.manifest import live_files
-from pipeline.warehouse.storage import Storage
-from schemas import wire
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.pipeline.warehouse.manifest import live_files
+from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.schemas import wire
 from tests.conftest import StepClock, collector_settings
 from tests.test_kafka_delivery import daemon_for, run_scrapes
 

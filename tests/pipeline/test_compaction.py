@@ -7,11 +7,11 @@ from pathlib import Path
 import polars as pl
 from kafka.consumer.fetcher import ConsumerRecord
 
-from pipeline.metrics import PipelineMetrics
-from pipeline.partition import PartitionWriter
-from pipeline.settings import PipelineSettings
-from pipeline.warehouse import layout
-from pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.metrics import PipelineMetrics
+from fleetmeter.pipeline.partition import PartitionWriter
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.pipeline.warehouse import layout
+from fleetmeter.pipeline.warehouse.storage import Storage
 from tests.pipeline.test_validate import NOW_MS, message, row
 
 HOUR = layout.bucket(layout.SAMPLES, NOW_MS - 60_000)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from pipeline import dedup
-from pipeline.dedup import KEY_SCHEMA, StoredKeys
+from fleetmeter.pipeline import dedup
+from fleetmeter.pipeline.dedup import KEY_SCHEMA, StoredKeys
 
 TS = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from fleetmeter.embedded_broker import EmbeddedBroker
-from pipeline.worker import PipelineWorker
-from schemas import wire
-from schemas.sample_v1 import rows_to_batch
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.worker import PipelineWorker
+from fleetmeter.schemas import wire
+from fleetmeter.schemas.sample_v1 import rows_to_batch
 from tests.conftest import consume
 from tests.pipeline.fleet import (
     assert_windows_match,

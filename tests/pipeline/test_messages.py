@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.messages import MessageReader
-from pipeline.validate import LENIENT_SCHEMA, MessageRejected, decode
-from schemas import wire
-from schemas.sample_v1 import rows_to_batch
+from fleetmeter.pipeline.messages import MessageReader
+from fleetmeter.pipeline.validate import LENIENT_SCHEMA, MessageRejected, decode
+from fleetmeter.schemas import wire
+from fleetmeter.schemas.sample_v1 import rows_to_batch
 from tests.pipeline.test_validate import KNOWN_REJECTIONS, message, row
 
 

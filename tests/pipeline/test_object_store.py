@@ -12,13 +12,13 @@ import pyarrow.fs as pafs
 import pytest
 from moto.server import ThreadedMotoServer
 
-from fleetmeter.embedded_broker import EmbeddedBroker, free_port
-from pipeline.warehouse.manifest import live_files
-from pipeline.warehouse.storage import Storage
-from pipeline.worker import PipelineWorker
-from sql.catalog import Catalog
-from sql.settings import AnalysisSettings
-from sql.since import EVERYTHING
+from fleetmeter.demo.broker import EmbeddedBroker, free_port
+from fleetmeter.pipeline.warehouse.manifest import live_files
+from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.worker import PipelineWorker
+from fleetmeter.sql.catalog import Catalog
+from fleetmeter.sql.settings import AnalysisSettings
+from fleetmeter.sql.since import EVERYTHING
 from tests.pipeline.fleet import hours_ago, pipeline_settings, run_collectors, topic_rows, unique_valid
 
 

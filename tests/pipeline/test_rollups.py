@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import rollups
-from schemas.sample_v1 import rows_to_batch
+from fleetmeter.pipeline import rollups
+from fleetmeter.schemas.sample_v1 import rows_to_batch
 
 START_MS = 1_767_571_200_000
 

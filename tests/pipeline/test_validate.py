@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.validate import MAX_INTERVAL_S, MessageRejected, validate
-from schemas import wire
-from schemas.sample_v1 import SAMPLE_SCHEMA, SCHEMA_VERSION_METADATA_KEY, rows_to_batch
+from fleetmeter.pipeline.validate import MAX_INTERVAL_S, MessageRejected, validate
+from fleetmeter.schemas import wire
+from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA, SCHEMA_VERSION_METADATA_KEY, rows_to_batch
 
 NOW_MS = 1_767_571_200_000
 

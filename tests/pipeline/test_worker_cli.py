@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleetmeter.embedded_broker import EmbeddedBroker, free_port
+from fleetmeter.demo.broker import EmbeddedBroker, free_port
 from tests.faults.test_worker_kills import FLEETMETER
 from tests.pipeline.fleet import hours_ago, run_collectors, samples_frame
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import polars as pl
 
-from fleetmeter.embedded_broker import EmbeddedBroker
-from pipeline.metrics import PipelineMetrics
-from pipeline.worker import PipelineWorker
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.metrics import PipelineMetrics
+from fleetmeter.pipeline.worker import PipelineWorker
 from tests.pipeline.fleet import (
     hours_ago,
     pipeline_settings,

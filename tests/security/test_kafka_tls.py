@@ -14,11 +14,11 @@ from pathlib import Path
 import trustme
 import yaml
 
-from collectors.settings import CollectorSettings
-from fleetmeter.kafka_client import client_kwargs
-from fleetmeter.settings import KafkaSettings, load_settings
-from pipeline.settings import PipelineSettings
-from pipeline.worker import PipelineWorker
+from fleetmeter.collectors.settings import CollectorSettings
+from fleetmeter.common.kafka_client import client_kwargs
+from fleetmeter.common.settings import KafkaSettings, load_settings
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.pipeline.worker import PipelineWorker
 from tests.faults.fleet import Collectors, assert_warehouse_holds_exactly
 from tests.faults.proxy import broker_behind_relay
 from tests.faults.test_broker_faults import wait_until

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetmeter.embedded_broker import EmbeddedBroker, free_port
+from fleetmeter.demo.broker import EmbeddedBroker, free_port
 
 FLEETMETER = str(Path(sys.executable).parent / "fleetmeter")
 PASSWORD = "hunter2-Zq8#secret"

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from collectors.attribution.kubelet import podresources_v1_pb2 as podresources__v1__pb2
+from fleetmeter.collectors.attribution.kubelet import podresources_v1_pb2 as podresources__v1__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -20,7 +20,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from schemas.wire import DEFAULT_TOPIC
+from fleetmeter.schemas.wire import DEFAULT_TOPIC
 
 S = TypeVar("S", bound="LayeredSettings")
 

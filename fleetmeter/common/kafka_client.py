@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetmeter.settings import KafkaSettings
+from fleetmeter.common.settings import KafkaSettings
 
 
 def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:

@@ -25,21 +25,21 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from collectors.backends import open_backends
-from collectors.daemon import CollectorDaemon
-from collectors.settings import CollectorSettings
-from fleetmeter import logs
-from fleetmeter.embedded_broker import EmbeddedBroker
-from fleetmeter.settings import LoggingSettings
-from pipeline.settings import PipelineSettings
-from reports.build import build_report
-from reports.html import write_html
-from reports.terminal import print_report
-from schemas.wire import DEFAULT_TOPIC
-from sql.catalog import Catalog
-from sql.output import console
-from sql.settings import AnalysisSettings
-from sql.since import parse_since
+from fleetmeter.collectors.backends import open_backends
+from fleetmeter.collectors.daemon import CollectorDaemon
+from fleetmeter.collectors.settings import CollectorSettings
+from fleetmeter.common import logs
+from fleetmeter.common.settings import LoggingSettings
+from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.reports.build import build_report
+from fleetmeter.reports.html import write_html
+from fleetmeter.reports.terminal import print_report
+from fleetmeter.schemas.wire import DEFAULT_TOPIC
+from fleetmeter.sql.catalog import Catalog
+from fleetmeter.sql.output import console
+from fleetmeter.sql.settings import AnalysisSettings
+from fleetmeter.sql.since import parse_since
 
 MARKER = ".fleetmeter-demo"
 #: Illustrative prices: the longest matching pattern wins, so H100s cost 2.50 and anything else 2.00.

@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-from fleetmeter.settings import LoggingSettings
+from fleetmeter.common.settings import LoggingSettings
 
 
 def _current_stderr(*_: object) -> structlog.PrintLogger:
