@@ -17,6 +17,8 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin flee
  && mkdir -p /var/lib/fleetmeter/spool && chown fleetmeter /var/lib/fleetmeter/spool
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels fleetmeter && rm -rf /wheels
+# fleetmeter/<part> are links to the folders copied above: a missing one builds a wheel without that part
+RUN python -c "import fleetmeter.collectors.cli, fleetmeter.pipeline.cli, fleetmeter.sql.serve, fleetmeter.reports.cli"
 USER 10001
 ENV FLEETMETER_SPOOL__DIR=/var/lib/fleetmeter/spool
 EXPOSE 9410 9411 9412

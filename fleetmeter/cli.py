@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 #: subcommand -> "module:attribute": a command function, or a Typer app for a group of commands.
 SUBCOMMANDS = {
     "collect": "fleetmeter.collectors.cli:collect",
-    "demo": "fleetmeter.demo.command:demo",
+    "demo": "fleetmeter.demo.cli:demo",
     "pipeline": "fleetmeter.pipeline.cli:app",
     "query": "fleetmeter.sql.cli:query",
     "sql": "fleetmeter.sql.cli:sql",

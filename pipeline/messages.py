@@ -1,6 +1,6 @@
 """Reading a poll's messages into one Arrow table at a small, fixed cost per message.
 
-The general path (:func:`pipeline.validate.decode`) parses each message's schema, compares it with v1 and
+The general path (:func:`fleetmeter.pipeline.validate.decode`) parses each message's schema, compares it with v1 and
 converts it: about 250 µs a message, which held a worker near 1,400 messages/s. But a fleet's collectors
 send the same schema again and again, and an Arrow IPC stream starts with its schema message, the same
 bytes for the same schema. So a schema prefix is checked once; if its columns are exactly v1's (names,

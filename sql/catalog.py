@@ -1,7 +1,7 @@
 """A DuckDB session in which the warehouse's tables and the views of ``views.sql`` answer by name.
 
 The stored tables (schema ``stored``) are read from the committed file list of each table
-(:func:`pipeline.warehouse.manifest.live_files`), never by glob, so a query never counts the files of an
+(:func:`fleetmeter.pipeline.warehouse.manifest.live_files`), never by glob, so a query never counts the files of an
 unfinished commit or those a compaction replaced. The list is taken when the session opens: a session
 sees the warehouse as it was then. A local warehouse is read by DuckDB's own Parquet reader, through a
 plain SQL script that the ``duckdb`` CLI can run as well (``fleetmeter sql``); an object-store warehouse

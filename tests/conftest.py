@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+#: The part folders, importable under their bare names too while the repository root is on sys.path (pytest).
+BARE_PARTS = ("collectors", "pipeline", "schemas", "sql", "reports")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_imports_a_part_by_its_bare_name() -> Iterator[None]:
+    """A bare import (``importlib.import_module("reports")``, jinja2's ``PackageLoader("reports")``) works here
+    but not in an installed wheel, and loads a second copy of the module: no test run may do it."""
+    yield
+    bare = sorted(name for name in sys.modules if name.split(".")[0] in BARE_PARTS)
+    assert not bare, f"imported by a bare name instead of fleetmeter.<part>: {bare}"
 
 
 @pytest.fixture(scope="session")
