@@ -181,9 +181,9 @@ class PartitionWriter:
             self._write_samples(commit, fresh)
             self._write_rollups(commit, fresh)
             self._write_jobs(commit, fresh)
-        if pending.quarantined:
-            self._write_by_bucket(commit, layout.QUARANTINE, pl.concat(pending.quarantined, how="vertical"),
-                                  pl.col("kafka_ts"))
+        if pending.quarantined:  # filed by the day it arrived: a producer's Kafka timestamp can be any int64
+            arrived = layout.bucket(layout.QUARANTINE, int(time.time() * 1000))
+            self._write(commit, arrived, pl.concat(pending.quarantined, how="vertical"))
         self._commit(commit, pending.last_offset + 1, fence, "flush")
         self.keys.remember(fresh)
         self.metrics.rows.labels("stored").inc(fresh.height)

@@ -34,6 +34,11 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
 
 
+#: The last millisecond of year 9999. A producer may set any int64 as a record's timestamp (-1: none); outside
+#: 1970..9999 ``kafka_ts`` is null, since most readers (Python's datetime, Spark) cannot hold the value.
+_LAST_MS = 253_402_300_799_999
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a Kafka message came from."""
@@ -51,7 +56,8 @@ class Origin:
     def columns(self) -> dict[str, pl.Expr]:
         return {"topic": pl.lit(self.topic), "partition": pl.lit(self.partition, pl.Int32),
                 "offset": pl.lit(self.offset, pl.Int64),
-                "kafka_ts": pl.lit(self.timestamp_ms).cast(pl.Datetime("ms", "UTC")),
+                "kafka_ts": pl.lit(self.timestamp_ms if 0 <= self.timestamp_ms <= _LAST_MS else None, pl.Int64
+                                   ).cast(pl.Datetime("ms", "UTC")),
                 "key": pl.lit(self.key, pl.String)}
 
 
@@ -71,7 +77,9 @@ def message(origin: Origin, reason: str, detail: str, payload: bytes) -> pl.Data
 
 def rows(origin: Origin, rejected: pl.DataFrame) -> pl.DataFrame:
     """Quarantine rows for the rejected rows of a readable message (``rejected`` has a ``reason`` column)."""
-    values = rejected.drop("reason").select(pl.struct(pl.all()).struct.json_encode().alias("row_json"))
+    # ``ts`` as epoch ms, as on the wire: a producer's ts may lie beyond the dates a JSON encoder can write.
+    values = rejected.drop("reason").with_columns(pl.col("ts").dt.epoch("ms")).select(
+        pl.struct(pl.all()).struct.json_encode().alias("row_json"))
     return values.with_columns(
         reason=rejected["reason"], detail=pl.lit("row failed validation"), payload=pl.lit(None, pl.Binary),
         **origin.columns(),

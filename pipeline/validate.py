@@ -24,13 +24,29 @@ MAX_POWER_W = 5000.0
 
 #: Longest label (cluster, node, tenant, job id, ...): labels are names that key every rollup, not documents.
 MAX_LABEL_CHARS = 256
+#: Earliest sample time (2000-01-01): older ones are broken clocks, with or without a lateness bound.
+MIN_TS_MS = 946_684_800_000
+#: Plausible device temperatures in degrees C, and SM clocks in MHz.
+TEMP_C_RANGE = (-50.0, 200.0)
+MAX_SM_CLOCK_MHZ = 10_000.0
+MAX_DEVICE_INDEX = 65_535
+#: Largest per-interval ECC count, and byte count (memory, PCIe, NVLink): far above any device, and low
+#: enough that a day of a whole fleet's rows sums in int64 without overflowing.
+MAX_ERRORS = 2**32 - 1
+MAX_BYTES = 2**53
+#: Longest lists a row may carry: throttle reasons (and each one's length), XID events, processes, extras.
+MAX_THROTTLE_REASONS, MAX_REASON_CHARS = 32, 64
+MAX_XID_EVENTS = 1_000
+MAX_PROCESSES = 4_096
+MAX_EXTRAS = 256
 
 _LABELS = tuple(field.name for field in SAMPLE_SCHEMA if pa.types.is_string(field.type))
 _CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"  # break CSV output, terminals and log lines
 _RATIOS = ("util_compute", "util_mem_bw", "sm_active", "tensor_active")
 _SHARE_RULES = ("process_util", "equal")
-_NON_NEGATIVE = ("mem_used_bytes", "mem_total_bytes", "energy_j", "ecc_corrected", "ecc_uncorrected",
-                 "pcie_tx_bytes", "pcie_rx_bytes", "nvlink_tx_bytes", "nvlink_rx_bytes")
+_ERRORS = ("ecc_corrected", "ecc_uncorrected")
+_BYTES = ("mem_used_bytes", "mem_total_bytes", "pcie_tx_bytes", "pcie_rx_bytes", "nvlink_tx_bytes", "nvlink_rx_bytes")
+_NON_NEGATIVE = ("energy_j", *_ERRORS, *_BYTES)
 _REQUIRED = tuple(field.name for field in SAMPLE_SCHEMA if not field.nullable)
 #: The v1 schema with every column nullable, so that a row missing a required value is quarantined
 #: on its own instead of failing the cast of the whole message.
@@ -85,15 +101,16 @@ def has_v1_types(schema: pa.Schema) -> bool:
     return all(str(field.type) == _TYPE_NAMES.get(field.name) for field in schema)
 
 
+def _bad_label(text: pl.Expr, max_chars: int) -> pl.Expr:
+    return (text.str.len_chars() > max_chars) | text.str.contains(_CONTROL_CHARACTERS)
+
+
 def _first_broken_rule(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int | None) -> pl.Expr:
     """A string expression naming the first rule a row breaks, or null for a valid row."""
     rules: list[tuple[str, pl.Expr]] = [
         (f"{name}_missing", pl.col(name).is_null()) for name in _REQUIRED
     ]
-    rules += [
-        (f"{name}_invalid", (pl.col(name).str.len_chars() > MAX_LABEL_CHARS)
-         | pl.col(name).str.contains(_CONTROL_CHARACTERS)) for name in _LABELS
-    ]
+    rules += [(f"{name}_invalid", _bad_label(pl.col(name), MAX_LABEL_CHARS)) for name in _LABELS]
     rules += [
         ("interval_invalid", pl.col("interval_s").is_nan() | (pl.col("interval_s") <= 0)),
         ("interval_too_long", pl.col("interval_s") > MAX_INTERVAL_S),
@@ -106,9 +123,29 @@ def _first_broken_rule(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int
         for name in _RATIOS
     ]
     rules += [(f"{name}_negative", pl.col(name) < 0) for name in _NON_NEGATIVE]
+    rules += [(f"{name}_too_large", pl.col(name) > MAX_ERRORS) for name in _ERRORS]
+    rules += [(f"{name}_too_large", pl.col(name) > MAX_BYTES) for name in _BYTES]
     rules += [
+        ("ts_out_of_range", pl.col("ts").dt.epoch("ms") < MIN_TS_MS),
+        ("device_index_out_of_range", ~pl.col("device_index").is_between(0, MAX_DEVICE_INDEX)),
+        ("seq_negative", pl.col("seq") < 0),
         ("energy_j_not_finite", pl.col("energy_j").is_not_null() & ~pl.col("energy_j").is_finite()),
+        ("energy_j_out_of_range", pl.col("energy_j") > MAX_POWER_W * pl.col("interval_s")),
         ("power_w_out_of_range", pl.col("power_w").is_not_null() & ~pl.col("power_w").is_between(0.0, MAX_POWER_W)),
+        ("temp_c_out_of_range", pl.col("temp_c").is_not_null() & ~pl.col("temp_c").is_between(*TEMP_C_RANGE)),
+        ("sm_clock_mhz_out_of_range",
+         pl.col("sm_clock_mhz").is_not_null() & ~pl.col("sm_clock_mhz").is_between(0.0, MAX_SM_CLOCK_MHZ)),
+        ("throttle_reasons_invalid", (pl.col("throttle_reasons").list.len() > MAX_THROTTLE_REASONS)
+         | pl.col("throttle_reasons").list.eval(_bad_label(pl.element(), MAX_REASON_CHARS)).list.any()),
+        ("xid_errors_invalid", (pl.col("xid_errors").list.len() > MAX_XID_EVENTS)
+         | pl.col("xid_errors").list.eval(pl.element().is_null() | (pl.element() < 0)).list.any()),
+        ("processes_invalid", (pl.col("processes").list.len() > MAX_PROCESSES)
+         | pl.col("processes").list.eval(pl.element().struct.field("pid").is_null()
+                                         | (pl.element().struct.field("pid") < 0)
+                                         | (pl.element().struct.field("used_memory_bytes") < 0)).list.any()),
+        ("extras_invalid", (pl.col("extras").map.len() > MAX_EXTRAS)
+         | pl.col("extras").map.keys().list.eval(_bad_label(pl.element(), MAX_LABEL_CHARS)).list.any()
+         | pl.col("extras").map.values().list.eval(~pl.element().is_finite()).list.any()),
         ("mem_used_above_total", pl.col("mem_used_bytes") > pl.col("mem_total_bytes")),
         ("share_out_of_range", pl.col("share").is_not_null() & ~pl.col("share").is_between(0.0, 1.0)),
         ("share_rule_unknown", pl.col("share_rule").is_not_null() & ~pl.col("share_rule").is_in(_SHARE_RULES)),

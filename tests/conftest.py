@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import Phase, settings
 from kafka import KafkaConsumer
 
 from fleetmeter.collectors.settings import CollectorSettings
 from fleetmeter.demo.broker import EmbeddedBroker
 from fleetmeter.schemas import wire
+
+#: ``./dev mutate`` runs the tests once per mutant: a failing example needs no shrinking, nor a database.
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -8,7 +8,7 @@ import pytest
 from fleetmeter.collectors.backends.base import BackendUnavailable
 from fleetmeter.collectors.backends.nvml import NvmlBackend
 from fleetmeter.collectors.readings import DeviceReading
-from tests.fakes.fake_nvml import GIB, FakeNvml
+from tests.fakes.fake_nvml import GIB, FakeGpu, FakeNvml
 
 
 @pytest.fixture
@@ -169,3 +169,65 @@ def test_per_process_sm_utilization_is_the_mean_of_the_new_samples(fake: FakeNvm
     gpu.process_samples += [(300, 22, 90)]  # only this one is new
     util = {p.pid: p.sm_util for p in by_uuid(backend.read(0))[gpu.uuid].processes or ()}
     assert util == {11: None, 22: pytest.approx(0.90), 33: None}
+
+
+def test_the_driver_failing_to_initialise_makes_the_backend_unavailable_with_the_reason() -> None:
+    with pytest.raises(BackendUnavailable, match=r"NVIDIA driver loaded.*Driver Not Loaded"):
+        NvmlBackend("node-a", FakeNvml(init_error=pynvml.NVML_ERROR_DRIVER_NOT_LOADED))
+
+
+def test_a_lost_gpu_reads_as_unknown_while_the_others_keep_reading(fake: FakeNvml) -> None:
+    backend = NvmlBackend("node-a", fake)
+    lost, healthy = fake.gpus[3], fake.gpus[0]
+    healthy.temp_c, lost.lost = 44, True
+    readings = by_uuid(backend.read(0))
+    assert readings[healthy.uuid].temp_c == 44.0
+    gone = readings[lost.uuid]
+    assert (gone.util_compute, gone.temp_c, gone.power_w, gone.mem_used_bytes, gone.processes) == (
+        None, None, None, None, None)
+    assert backend.read_errors()["NVMLError_GpuIsLost"] > 0
+    lost.lost = False  # back after a reset: GPU_IS_LOST was a failure, not "unsupported", so it is asked again
+    lost.temp_c = 50
+    assert by_uuid(backend.read(1))[lost.uuid].temp_c == 50.0
+
+
+def test_process_memory_the_driver_hides_is_null_not_zero(fake: FakeNvml) -> None:
+    gpu = fake.gpus[1]
+    gpu.processes, gpu.process_memory_hidden = [(11, GIB), (22, 2 * GIB)], True
+    processes = by_uuid(NvmlBackend("node-a", fake).read(0))[gpu.uuid].processes or ()
+    assert sorted((p.pid, p.used_memory_bytes) for p in processes) == [(11, None), (22, None)]
+
+
+def test_volatile_ecc_counts_and_the_sm_clock_are_the_readings_asked_for(fake: FakeNvml) -> None:
+    """The fake answers the aggregate ECC counter and the graphics clock with other values than the volatile
+    counter and the SM clock, so a backend asking the wrong question reads a wrong figure."""
+    gpu = fake.gpus[0]
+    gpu.ecc = {pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED: 3, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED: 0}
+    reading = by_uuid(NvmlBackend("node-a", fake).read(0))[gpu.uuid]
+    assert reading.counters["ecc_corrected"].value == 3 and reading.counters["ecc_uncorrected"].value == 0
+    assert reading.sm_clock_mhz == gpu.sm_clock_mhz != gpu.graphics_clock_mhz
+
+
+def test_rediscovery_follows_hot_unplug_hot_plug_and_mig_reconfiguration(fake: FakeNvml) -> None:
+    backend = NvmlBackend("node-a", fake, rediscover_every=2)
+    unplugged = fake.gpus.pop(5)
+    mig_gpu = fake.gpus[5]  # the MIG-mode GPU, now at index 5
+    removed_instance = mig_gpu.mig_slots[0]
+    assert removed_instance is not None
+    new_instance = FakeGpu(uuid="MIG-00000000-0000-0000-0000-0000000000a3", name=f"{mig_gpu.name} MIG 2g.20gb",
+                           mem_total=20 * GIB, gpu_instance_id=5, parent=mig_gpu,
+                           unsupported=set(removed_instance.unsupported))
+    mig_gpu.mig_slots = [None, new_instance, mig_gpu.mig_slots[2]]
+    fake.refresh_handles()
+    assert unplugged.uuid in by_uuid(backend.read(0))  # not yet rediscovered: still read (and failing)
+    after = by_uuid(backend.read(0))  # the second read rediscovers
+    assert unplugged.uuid not in after and removed_instance.uuid not in after
+    assert after[new_instance.uuid].device.parent_uuid == mig_gpu.uuid
+    assert after[new_instance.uuid].extras["mig.gpu_instance_id"] == 5.0
+    assert after[mig_gpu.uuid].device.index == 5  # indices follow the driver's new order
+    assert {d.uuid for d in backend.discover()} == set(after)
+
+    fake.gpus.append(unplugged)  # plugged back in
+    fake.refresh_handles()
+    backend.read(0)
+    assert unplugged.uuid in by_uuid(backend.read(0))

@@ -4,6 +4,9 @@ It answers the C functions the amd backend reaches through ``amdsmi_interface`` 
 structures (``amdsmi_wrapper``), status codes and "not available" markers (0xFFFF in 16/32-bit fields,
 which amdsmi turns into "N/A"). Each GPU is a :class:`FakeAmdGpu`; a function name in its ``unsupported``
 set answers AMDSMI_STATUS_NOT_SUPPORTED for that GPU, and one in ``failing`` answers the given status.
+Strict like the library: an unknown handle, or a memory type, temperature sensor or metric, or clock type
+outside amd-smi's enums answers AMDSMI_STATUS_INVAL; the other memory types, sensors and clocks answer
+other values than VRAM, the hotspot and the GFX clock, so a backend asking the wrong one reads a wrong figure.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.shared_library import FakeLibrary, device_function, out
+from tests.fakes.shared_library import FakeLibrary, check_enum, device_function, out
 
 NOT_AVAILABLE = 0xFFFF
 MI300X = "AMD Instinct MI300X"
 GIB = 1024**3
-_STATUS_SUCCESS, _STATUS_NOT_SUPPORTED, _STATUS_DRIVER_NOT_LOADED = 0, 2, 34
+_STATUS_SUCCESS, _STATUS_INVAL, _STATUS_NOT_SUPPORTED, _STATUS_DRIVER_NOT_LOADED = 0, 1, 2, 34
+#: amd-smi's enum sizes: memory types, temperature metrics, clock types; sensors are 0..7 on the GPU.
+_MEMORY_TYPES, _TEMPERATURE_METRICS, _CLOCK_TYPES, _GPU_SENSORS = 3, 15, 10, 8
+_HOTSPOT, _GFX_CLOCK, _VRAM = 1, 0, 0
 
 
 @dataclass
@@ -41,7 +47,10 @@ class FakeAmdGpu:
     energy_ticks: int = 0
     counter_resolution_uj: float = 15.259
     hotspot_c: int = 40
+    edge_c: int = 33  # the other sensors
     gfx_clock_mhz: int = 2100
+    other_clock_mhz: int = 1300  # the memory, SoC and fabric clocks
+    gtt_used: int = 3 * GIB  # system memory mapped for the GPU (the other memory types)
     ecc_correctable: int = 0
     ecc_uncorrectable: int = 0
     xgmi_read_kb: list[int] = field(default_factory=lambda: [0] * 7)
@@ -52,13 +61,16 @@ class FakeAmdGpu:
 
 
 class FakeLibAmdSmi(FakeLibrary):
+    invalid_status = _STATUS_INVAL
+
     def __init__(self, gpus: list[FakeAmdGpu], driver_loaded: bool = True) -> None:
         super().__init__()
         self.gpus = gpus
         self.driver_loaded = driver_loaded
 
-    def device_of(self, handle: Any) -> FakeAmdGpu:
-        return self.gpus[handle.value - 0x1000]
+    def device_of(self, handle: Any) -> FakeAmdGpu | None:
+        index = (handle.value or 0) - 0x1000
+        return self.gpus[index] if 0 <= index < len(self.gpus) else None
 
     def c_amdsmi_init(self, flags: int) -> int:
         return _STATUS_SUCCESS if self.driver_loaded else _STATUS_DRIVER_NOT_LOADED
@@ -98,11 +110,11 @@ class FakeLibAmdSmi(FakeLibrary):
 
     @device_function
     def c_amdsmi_get_gpu_memory_usage(self, gpu: FakeAmdGpu, memory_type: int, used: Any) -> None:
-        out(used).value = gpu.vram_used
+        out(used).value = gpu.vram_used if check_enum(memory_type, _MEMORY_TYPES) == _VRAM else gpu.gtt_used
 
     @device_function
     def c_amdsmi_get_gpu_memory_total(self, gpu: FakeAmdGpu, memory_type: int, total: Any) -> None:
-        out(total).value = gpu.vram_total
+        out(total).value = gpu.vram_total if check_enum(memory_type, _MEMORY_TYPES) == _VRAM else 512 * GIB
 
     @device_function
     def c_amdsmi_get_power_info(self, gpu: FakeAmdGpu, info: Any) -> None:
@@ -117,12 +129,14 @@ class FakeLibAmdSmi(FakeLibrary):
 
     @device_function
     def c_amdsmi_get_temp_metric(self, gpu: FakeAmdGpu, sensor: int, metric: int, value: Any) -> None:
-        out(value).value = gpu.hotspot_c
+        check_enum(metric, _TEMPERATURE_METRICS)
+        out(value).value = gpu.hotspot_c if check_enum(sensor, _GPU_SENSORS) == _HOTSPOT else gpu.edge_c
 
     @device_function
     def c_amdsmi_get_clock_info(self, gpu: FakeAmdGpu, clock_type: int, info: Any) -> None:
         clock = out(info)
-        clock.clk, clock.min_clk, clock.max_clk = gpu.gfx_clock_mhz, 500, 2100
+        gfx = check_enum(clock_type, _CLOCK_TYPES) == _GFX_CLOCK
+        clock.clk, clock.min_clk, clock.max_clk = gpu.gfx_clock_mhz if gfx else gpu.other_clock_mhz, 500, 2100
 
     @device_function
     def c_amdsmi_get_gpu_total_ecc_count(self, gpu: FakeAmdGpu, counts: Any) -> None:

@@ -10,6 +10,13 @@ raise the real ``NVMLError`` subclasses. The node:
 - GPU 7: a board whose driver lacks the sample buffer, GPM, link counters and ECC (NotSupported),
   so the backend must fall back to instantaneous utilization and PCIe throughput.
 
+Strict like the driver: every enum argument (sampling type, temperature sensor, clock, ECC error and
+counter type, PCIe counter) is checked against pynvml's ranges, and the readings that the wrong enum
+would return differ (graphics vs SM clock, aggregate vs volatile ECC), so a backend asking the wrong
+question gets a wrong answer. The driver's awkward answers can be set per device: ``lost`` (every call
+raises GPU_IS_LOST), ``process_memory_hidden`` (``usedGpuMemory`` None, as under MIG or without
+privileges), ``unsupported`` functions; and for the node, ``init_error`` (``nvmlInit`` fails).
+
 Tests change a device's state through :class:`FakeGpu` and read ``calls`` to see what was asked.
 """
 
@@ -52,8 +59,10 @@ class FakeGpu:
     energy_mj: int = 1_000_000
     temp_c: int = 30
     sm_clock_mhz: int = 1980
+    graphics_clock_mhz: int = 1755  # other clocks differ from the SM clock, so asking for the wrong one shows
     throttle_mask: int = 0
-    ecc: dict[int, int] = field(default_factory=lambda: {0: 0, 1: 0})
+    ecc: dict[int, int] = field(default_factory=lambda: {0: 0, 1: 0})  # volatile, by error type
+    ecc_aggregate: dict[int, int] = field(default_factory=lambda: {0: 5_000, 1: 7})  # since the board was made
     pcie_bytes: dict[str, int] = field(default_factory=lambda: {"tx": 0, "rx": 0})
     nvlink_kib: dict[str, int] = field(default_factory=lambda: {"tx": 0, "rx": 0})
     pcie_kib_per_s: dict[int, int] = field(default_factory=lambda: {0: 0, 1: 0})
@@ -61,6 +70,8 @@ class FakeGpu:
     processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, bytes)
     process_samples: list[tuple[int, int, int]] = field(default_factory=list)  # (timestamp us, pid, sm %)
     unsupported: set[str] = field(default_factory=set)  # function names that raise NotSupported
+    lost: bool = False  # fell off the bus: every call raises GPU_IS_LOST
+    process_memory_hidden: bool = False  # usedGpuMemory is None (MIG, or a container without privileges)
     mig_enabled: bool = False
     mig_slots: list[FakeGpu | None] = field(default_factory=list)
     gpu_instance_id: int | None = None
@@ -71,9 +82,10 @@ class FakeGpu:
 class FakeNvml:
     """Module-like object: pass it where the backend expects the ``pynvml`` module."""
 
-    def __init__(self) -> None:
+    def __init__(self, init_error: int | None = None) -> None:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.initialised = False
+        self.init_error = init_error  # an NVML_ERROR_* that nvmlInit raises (driver not loaded, no permission)
         self.gpus = [self._full_gpu(index) for index in range(6)]
         self.gpus.append(self._mig_gpu())
         self.gpus.append(self._limited_gpu())
@@ -130,19 +142,35 @@ class FakeNvml:
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         assert gpu is not None
         self.calls[(function, gpu.uuid)] += 1
+        if gpu.lost or (gpu.parent is not None and gpu.parent.lost):
+            _raise(pynvml.NVML_ERROR_GPU_IS_LOST)
         if function in gpu.unsupported:
             _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu
 
+    @staticmethod
+    def _check_enum(value: int, count: int) -> None:
+        """The driver answers INVALID_ARGUMENT to an enum value outside its range."""
+        if not isinstance(value, int) or not 0 <= value < count:
+            _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+
+    def refresh_handles(self) -> None:
+        """Index every device's handle again, after a test changed the node's layout (hot-plug, MIG)."""
+        self._by_handle = {_key(gpu.handle): gpu for gpu in self.all_devices()}
+
     # -- the NVML functions the backend uses -------------------------------------------------------
 
     def nvmlInit(self) -> None:
+        if self.init_error is not None:
+            _raise(self.init_error)
         self.initialised = True
 
     def nvmlShutdown(self) -> None:
         self.initialised = False
 
     def nvmlDeviceGetCount(self) -> int:
+        if not self.initialised:
+            _raise(pynvml.NVML_ERROR_UNINITIALIZED)
         return len(self.gpus)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
@@ -180,6 +208,7 @@ class FakeNvml:
 
     def nvmlDeviceGetSamples(self, handle: Any, sampling_type: int, since_us: int) -> tuple[int, list[Any]]:
         gpu = self._gpu(handle, "nvmlDeviceGetSamples")
+        self._check_enum(sampling_type, pynvml.NVML_SAMPLINGTYPE_COUNT)
         fresh = [(ts, value) for ts, value in gpu.util_samples if ts > since_us]
         if not fresh:
             _raise(pynvml.NVML_ERROR_NOT_FOUND)
@@ -206,10 +235,16 @@ class FakeNvml:
         return self._gpu(handle, "nvmlDeviceGetTotalEnergyConsumption").energy_mj
 
     def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
-        return self._gpu(handle, "nvmlDeviceGetTemperature").temp_c
+        gpu = self._gpu(handle, "nvmlDeviceGetTemperature")
+        self._check_enum(sensor, pynvml.NVML_TEMPERATURE_COUNT)
+        if sensor != pynvml.NVML_TEMPERATURE_GPU:
+            _raise(pynvml.NVML_ERROR_NOT_SUPPORTED)  # the only sensor NVML defines on data-centre boards
+        return gpu.temp_c
 
     def nvmlDeviceGetClockInfo(self, handle: Any, clock_type: int) -> int:
-        return self._gpu(handle, "nvmlDeviceGetClockInfo").sm_clock_mhz
+        gpu = self._gpu(handle, "nvmlDeviceGetClockInfo")
+        self._check_enum(clock_type, pynvml.NVML_CLOCK_COUNT)
+        return gpu.sm_clock_mhz if clock_type == pynvml.NVML_CLOCK_SM else gpu.graphics_clock_mhz
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
         return self._gpu(handle, "nvmlDeviceGetCurrentClocksEventReasons").throttle_mask
@@ -218,7 +253,10 @@ class FakeNvml:
         return self._gpu(handle, "nvmlDeviceGetCurrentClocksThrottleReasons").throttle_mask
 
     def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: int, counter_type: int) -> int:
-        return self._gpu(handle, "nvmlDeviceGetTotalEccErrors").ecc[error_type]
+        gpu = self._gpu(handle, "nvmlDeviceGetTotalEccErrors")
+        self._check_enum(error_type, pynvml.NVML_MEMORY_ERROR_TYPE_COUNT)
+        self._check_enum(counter_type, pynvml.NVML_ECC_COUNTER_TYPE_COUNT)
+        return (gpu.ecc if counter_type == pynvml.NVML_VOLATILE_ECC else gpu.ecc_aggregate)[error_type]
 
     def nvmlDeviceGetFieldValues(self, handle: Any, field_ids: list[int]) -> Any:
         gpu = self._gpu(handle, "nvmlDeviceGetFieldValues")
@@ -240,12 +278,18 @@ class FakeNvml:
         return values
 
     def nvmlDeviceGetPcieThroughput(self, handle: Any, counter: int) -> int:
-        return self._gpu(handle, "nvmlDeviceGetPcieThroughput").pcie_kib_per_s[counter]
+        gpu = self._gpu(handle, "nvmlDeviceGetPcieThroughput")
+        self._check_enum(counter, pynvml.NVML_PCIE_UTIL_COUNT)
+        return gpu.pcie_kib_per_s[counter]
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
         gpu = self._gpu(handle, "nvmlDeviceGetComputeRunningProcesses")
-        return [pynvml.nvmlStructToFriendlyObject(pynvml.c_nvmlProcessInfo_t(pid=pid, usedGpuMemory=used))
-                for pid, used in gpu.processes]
+        processes = [pynvml.nvmlStructToFriendlyObject(pynvml.c_nvmlProcessInfo_t(pid=pid, usedGpuMemory=used))
+                     for pid, used in gpu.processes]
+        for process in processes:  # pynvml turns the driver's "not available" into None
+            if gpu.process_memory_hidden:
+                process.usedGpuMemory = None
+        return processes
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, since_us: int) -> list[Any]:
         gpu = self._gpu(handle, "nvmlDeviceGetProcessUtilization")
@@ -298,7 +342,10 @@ class FakeNvml:
 
     def nvmlGpmMigSampleGet(self, handle: Any, gpu_instance_id: int, sample: Any) -> Any:
         parent = self._gpu(handle, "nvmlGpmMigSampleGet")
-        instance = next(s for s in parent.mig_slots if s is not None and s.gpu_instance_id == gpu_instance_id)
+        instance = next((s for s in parent.mig_slots if s is not None and s.gpu_instance_id == gpu_instance_id), None)
+        if instance is None:  # the instance was destroyed (MIG reconfigured)
+            _raise(pynvml.NVML_ERROR_NOT_FOUND)
+        assert instance is not None
         self._gpm_samples[ctypes.addressof(sample.contents)] = (instance, dict(instance.gpm))
         return sample
 

@@ -33,13 +33,19 @@ class FakeDevice(Protocol):
     failing: dict[str, int]  # C function -> the status it answers for this device
 
 
+class InvalidArgument(Exception):
+    """Raised by a fake C function's body for an argument the real library rejects (an enum out of range)."""
+
+
 class FakeLibrary:
     """Subclasses define each C function as a method named ``c_<symbol>``; any other symbol answers
     ``missing_status``, as a library built without that feature does."""
 
     missing_status: int = 2  # the vendor's "not supported"
+    invalid_status: int = 1  # the vendor's "invalid argument": an unknown handle or an enum out of range
 
-    def device_of(self, handle: Any) -> FakeDevice:
+    def device_of(self, handle: Any) -> FakeDevice | None:
+        """The device behind a handle, or None for a handle the library never gave out."""
         raise NotImplementedError
 
     def __init__(self) -> None:
@@ -71,13 +77,26 @@ def device_function(fill: Callable[..., None]) -> Callable[..., int]:
     @functools.wraps(fill)
     def c_function(self: FakeLibrary, handle: Any, *args: Any) -> int:
         device = self.device_of(handle)
-        if symbol in device.unsupported:
-            return self.missing_status
+        if device is None:
+            return self.invalid_status
         if symbol in device.failing:
             return device.failing[symbol]
-        fill(self, device, *args)
+        if symbol in device.unsupported:
+            return self.missing_status
+        try:
+            fill(self, device, *args)
+        except InvalidArgument:
+            return self.invalid_status
         return 0
     return c_function
+
+
+def check_enum(value: Any, count: int) -> int:
+    """An enum argument as the C function receives it (a plain int or a ctypes int), checked against its range."""
+    number = getattr(value, "value", value)
+    if not isinstance(number, int) or not 0 <= number < count:
+        raise InvalidArgument(f"{number!r} is not in 0..{count - 1}")
+    return number
 
 
 Library = TypeVar("Library", bound=FakeLibrary)

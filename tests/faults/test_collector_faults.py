@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import polars as pl
+from kafka import KafkaConsumer, TopicPartition
 
 from fleetmeter.collectors.transport.spool import decode
 from fleetmeter.pipeline.worker import PipelineWorker
@@ -34,6 +34,15 @@ def start_collector(servers: str, topic: str, spool: Path) -> subprocess.Popen[b
          "--spool-dir", str(spool), "--interval", "1", "--metrics-port", "0", "--nodes", "2",
          "--devices-per-node", "4", "--seed", "5"],
         env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def messages_on(servers: str, topic: str) -> int:
+    """Messages the topic's one partition holds (its end offset)."""
+    consumer = KafkaConsumer(bootstrap_servers=servers)
+    try:
+        return int(consumer.end_offsets([TopicPartition(topic, 0)])[TopicPartition(topic, 0)])
+    finally:
+        consumer.close()
 
 
 def spooled_rows(spool: Path) -> set[tuple[str, int]]:
@@ -63,17 +72,20 @@ def test_collector_killed_with_a_full_spool_resends_it_after_restart(topic: str,
     with broker_behind_relay() as (broker, relay, servers):
         broker.create_topic(topic, 1)
         collector = start_collector(servers, topic, spool)
-        time.sleep(4)
+        wait_until(lambda: messages_on(broker.bootstrap_servers, topic) >= 4, 30, "two scrapes to reach the topic")
         relay.cut()
-        time.sleep(4)
+        wait_until(lambda: len(spooled_rows(spool)) >= 8 * 3, 30, "three scrapes to fill the spool")
         collector.send_signal(signal.SIGKILL)
         collector.wait()
         record(collector_kills=1)
         in_spool = spooled_rows(spool)
         relay.restore()
+        # The restarted daemon sends the spool, then its own scrapes: the first only primes its counters, so
+        # wait for two more (a message per node each).
+        expected = messages_on(broker.bootstrap_servers, topic) + len(list(spool.glob("*.msg"))) + 2 * 2
         collector = start_collector(servers, topic, spool)
-        wait_until(lambda: not list(spool.glob("*.msg")), 60, "the restarted collector to send its spool")
-        time.sleep(2)
+        wait_until(lambda: messages_on(broker.bootstrap_servers, topic) >= expected, 60,
+                   "the restarted collector to send its spool and two scrapes")
         collector.send_signal(signal.SIGTERM)
         _, errors = collector.communicate(timeout=30)
         assert collector.returncode == 0, errors.decode()

@@ -28,8 +28,10 @@ from fleetmeter.pipeline.warehouse.storage import Storage
 from fleetmeter.pipeline.worker import PipelineWorker
 from fleetmeter.schemas import wire
 from fleetmeter.schemas.sample_v1 import SCHEMA_VERSION_METADATA_KEY, rows_to_batch
+from tests import oracle
 from tests.faults.figures import record
-from tests.pipeline.fleet import pipeline_settings, read_table, samples_frame
+from tests.pipeline.fleet import assert_rollups_match, pipeline_settings, read_table, samples_frame
+from tests.strategies import LENIENT_SCHEMA, encode_rows, hostile_rows
 
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000) // 60_000 * 60_000
 #: Hypothesis examples of the in-process fuzz test; raise it for a soak (FLEETMETER_FUZZ_EXAMPLES=5000).
@@ -61,26 +63,18 @@ def with_version(payload: bytes, version: str) -> bytes:
     return wire.encode(batch.replace_schema_metadata(metadata))
 
 
-labels = st.one_of(
-    st.text(max_size=40),  # any code points, control characters included
-    st.sampled_from([1_000, 1_000_000, 3_000_000]).map(lambda n: "x" * n),  # kilobytes to megabytes
-)
-numbers = st.floats(allow_nan=True, allow_infinity=True)
-row_overrides = st.fixed_dictionaries({}, optional={
-    **{name: labels for name in LABELS},
-    "ts": st.integers(-(2**40), 2**45),
-    "interval_s": numbers, "util_compute": numbers, "power_w": numbers, "energy_j": numbers, "temperature_c": numbers,
-    "mem_used_bytes": st.integers(-(2**63), 2**63 - 1), "mem_total_bytes": st.integers(-(2**63), 2**63 - 1),
-    "share": numbers, "share_rule": labels,
-})
+#: Rows of every column, each possibly hostile (tests/strategies.py), over the two days before the clock.
+ROWS = st.lists(hostile_rows((NOW_MS - 2 * 86_400_000, NOW_MS)), min_size=1, max_size=3)
+#: A producer sets a record's timestamp to any int64: filing what it sent must not depend on it.
+KAFKA_TIMESTAMPS = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([-1, 0, 253_402_300_800_000])
 
 
 @st.composite
 def hostile_messages(draw: st.DrawFn) -> bytes:
     valid = encode([good_row(100), good_row(101)])
-    kind = draw(st.sampled_from(["rows", "garbage", "truncated", "flipped", "wrong_type", "version"]))
+    kind = draw(st.sampled_from(["rows", "rows", "garbage", "truncated", "flipped", "wrong_type", "version"]))
     if kind == "rows":
-        return encode([good_row(200 + i) | draw(row_overrides) for i in range(draw(st.integers(1, 3)))])
+        return wire.encode(encode_rows(draw(ROWS)))
     if kind == "garbage":
         return draw(st.binary(max_size=2048))
     if kind == "truncated":
@@ -108,49 +102,65 @@ class Record:
     value: bytes | None
 
 
-def assert_stored_rows_obey_the_rules(rows: list[dict[str, Any]]) -> None:
-    """The rules of schemas/sample_v1.md, written out again here."""
-    for row in rows:
-        ts_ms = row["ts"].timestamp() * 1000
-        assert NOW_MS - 30 * 86_400_000 <= ts_ms <= NOW_MS + 300_000 + 60_000, row["ts"]
-        assert 0 < row["interval_s"] <= 3600
-        for name in LABELS:
-            value = row[name]
-            assert value is None or (len(value) <= 256 and not any(ord(c) < 32 or ord(c) == 127 for c in value))
-        for name in ("util_compute", "share"):
-            assert row[name] is None or 0 <= row[name] <= 1
-        assert row["power_w"] is None or 0 <= row["power_w"] <= 5000
-        assert row["energy_j"] is None or (math.isfinite(row["energy_j"]) and row["energy_j"] >= 0)
-        assert row["mem_used_bytes"] is None or 0 <= row["mem_used_bytes"] <= (row["mem_total_bytes"] or 2**63)
+def rows_of(payload: bytes) -> list[dict[str, Any]]:
+    """A readable message's rows, decoded by pyarrow alone into the sample columns (``ts`` in epoch ms); the
+    columns of minor version 1.1 are null in a message that lacks them."""
+    table = pa.ipc.open_stream(payload).read_all()
+    for name in ("share", "share_rule"):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, LENIENT_SCHEMA.field(name).type))
+    table = table.select(LENIENT_SCHEMA.names).cast(LENIENT_SCHEMA)
+    return table.set_column(0, "ts", table["ts"].cast(pa.int64())).to_pylist()
+
+
+def comparable(row: dict[str, Any]) -> dict[str, Any]:
+    """A sample row with its map and timestamp in one form, whichever reader produced it."""
+    extras = row["extras"]
+    if extras is not None:  # polars gives a dict, pyarrow a list of pairs
+        extras = sorted(extras.items() if isinstance(extras, dict) else map(tuple, extras))
+    ts = row["ts"] if isinstance(row["ts"], int) else round(row["ts"].timestamp() * 1000)
+    return row | {"ts": ts, "extras": extras}
 
 
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(hostile_messages(), min_size=1, max_size=6))
-def test_hostile_messages_never_crash_the_worker_nor_reach_samples(payloads: list[bytes]) -> None:
+@given(st.lists(st.tuples(hostile_messages(), KAFKA_TIMESTAMPS), min_size=1, max_size=6))
+def test_hostile_messages_are_stored_or_quarantined_exactly(messages: list[tuple[bytes, int]]) -> None:
+    """Each row of a readable message is stored (the first of its key) if the oracle's rules accept it, else
+    quarantined with a reason that names a column it breaks; every rollup equals the oracle's; messages
+    that cannot be read are quarantined whole. Expectations come from pyarrow and tests/oracle.py alone."""
     good = encode([good_row(1), good_row(2)])
-    records = [Record("t", 0, offset, NOW_MS, b"node", payload)
-               for offset, payload in enumerate([good, *payloads, good])]
-    record(messages_fuzzed=len(payloads))
-    metrics = PipelineMetrics()
+    records = [Record("t", 0, offset, timestamp, b"node", payload)
+               for offset, (payload, timestamp) in enumerate([(good, NOW_MS), *messages, (good, -1)])]
+    record(messages_fuzzed=len(messages))
     with tempfile.TemporaryDirectory() as directory:
         config = pipeline_settings("unused:9092", "t", directory)
-        writer = PartitionWriter(Storage(directory), "t", 0, config, metrics, [])
+        writer = PartitionWriter(Storage(directory), "t", 0, config, PipelineMetrics(), [])
         writer.add(records, NOW_MS)
         writer.flush(lambda next_offset: None)
-        stored = samples_frame(directory).to_dicts()
+        stored = [comparable(row) for row in samples_frame(directory).to_dicts()]
         quarantined = read_table(directory, "quarantine")
+        whole = {row["offset"]: row["reason"] for row in quarantined if row["row_json"] is None}
+        readable = [(record.offset, rows_of(record.value or b"")) for record in records if record.offset not in whole]
+        valid = [row for _, rows in readable for row in rows if not oracle.broken_rules(row, NOW_MS, 300, 30 * 86_400)]
+        expected = oracle.deduplicated(valid)
+        assert_rollups_match(directory, expected)
 
-    assert_stored_rows_obey_the_rules(stored)
+    by_key = {(row["device_uuid"], row["ts"], row["tenant"], row["job_id"]): row for row in stored}
+    assert len(by_key) == len(stored) == len(expected)
+    for want in map(comparable, expected):
+        got = by_key[(want["device_uuid"], want["ts"], want["tenant"], want["job_id"])]
+        diff = [(name, got[name], value) for name, value in want.items() if got[name] != value]
+        assert diff == [], repr(diff)[:500]
     assert {"GPU-1", "GPU-2"} <= {row["device_uuid"] for row in stored}
-    assert all(row["reason"] for row in quarantined)
-    # Nothing vanishes: each row of a readable message is stored, quarantined or counted as a duplicate.
-    rejected_whole = {row["offset"] for row in quarantined if row["row_json"] is None}
-    rows_read = sum(pa.ipc.open_stream(record.value).read_all().num_rows
-                    for record in records if record.offset not in rejected_whole)
-    duplicates = metrics.rows.labels("duplicate")._value.get()
-    assert duplicates >= 2  # the good message, twice
-    assert rows_read == len(stored) + (len(quarantined) - len(rejected_whole)) + duplicates
+    for record_ in records:
+        if record_.offset in whole and len(record_.value or b"") > config.validation.max_message_bytes:
+            assert whole[record_.offset] == "too_large"
+    for offset, rows in readable:
+        broken = [oracle.broken_rules(row, NOW_MS, 300, 30 * 86_400) for row in rows]
+        reasons = [row["reason"] for row in quarantined if row["offset"] == offset and row["row_json"] is not None]
+        assert len(reasons) == sum(1 for columns in broken if columns)
+        assert all(any(oracle.reason_column(reason) in columns for columns in broken) for reason in reasons)
 
 
 def test_hostile_messages_through_the_broker(kafka_broker: EmbeddedBroker, topic: str, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from fleetmeter.pipeline.warehouse.storage import Storage
 from tests.faults.figures import record
 from tests.pipeline.fleet import (
     Row,
-    assert_windows_match,
+    assert_rollups_match,
     hours_ago,
     produce_raw,
     read_table,
@@ -80,8 +80,7 @@ def finish_and_check(kafka_broker: EmbeddedBroker, topic: str, warehouse: Path, 
     samples = samples_frame(warehouse)
     assert samples.height == len(expected)
     assert samples.select(pl.struct("device_uuid", "ts").n_unique()).item() == len(expected)
-    assert_windows_match(read_table(warehouse, "util_1m"), expected, "1m", with_node=True)
-    assert_windows_match(read_table(warehouse, "util_1h"), expected, "1h", with_node=False)
+    assert_rollups_match(warehouse, expected)
     assert [row["reason"] for row in read_table(warehouse, "quarantine")] == ["unreadable"]
     record(samples_compared=len(expected), samples_lost=0)
     storage = Storage(str(warehouse))

@@ -1,13 +1,10 @@
 """Helpers for pipeline tests: a multi-partition topic fed by simulated collectors, worker settings,
-reading the committed warehouse, and the rollup figures computed independently in plain Python."""
+reading the committed warehouse, and comparing its rollups with tests/oracle.py."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ from fleetmeter.pipeline.settings import PipelineSettings
 from fleetmeter.pipeline.warehouse.manifest import live_files
 from fleetmeter.pipeline.warehouse.storage import Storage
 from fleetmeter.schemas import wire
+from tests import oracle
 from tests.conftest import StepClock, collector_settings
 from tests.test_kafka_delivery import daemon_for, run_scrapes
 
@@ -68,14 +66,10 @@ def topic_rows(bootstrap_servers: str, topic: str) -> list[Row]:
 
 
 def unique_valid(rows: list[Row]) -> list[Row]:
-    """The rows a correct pipeline stores: valid ones, the first of each (device_uuid, ts, tenant, job_id)."""
-    seen: dict[tuple[str, int, str, str | None], Row] = {}
-    for row in rows:
-        util = row["util_compute"]
-        if util is not None and not 0 <= util <= 1:
-            continue
-        seen.setdefault((row["device_uuid"], row["ts"], row["tenant"], row["job_id"]), row)
-    return list(seen.values())
+    """The rows a correct pipeline stores: valid ones (tests/oracle.py's rules, against the clock now), the first
+    of each (device_uuid, ts, tenant, job_id)."""
+    now_ms = int(time.time() * 1000)
+    return oracle.deduplicated(row for row in rows if not oracle.broken_rules(row, now_ms))
 
 
 def pipeline_settings(bootstrap_servers: str, topic: str, warehouse: Path | str, **overrides: Any) -> PipelineSettings:
@@ -97,42 +91,7 @@ def read_table(warehouse: Path | str, table: str) -> list[Row]:
     return frame.to_dicts()
 
 
-# -- the rollups, computed from sample rows in plain Python ----------------------------------------
-
-
-def _floor(ts_ms: int, width: str) -> datetime:
-    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
-    if width == "1m":
-        return moment.replace(second=0, microsecond=0)
-    if width == "1h":
-        return moment.replace(minute=0, second=0, microsecond=0)
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def expected_windows(rows: list[Row], width: str, with_node: bool, idle_threshold: float = 0.05,
-                     ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    totals: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(
-        lambda: {"samples": 0, "device_seconds": 0.0, "busy_seconds": 0.0, "idle_seconds": 0.0,
-                 "util_known_seconds": 0.0, "energy_j": 0.0, "xid_events": 0, "mem_used_max_bytes": None,
-                 "util_hist_seconds": [0.0] * 20})
-    for row in rows:
-        key = (_floor(row["ts"], width), row["cluster"], row["tenant"], row["job_id"], row["vendor"], row["model"])
-        total = totals[(*key, row["node"]) if with_node else key]
-        mig_parent = dict(row["extras"] or []).get("mig.enabled", 0) > 0
-        seconds = 0.0 if mig_parent else row["interval_s"]
-        util = row["util_compute"]
-        total["samples"] += 1
-        total["device_seconds"] += seconds
-        total["energy_j"] += row["energy_j"] or 0.0
-        total["xid_events"] += len(row["xid_errors"] or [])
-        if row["mem_used_bytes"] is not None:
-            total["mem_used_max_bytes"] = max(total["mem_used_max_bytes"] or 0, row["mem_used_bytes"])
-        if util is not None:
-            total["util_known_seconds"] += seconds
-            total["busy_seconds"] += util * seconds
-            total["idle_seconds"] += seconds if util < idle_threshold else 0.0
-            total["util_hist_seconds"][min(math.floor(util * 20), 19)] += seconds
-    return dict(totals)
+# -- the stored rollups against tests/oracle.py ----------------------------------------------------
 
 
 def stored_windows(rows: list[Row], with_node: bool) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -145,8 +104,7 @@ def stored_windows(rows: list[Row], with_node: bool) -> dict[tuple[Any, ...], di
             merged[key] = dict(row)
             continue
         total = merged[key]
-        for name in ("samples", "device_seconds", "busy_seconds", "idle_seconds", "util_known_seconds",
-                     "energy_j", "xid_events"):
+        for name in oracle.SUMMED:
             total[name] += row[name]
         memory = [value for value in (total["mem_used_max_bytes"], row["mem_used_max_bytes"]) if value is not None]
         total["mem_used_max_bytes"] = max(memory, default=None)
@@ -155,14 +113,62 @@ def stored_windows(rows: list[Row], with_node: bool) -> dict[tuple[Any, ...], di
     return merged
 
 
-def assert_windows_match(stored: list[Row], rows: list[Row], width: str, with_node: bool) -> None:
-    expected = expected_windows(rows, width, with_node)
-    actual = stored_windows(stored, with_node)
+def assert_same_figures(actual: dict[Any, dict[str, Any]], expected: dict[Any, dict[str, Any]]) -> None:
+    """Every key and every figure of ``expected`` in ``actual``: integers exactly, floats to 1e-9."""
     assert set(actual) == set(expected)
     for key, want in expected.items():
-        got = actual[key]
         for name, value in want.items():
-            assert got[name] == (value if value is None else pytest.approx(value, rel=1e-9, abs=1e-6)), (key, name)
+            got = actual[key][name]
+            if isinstance(value, float | list) and value:
+                assert got == pytest.approx(value, rel=1e-9, abs=1e-6), (key, name)
+            else:
+                assert got == value, (key, name, got, value)
+
+
+def assert_windows_match(stored: list[Row], rows: list[Row], width: str, with_node: bool) -> None:
+    """The stored ``util_*`` rows hold exactly the oracle's windows, every measure of them."""
+    if stored:
+        keys = {"window_start", "cluster", "tenant", "job_id", "vendor", "model", "node"}
+        assert set(stored[0]) - keys == set(oracle.WINDOW_MEASURES)
+    assert_same_figures(stored_windows(stored, with_node), oracle.windows(rows, width, with_node))
+
+
+JOB_KEYS = ("cluster", "tenant", "job_id")
+JOB_DEVICE_KEYS = (*JOB_KEYS, "device_uuid", "vendor", "model", "node")
+
+
+def _merged_jobs(rows: list[Row], keys: tuple[str, ...], counts: tuple[str, ...]) -> dict[tuple[Any, ...], Row]:
+    """Stored job rows merged across Kafka partitions (each partition stores its own devices' part of a job)."""
+    merged: dict[tuple[Any, ...], Row] = {}
+    for row in rows:
+        key = tuple(row[name] for name in keys)
+        if key not in merged:
+            merged[key] = dict(row)
+            continue
+        total = merged[key]
+        total["first_seen"] = min(total["first_seen"], row["first_seen"])
+        total["last_seen"] = max(total["last_seen"], row["last_seen"])
+        for name in (*oracle.JOB_DEVICE_SUMS, *counts):
+            total[name] += row[name]
+        memory = [value for value in (total["mem_used_max_bytes"], row["mem_used_max_bytes"]) if value is not None]
+        total["mem_used_max_bytes"] = max(memory, default=None)
+    return merged
+
+
+def assert_rollups_match(warehouse: Path | str, rows: list[Row]) -> None:
+    """Every rollup table (util_1m, util_1h, util_1d, job_devices, jobs) holds the oracle's figures for ``rows``."""
+    assert_windows_match(read_table(warehouse, "util_1m"), rows, "1m", with_node=True)
+    assert_windows_match(read_table(warehouse, "util_1h"), rows, "1h", with_node=False)
+    assert_windows_match(read_table(warehouse, "util_1d"), rows, "1d", with_node=False)
+    devices = _merged_jobs(read_table(warehouse, "job_devices"), JOB_DEVICE_KEYS, ())
+    assert_same_figures(devices, oracle.job_devices(rows))
+    jobs = _merged_jobs(read_table(warehouse, "jobs"), JOB_KEYS, ("devices",))
+    for job in jobs.values():  # the fractions of a job split across partitions, from its merged sums
+        known = job["util_known_seconds"]
+        job |= {"device_hours": job["device_seconds"] / 3600,
+                "busy_fraction": job["busy_seconds"] / known if known > 0 else None,
+                "idle_fraction": job["idle_seconds"] / known if known > 0 else None}
+    assert_same_figures(jobs, oracle.jobs(rows))
 
 
 def samples_frame(warehouse: Path | str) -> pl.DataFrame:

@@ -1,4 +1,5 @@
-"""The rollup math: partials of any split of the rows merge to the rollup of all of them."""
+"""The rollup math against tests/oracle.py: partials of any split of the rows merge to the figures computed
+in plain Python from all of them, for every measure and every column's extremes."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import itertools
 
 import polars as pl
 import pyarrow as pa
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetmeter.pipeline import rollups
-from fleetmeter.schemas.sample_v1 import rows_to_batch
+from fleetmeter.schemas.sample_v1 import COLUMNS, rows_to_batch
+from tests import oracle
+from tests.pipeline.fleet import assert_same_figures
+from tests.strategies import valid_rows
 
 START_MS = 1_767_571_200_000
 
@@ -22,42 +25,38 @@ def frame(rows: list[dict[str, object]]) -> pl.DataFrame:
     return result
 
 
-sample_rows = st.lists(st.fixed_dictionaries({
-    "ts": st.integers(0, 3 * 3600).map(lambda s: START_MS + s * 1000),
-    "interval_s": st.sampled_from([1.0, 10.0, 30.0]),
-    "cluster": st.just("c"), "node": st.sampled_from(["n1", "n2"]), "device_uuid": st.sampled_from(["a", "b"]),
-    "device_index": st.just(0), "device_kind": st.just("gpu"), "vendor": st.just("nvidia"),
-    "model": st.sampled_from(["H100", "A100"]), "tenant": st.sampled_from(["t1", "t2"]),
-    "job_id": st.sampled_from(["j1", "j2", None]), "seq": st.just(0),
-    "util_compute": st.none() | st.floats(0, 1), "energy_j": st.none() | st.floats(0, 1e4),
-    "mem_used_bytes": st.none() | st.integers(0, 1 << 40),
-}), min_size=1, max_size=60)
+KEYS = {"cluster": st.sampled_from(["c1", "c2"]), "node": st.sampled_from(["n1", "n2"]),
+        "device_uuid": st.sampled_from(["GPU-a", "GPU-b", "MIG-c"]), "vendor": st.sampled_from(["nvidia", "amd"]),
+        "model": st.sampled_from(["H100", "MI300X"]), "tenant": st.sampled_from(["t1", "t2"]),
+        "job_id": st.sampled_from(["j1", "j2", None])}
+#: Rows of every column, extremes included, over three hours (so that minutes, hours and a day boundary mix).
+sample_rows = st.lists(valid_rows((START_MS - 3600_000, START_MS + 2 * 3600_000), **KEYS), min_size=1, max_size=60)
 
 
-def by_key(partials: pl.DataFrame, keys: tuple[str, ...]) -> dict[tuple[object, ...], dict[str, object]]:
-    return {tuple(row[k] for k in keys): row for row in partials.to_dicts()}
+def table_rows(frame: pl.DataFrame, keys: tuple[str, ...]) -> dict[tuple[object, ...], dict[str, object]]:
+    return {tuple(row[k] for k in keys): row for row in frame.to_dicts()}
+
+
+def test_the_oracle_knows_every_column_and_every_measure() -> None:
+    assert set(oracle.VALID) == set(COLUMNS)
+    assert set(oracle.WINDOW_MEASURES) == set(rollups.WINDOW_MEASURES)
 
 
 @settings(max_examples=60, deadline=None)
 @given(rows=sample_rows, cuts=st.lists(st.integers(0, 60), max_size=4))
-def test_partials_merge_in_any_split(rows: list[dict[str, object]], cuts: list[int]) -> None:
+def test_rollups_of_any_split_equal_the_oracle(rows: list[dict[str, object]], cuts: list[int]) -> None:
+    """Partials of chunks, merged in reverse order, hold every measure the oracle computes from all the rows."""
     edges = sorted({0, len(rows), *[min(cut, len(rows)) for cut in cuts]})
     chunks = [rows[a:b] for a, b in itertools.pairwise(edges) if b > a]
-    partials = pl.concat([rollups.minute_partials(frame(chunk), 0.05) for chunk in reversed(chunks)])
-    whole = rollups.minute_partials(frame(rows), 0.05)
-    for keys, every in ((rollups.MINUTE_KEYS, None), (rollups.WINDOW_KEYS, "1h"), (rollups.WINDOW_KEYS, "1d")):
-        merged = by_key(rollups.merge(partials, keys, every), keys)
-        expected = by_key(rollups.merge(whole, keys, every), keys)
-        assert merged.keys() == expected.keys()
-        for key, row in expected.items():
-            for name in rollups.SUMS:
-                assert merged[key][name] == pytest.approx(row[name], rel=1e-9, abs=1e-6)
-            assert merged[key]["mem_used_max_bytes"] == row["mem_used_max_bytes"]
-            assert merged[key][rollups.HISTOGRAM] == pytest.approx(row[rollups.HISTOGRAM], rel=1e-9, abs=1e-6)
-    # and the histogram accounts for every util-known second
-    total = rollups.merge(whole, rollups.WINDOW_KEYS, "1d")
-    for row in total.to_dicts():
-        assert sum(row[rollups.HISTOGRAM]) == pytest.approx(row["util_known_seconds"])
+    minutes = pl.concat([rollups.minute_partials(frame(chunk), 0.05) for chunk in reversed(chunks)])
+    for keys, width, every in ((rollups.MINUTE_KEYS, "1m", None), (rollups.WINDOW_KEYS, "1h", "1h"),
+                               (rollups.WINDOW_KEYS, "1d", "1d")):
+        merged = table_rows(rollups.merge(minutes, keys, every), keys)
+        assert_same_figures(merged, oracle.windows(rows, width, with_node=keys == rollups.MINUTE_KEYS))
+    devices = rollups.merge_job_devices(pl.concat(
+        [rollups.job_device_partials(frame(chunk), 0.05) for chunk in chunks]))
+    assert_same_figures(table_rows(devices, rollups.JOB_DEVICE_KEYS), oracle.job_devices(rows))
+    assert_same_figures(table_rows(rollups.jobs(devices), rollups.JOB_KEYS), oracle.jobs(rows))
 
 
 def test_a_mig_mode_gpu_adds_energy_but_not_device_seconds() -> None:

@@ -1,0 +1,265 @@
+"""What a correct pipeline stores, computed again in plain Python from the sample rows, without fleetmeter's code.
+
+- :func:`broken_rules`: the rules of schemas/sample_v1.md ("Valid values"), written out again, so that a
+  test knows which rows must be stored and which quarantined;
+- :func:`windows`, :func:`job_devices`, :func:`jobs`: every measure of the rollup tables;
+- :data:`VALID`: each column's valid values, which also drive the fuzzing strategies (tests/strategies.py).
+
+Rows are dicts keyed by column name with ``ts`` in epoch ms, as ``rows_to_batch`` takes them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+LABEL_CHARS = 256
+EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01
+IDLE_THRESHOLD = 0.05
+BINS = 20
+
+
+@dataclass(frozen=True)
+class Valid:
+    """The valid values of one column: a closed numeric range, a label, or a list checked item by item."""
+
+    low: float | None = None
+    high: float | None = None
+    label_chars: int | None = None  # a string: at most this many characters, no control characters
+    items: int | None = None  # a list or map: at most this many entries, each valid per ``item``
+    item: Callable[[Any], bool] | None = None
+    nullable: bool = True
+
+
+def _is_label(value: Any, chars: int) -> bool:
+    return isinstance(value, str) and len(value) <= chars and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def _number_in(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, int | float) and not math.isnan(value) and low <= value <= high
+
+
+def _process(process: dict[str, Any]) -> bool:
+    pid, memory = process["pid"], process["used_memory_bytes"]
+    return pid is not None and pid >= 0 and (memory is None or memory >= 0)
+
+
+def _extra(entry: tuple[str, float | None]) -> bool:
+    key, value = entry
+    return _is_label(key, LABEL_CHARS) and (value is None or math.isfinite(value))
+
+
+LABEL = Valid(label_chars=LABEL_CHARS)
+REQUIRED_LABEL = Valid(label_chars=LABEL_CHARS, nullable=False)
+RATIO = Valid(0.0, 1.0)
+BYTES = Valid(0, 2**53)
+ERRORS = Valid(0, 2**32 - 1)
+
+VALID: dict[str, Valid] = {
+    "ts": Valid(EARLIEST_TS_MS, None, nullable=False),  # and not after the clock (see broken_rules)
+    "interval_s": Valid(0.0, 3600.0, nullable=False),  # above zero
+    "cluster": REQUIRED_LABEL, "node": REQUIRED_LABEL, "device_uuid": REQUIRED_LABEL,
+    "device_index": Valid(0, 65_535, nullable=False),
+    "device_kind": REQUIRED_LABEL, "parent_uuid": LABEL, "vendor": REQUIRED_LABEL, "model": REQUIRED_LABEL,
+    "tenant": REQUIRED_LABEL, "job_id": LABEL,
+    "util_compute": RATIO, "util_mem_bw": RATIO, "sm_active": RATIO, "tensor_active": RATIO,
+    "mem_used_bytes": BYTES, "mem_total_bytes": BYTES,  # and used <= total
+    "power_w": Valid(0.0, 5000.0),
+    "energy_j": Valid(0.0, None),  # and at most 5 kW over the interval
+    "temp_c": Valid(-50.0, 200.0),
+    "sm_clock_mhz": Valid(0.0, 10_000.0),
+    "throttle_reasons": Valid(items=32, item=lambda reason: _is_label(reason, 64)),
+    "ecc_corrected": ERRORS, "ecc_uncorrected": ERRORS,
+    "xid_errors": Valid(items=1000, item=lambda code: code is not None and code >= 0),
+    "pcie_tx_bytes": BYTES, "pcie_rx_bytes": BYTES, "nvlink_tx_bytes": BYTES, "nvlink_rx_bytes": BYTES,
+    "processes": Valid(items=4096, item=_process),
+    "seq": Valid(0, 2**63 - 1, nullable=False),
+    "extras": Valid(items=256, item=_extra),
+    "share": RATIO,
+    "share_rule": Valid(label_chars=LABEL_CHARS),  # and one of the two rules
+}
+
+
+def _column_ok(name: str, value: Any) -> bool:
+    rule = VALID[name]
+    if value is None:
+        return rule.nullable
+    if rule.label_chars is not None:
+        return _is_label(value, rule.label_chars)
+    if rule.items is not None:
+        entries = list(value.items()) if isinstance(value, dict) else list(value)
+        return len(entries) <= rule.items and all(rule.item(entry) for entry in entries)  # type: ignore[misc]
+    low = -math.inf if rule.low is None else rule.low
+    high = math.inf if rule.high is None else rule.high
+    return _number_in(value, low, high)
+
+
+def broken_rules(row: Row, now_ms: int, max_future_s: float = 300.0, max_lateness_s: float | None = None,
+                 ) -> set[str]:
+    """The columns whose value breaks a rule (plus ``ts`` against the clock); empty for a valid row."""
+    broken = {name for name in VALID if not _column_ok(name, row.get(name))}
+    if row.get("interval_s") == 0.0:
+        broken.add("interval_s")
+    ts, interval = row.get("ts"), row.get("interval_s")
+    if ts is not None and (ts > now_ms + max_future_s * 1000
+                           or (max_lateness_s is not None and ts < now_ms - max_lateness_s * 1000)):
+        broken.add("ts")
+    used, total = row.get("mem_used_bytes"), row.get("mem_total_bytes")
+    if used is not None and total is not None and used > total:
+        broken.add("mem_used_bytes")
+    energy = row.get("energy_j")
+    if energy is not None and "interval_s" not in broken and energy > 5000.0 * interval:
+        broken.add("energy_j")
+    if row.get("share_rule") not in (None, "process_util", "equal"):
+        broken.add("share_rule")
+    return broken
+
+
+#: How the pipeline's reasons end; what stands before the ending names the column (``temp_c_out_of_range``).
+_REASON_ENDINGS = ("_missing", "_invalid", "_out_of_range", "_negative", "_too_large", "_not_finite", "_too_long",
+                   "_in_future", "_too_old", "_unknown", "_above_total")
+_REASON_PREFIXES = {"interval": "interval_s", "mem_used": "mem_used_bytes"}
+
+
+def reason_column(reason: str) -> str:
+    """The column a quarantine reason blames: ``temp_c_out_of_range`` -> ``temp_c``, ``interval_invalid`` ->
+    ``interval_s``."""
+    for ending in _REASON_ENDINGS:
+        if reason.endswith(ending):
+            prefix = reason.removesuffix(ending)
+            return _REASON_PREFIXES.get(prefix, prefix)
+    raise AssertionError(f"a reason of no known form: {reason}")
+
+
+def deduplicated(rows: Iterable[Row]) -> list[Row]:
+    """The first of each ``(device_uuid, ts, tenant, job_id)``: what the warehouse keeps of replays."""
+    seen: dict[Key, Row] = {}
+    for row in rows:
+        seen.setdefault((row["device_uuid"], row["ts"], row["tenant"], row["job_id"]), row)
+    return list(seen.values())
+
+
+# -- rollups --------------------------------------------------------------------------------------
+
+SUMMED = ("samples", "device_seconds", "util_known_seconds", "busy_seconds", "idle_seconds",
+          "sm_active_seconds", "sm_active_known_seconds", "tensor_active_seconds", "tensor_active_known_seconds",
+          "energy_j", "ecc_corrected", "ecc_uncorrected", "xid_events")
+WINDOW_MEASURES = (*SUMMED, "mem_used_max_bytes", "util_hist_seconds")
+
+
+def _floor(ts_ms: int, width: str) -> datetime:
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    if width == "1m":
+        return moment.replace(second=0, microsecond=0)
+    if width == "1h":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _extras(row: Row) -> dict[str, float | None]:
+    extras = row.get("extras") or {}
+    return dict(extras.items() if isinstance(extras, dict) else extras)
+
+
+def capacity_seconds(row: Row) -> float:
+    """Device-seconds of a row: its share of the interval; none for a GPU in MIG mode (its instances count)."""
+    if (_extras(row).get("mig.enabled") or 0) > 0:
+        return 0.0
+    share = row.get("share")
+    return row["interval_s"] * (1.0 if share is None else share)
+
+
+def _max(current: int | None, value: int | None) -> int | None:
+    return current if value is None else value if current is None else max(current, value)
+
+
+def _new_window() -> dict[str, Any]:
+    window: dict[str, Any] = {name: 0.0 for name in SUMMED}
+    window |= {"samples": 0, "ecc_corrected": 0, "ecc_uncorrected": 0, "xid_events": 0,
+               "mem_used_max_bytes": None, "util_hist_seconds": [0.0] * BINS}
+    return window
+
+
+def windows(rows: Iterable[Row], width: str, with_node: bool, idle_threshold: float = IDLE_THRESHOLD,
+            ) -> dict[Key, dict[str, Any]]:
+    """``util_1m`` (``width="1m"``, ``with_node=True``), ``util_1h`` and ``util_1d`` keyed like the tables."""
+    totals: dict[Key, dict[str, Any]] = defaultdict(_new_window)
+    for row in rows:
+        key: Key = (_floor(row["ts"], width), row["cluster"], row["tenant"], row["job_id"], row["vendor"],
+                    row["model"])
+        total = totals[(*key, row["node"]) if with_node else key]
+        seconds = capacity_seconds(row)
+        total["samples"] += 1
+        total["device_seconds"] += seconds
+        total["energy_j"] += row.get("energy_j") or 0.0
+        total["ecc_corrected"] += row.get("ecc_corrected") or 0
+        total["ecc_uncorrected"] += row.get("ecc_uncorrected") or 0
+        total["xid_events"] += len(row.get("xid_errors") or [])
+        total["mem_used_max_bytes"] = _max(total["mem_used_max_bytes"], row.get("mem_used_bytes"))
+        for ratio, measure in (("sm_active", "sm_active"), ("tensor_active", "tensor_active")):
+            if row.get(ratio) is not None:
+                total[f"{measure}_seconds"] += row[ratio] * seconds
+                total[f"{measure}_known_seconds"] += seconds
+        util = row.get("util_compute")
+        if util is not None:
+            total["util_known_seconds"] += seconds
+            total["busy_seconds"] += util * seconds
+            total["idle_seconds"] += seconds if util < idle_threshold else 0.0
+            total["util_hist_seconds"][min(math.floor(util * BINS), BINS - 1)] += seconds
+    return dict(totals)
+
+
+JOB_DEVICE_SUMS = ("samples", "device_seconds", "util_known_seconds", "busy_seconds", "idle_seconds", "energy_j")
+
+
+def job_devices(rows: Iterable[Row], idle_threshold: float = IDLE_THRESHOLD) -> dict[Key, dict[str, Any]]:
+    """``job_devices``: per job and device, when it was seen and its sums (rows without a job left out)."""
+    totals: dict[Key, dict[str, Any]] = {}
+    for row in rows:
+        if row["job_id"] is None:
+            continue
+        key = (row["cluster"], row["tenant"], row["job_id"], row["device_uuid"], row["vendor"], row["model"],
+               row["node"])
+        start = datetime.fromtimestamp(row["ts"] / 1000, tz=UTC)
+        end = start + timedelta(milliseconds=round(row["interval_s"] * 1000))
+        one = windows([row], "1d", with_node=False, idle_threshold=idle_threshold).popitem()[1]
+        if key not in totals:
+            totals[key] = {"first_seen": start, "last_seen": end, "mem_used_max_bytes": None,
+                           **{name: 0 for name in JOB_DEVICE_SUMS}}
+        total = totals[key]
+        total["first_seen"], total["last_seen"] = min(total["first_seen"], start), max(total["last_seen"], end)
+        for name in JOB_DEVICE_SUMS:
+            total[name] += one[name]
+        total["mem_used_max_bytes"] = _max(total["mem_used_max_bytes"], one["mem_used_max_bytes"])
+    return totals
+
+
+def jobs(rows: Iterable[Row], idle_threshold: float = IDLE_THRESHOLD) -> dict[Key, dict[str, Any]]:
+    """``jobs``: one row per job, with its devices and the fractions readers ask for first."""
+    result: dict[Key, dict[str, Any]] = {}
+    devices: dict[Key, set[str]] = defaultdict(set)
+    for key, device in job_devices(rows, idle_threshold).items():
+        job = key[:3]
+        devices[job].add(key[3])
+        if job not in result:
+            result[job] = dict(device)
+            continue
+        total = result[job]
+        total["first_seen"] = min(total["first_seen"], device["first_seen"])
+        total["last_seen"] = max(total["last_seen"], device["last_seen"])
+        for name in JOB_DEVICE_SUMS:
+            total[name] += device[name]
+        total["mem_used_max_bytes"] = _max(total["mem_used_max_bytes"], device["mem_used_max_bytes"])
+    for job, total in result.items():
+        known = total["util_known_seconds"]
+        total |= {"devices": len(devices[job]), "device_hours": total["device_seconds"] / 3600,
+                  "busy_fraction": total["busy_seconds"] / known if known > 0 else None,
+                  "idle_fraction": total["idle_seconds"] / known if known > 0 else None}
+    return result
