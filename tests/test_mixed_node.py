@@ -96,6 +96,9 @@ def test_every_vendor_reports_every_device_and_rollups_split_by_vendor_and_model
     neuron_util = sorted(u for uuid, d in discovered.items() if d.vendor == "aws"
                          for (u,) in columns(uuid, "util_compute"))
     assert neuron_util == [0.0, 0.25, 0.625, 0.875]  # the recording's first report, per NeuronCore
+    neuron_memory = {row for uuid, d in discovered.items() if d.vendor == "aws"
+                     for row in columns(uuid, "mem_used_bytes", "mem_total_bytes")}
+    assert neuron_memory == {(used, 16 * GIB) for used in (4_000_000_000, 2_000_000_000, 1_000_000_000, 0)}
 
     # rollups: device-seconds and busy seconds per vendor and model, against sums over the topic's rows
     expected: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])

@@ -7,12 +7,14 @@ reading per NeuronCore, the unit that Neuron workloads and the Kubernetes ``aws.
 resource are scheduled on. The mapping to the sample columns is in schemas/sample_v1.md ("Neuron").
 
 Report fields used: ``instance_info`` (instance id and type: stable device ids, the model name),
-``neuron_hardware_info`` (device count, cores per device, chip type); from each Neuron runtime's ``report``:
-``neuroncore_counters.neuroncores_in_use.<core>.neuroncore_utilization`` (percent of the period busy) and
-``memory_used.neuron_runtime_used_bytes.usage_breakdown.neuroncore_memory_usage.<core>`` (bytes by
-category), summed over the runtimes (each lists every core, zero where it has none); from ``system_data``:
-``neuron_hw_counters`` (ECC events during the period, per device). A core no runtime uses is idle with
-no memory held; a group every runtime reports with an ``error`` leaves its reading null.
+``neuron_hardware_info`` (device count, cores per device, chip type, memory per device); from each Neuron
+runtime's ``report``: ``neuroncore_counters.neuroncores_in_use.<core>.neuroncore_utilization`` (percent of the
+period busy) and ``memory_used.neuron_runtime_used_bytes.usage_breakdown.neuroncore_memory_usage.<core>``
+(bytes by category), summed over the runtimes (each lists every core, zero where it has none); from
+``system_data``: ``neuron_hw_counters`` (ECC events during the period, per device). A core no runtime uses
+is idle with no memory held. A runtime that failed to report a group (its entry's or the group's ``error``,
+or a group not in the documented shape) may be using any core no healthy runtime shows as its own, so such
+cores read null for that group rather than idle.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple, TypeGuard
 
 import structlog
 
@@ -42,11 +44,12 @@ _PRODUCTS = {"inf1": ("AWS Inferentia", "NeuronCore-v1"), "inf2": ("AWS Inferent
 
 
 def monitor_config(period_s: float) -> dict[str, Any]:
-    """The neuron-monitor configuration: the metric groups this backend reads, for every runtime."""
+    """The neuron-monitor configuration: the metric groups this backend reads, each at the level that has it
+    (ECC counters are a system-level group only)."""
     return {
         "period": f"{period_s:g}s",
-        "neuron_runtimes": [{"tag_filter": ".*", "metrics": [
-            {"type": "neuroncore_counters"}, {"type": "memory_used"}, {"type": "neuron_hw_counters"}]}],
+        "neuron_runtimes": [{"tag_filter": ".*",
+                             "metrics": [{"type": "neuroncore_counters"}, {"type": "memory_used"}]}],
         "system_metrics": [{"type": "neuron_hw_counters"}],
     }
 
@@ -88,32 +91,92 @@ class _Reports(threading.Thread):
             return self.latest, dict(self._ecc)
 
 
-def _runtime_groups(report: Mapping[str, Any], name: str) -> tuple[list[Mapping[str, Any]], int]:
-    """The ``name`` group of every Neuron runtime's report that has it without error, and how many had an
-    error. Each runtime lists every core, with zeros for those it does not use: figures add up per core."""
-    good, failed = [], 0
-    for runtime in report.get("neuron_runtime_data") or []:
-        group = (runtime.get("report") or {}).get(name)
-        if not isinstance(group, Mapping) or runtime.get("error"):
-            continue
-        if group.get("error"):
-            failed += 1
-        else:
-            good.append(group)
-    return good, failed
+#: One runtime's figure of a metric group per core; None for a core whose figure is unreadable.
+_CoreFigures = dict[int, float | None]
 
 
-def _busy_fractions(group: Mapping[str, Any]) -> dict[str, float]:
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _member(data: object, *keys: str) -> object:
+    """``data[k1][k2]...``, or None where a level is missing or not an object."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, Mapping) else None
+    return data
+
+
+def _by_core(cores: object, figure: Callable[[object], float | None]) -> _CoreFigures | None:
+    """A figure per core from an object keyed by core index; None when it is not such an object."""
+    if not isinstance(cores, Mapping) or not all(str(key).isdigit() for key in cores):
+        return None
+    return {int(key): figure(data) for key, data in cores.items()}
+
+
+def _busy_fraction(data: object) -> float | None:
+    value = _member(data, "neuroncore_utilization")
+    return float(value) / 100 if _is_number(value) else None
+
+
+def _bytes_held(categories: object) -> float | None:
+    """All categories together; a category that is not a number leaves the total unknown, not smaller."""
+    if not isinstance(categories, Mapping) or not all(_is_number(v) for v in categories.values()):
+        return None
+    return float(sum(categories.values()))
+
+
+def _busy_fractions(group: Mapping[str, Any]) -> _CoreFigures | None:
     """``neuroncore_counters``: the share of the period each core executed."""
-    return {core: float((data or {}).get("neuroncore_utilization") or 0.0) / 100
-            for core, data in (group.get("neuroncores_in_use") or {}).items()}
+    return _by_core(group.get("neuroncores_in_use"), _busy_fraction)
 
 
-def _memory_held(group: Mapping[str, Any]) -> dict[str, float]:
-    """``memory_used``: device memory held per core, all categories together."""
-    breakdown = (group.get("neuron_runtime_used_bytes") or {}).get("usage_breakdown") or {}
-    return {core: float(sum(v for v in (categories or {}).values() if isinstance(v, int | float)))
-            for core, categories in (breakdown.get("neuroncore_memory_usage") or {}).items()}
+def _memory_held(group: Mapping[str, Any]) -> _CoreFigures | None:
+    """``memory_used``: device memory held per core (neuron-monitor before SDK 2.4 has no per-core breakdown)."""
+    return _by_core(_member(group, "neuron_runtime_used_bytes", "usage_breakdown", "neuroncore_memory_usage"),
+                    _bytes_held)
+
+
+def _runtime_figures(runtime: object, name: str, values: Callable[[Mapping[str, Any]], _CoreFigures | None]
+                     ) -> tuple[_CoreFigures | None, str | None]:
+    """One runtime's per-core figures of the ``name`` group (None: it gave none), and the problem met if any,
+    named as a read error."""
+    if not isinstance(runtime, Mapping) or runtime.get("error"):
+        return None, "runtime"
+    group = _member(runtime, "report", name)
+    if not isinstance(group, Mapping) or group.get("error"):
+        return None, name
+    figures = values(group)
+    unreadable = figures is None or any(value is None for value in figures.values())
+    return figures, f"{name}_unreadable" if unreadable else None
+
+
+class _Cores(NamedTuple):
+    """A metric group summed per core over the healthy runtimes. A NeuronCore belongs to one runtime at a time, so
+    when one runtime gave no figures, a core no healthy runtime shows a non-zero figure for may be its own."""
+
+    totals: dict[int, float | None]
+    some_runtime_failed: bool
+
+    def of(self, core: int) -> float | None:
+        total = self.totals.get(core, 0.0)
+        return None if total is None or (self.some_runtime_failed and total == 0) else total
+
+
+def _per_core(report: Mapping[str, Any], name: str, values: Callable[[Mapping[str, Any]], _CoreFigures | None]
+              ) -> tuple[_Cores, set[str]]:
+    """The ``name`` group per core over the runtimes, and the problems met (read error names)."""
+    totals: dict[int, float | None] = {}
+    problems: set[str] = set()
+    failed = False
+    for runtime in report.get("neuron_runtime_data") or []:
+        figures, problem = _runtime_figures(runtime, name, values)
+        if problem:
+            problems.add(problem)
+        failed = failed or figures is None
+        for core, value in (figures or {}).items():
+            total = totals.get(core, 0.0)
+            totals[core] = None if value is None or total is None else total + value
+    return _Cores(totals, failed), problems
 
 
 def _add_ecc(totals: dict[tuple[int, str], float], report: Mapping[str, Any]) -> None:
@@ -122,7 +185,7 @@ def _add_ecc(totals: dict[tuple[int, str], float], report: Mapping[str, Any]) ->
         return
     for device in group.get("neuron_devices") or []:
         index = int(device.get("neuron_device_index", 0))
-        corrected = device.get("mem_ecc_corrected") or 0
+        corrected = (device.get("mem_ecc_corrected") or 0) + (device.get("sram_ecc_corrected") or 0)  # SDK 2.3+
         uncorrected = (device.get("mem_ecc_uncorrected") or 0) + (device.get("sram_ecc_uncorrected") or 0)
         for column, events in (("ecc_corrected", corrected), ("ecc_uncorrected", uncorrected)):
             totals[(index, column)] = totals.get((index, column), 0.0) + float(events)
@@ -152,13 +215,17 @@ class NeuronBackend:
             self._count("stale_report")  # neuron-monitor stopped or hangs: report nothing rather than old figures
             return []
         devices = self._devices(report)
-        utilization = self._per_core(report, "neuroncore_counters", _busy_fractions)
-        memory = self._per_core(report, "memory_used", _memory_held)
+        utilization, util_problems = _per_core(report, "neuroncore_counters", _busy_fractions)
+        memory, memory_problems = _per_core(report, "memory_used", _memory_held)
+        for problem in sorted(util_problems | memory_problems):
+            self._count(problem)
+        mem_total = self._core_memory_size(report)
         readings = []
         for device in devices:
-            reading = DeviceReading(device=device)
-            reading.util_compute = None if utilization is None else min(1.0, utilization.get(device.index, 0.0))
-            reading.mem_used_bytes = None if memory is None else int(memory.get(device.index, 0))
+            reading = DeviceReading(device=device, mem_total_bytes=mem_total)
+            busy, held = utilization.of(device.index), memory.of(device.index)
+            reading.util_compute = None if busy is None else min(1.0, busy)
+            reading.mem_used_bytes = None if held is None else int(held)
             device_index = self._device_index(report, device.index)
             for column in ("ecc_corrected", "ecc_uncorrected"):
                 value = ecc.get((device_index, column))
@@ -192,6 +259,12 @@ class NeuronBackend:
         hardware = report.get("neuron_hardware_info") or {}
         return int(hardware.get("neuroncore_per_device_count") or 1)
 
+    def _core_memory_size(self, report: Mapping[str, Any]) -> int | None:
+        """A core's share of its device's memory (``neuron_device_memory_size``, bytes per device, SDK 2.19+):
+        per core, as ``mem_used_bytes`` is, so that used and total compare and sum over cores."""
+        size = _member(report, "neuron_hardware_info", "neuron_device_memory_size")
+        return int(size) // self._cores_per_device(report) if _is_number(size) and size > 0 else None
+
     def _device_index(self, report: Mapping[str, Any], core: int) -> int:
         return core // self._cores_per_device(report)
 
@@ -211,19 +284,6 @@ class NeuronBackend:
         cores = int(hardware.get("neuron_device_count") or 0) * per_device
         return [Device(self.node, f"NC-{instance_id}-{core}", core, "neuron_core", "aws", f"{product} {core_kind}",
                        parent_uuid=f"ND-{instance_id}-{core // per_device}") for core in range(cores)]
-
-    def _per_core(self, report: Mapping[str, Any], group_name: str,
-                  values: Callable[[Mapping[str, Any]], Mapping[str, float]]) -> dict[int, float] | None:
-        """A figure per core summed over the runtimes; None when every runtime reported the group failed."""
-        groups, failed = _runtime_groups(report, group_name)
-        if failed and not groups:
-            self._count(group_name)
-            return None
-        totals: dict[int, float] = {}
-        for group in groups:
-            for core, value in values(group).items():
-                totals[int(core)] = totals.get(int(core), 0.0) + value
-        return totals
 
     def _count(self, error: str) -> None:
         self._errors[error] = self._errors.get(error, 0) + 1
