@@ -38,10 +38,11 @@ def next_tick(start: float, period: float, now: float, last_tick: int) -> tuple[
     """The next tick to wait for after ``last_tick``, and how many ticks were skipped to get there.
 
     Ticks are ``start + k * period``, so lateness in one scrape never shifts the later ones (no drift).
-    A scrape that overran one or more ticks skips them rather than firing a burst of catch-up scrapes.
+    A scrape that overran one or more ticks skips them rather than firing a burst of catch-up scrapes; one that
+    ended exactly on the next tick's time has missed nothing.
     """
     due = last_tick + 1
     overdue = math.floor((now - start) / period)
-    if overdue >= due:
+    if overdue > due:
         return overdue + 1, overdue + 1 - due
     return due, 0

@@ -1,7 +1,10 @@
+import time
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetmeter.collectors.cadence import next_tick
+from fleetmeter.collectors.cadence import ScaledClock, WallClock, next_tick
 
 
 def test_on_time_scrapes_advance_one_tick() -> None:
@@ -12,6 +15,23 @@ def test_on_time_scrapes_advance_one_tick() -> None:
 def test_an_overrun_skips_the_ticks_it_missed() -> None:
     # The scrape of tick 1 ended at 135 s: ticks 2 and 3 (120 s, 130 s) are gone, tick 4 (140 s) is next.
     assert next_tick(start=100.0, period=10.0, now=135.0, last_tick=1) == (4, 2)
+    assert next_tick(start=10.0, period=10.0, now=135.0, last_tick=1) == (13, 11)  # long after the start
+
+
+def test_a_scrape_ending_on_the_next_tick_missed_nothing() -> None:
+    assert next_tick(start=100.0, period=10.0, now=120.0, last_tick=1) == (2, 0)
+
+
+def test_the_wall_clock_is_epoch_milliseconds_at_real_speed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time_ns", lambda: 1_767_225_600_123_456_789)
+    assert (WallClock().now_ms(), WallClock.speedup) == (1_767_225_600_123, 1.0)
+
+
+def test_the_scaled_clock_runs_speedup_times_faster_from_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    readings = iter([500.0, 502.5])
+    monkeypatch.setattr(time, "monotonic", lambda: next(readings))
+    clock = ScaledClock(start_ms=1_767_225_600_000, speedup=60.0)
+    assert clock.now_ms() == 1_767_225_600_000 + 150_000  # 2.5 real seconds are 150 simulated ones
 
 
 @given(period=st.floats(0.01, 100), lateness=st.lists(st.floats(0, 0.99), min_size=1, max_size=200))

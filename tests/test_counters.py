@@ -1,6 +1,6 @@
 import itertools
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fleetmeter.collectors.counters import counter_delta
@@ -38,5 +38,12 @@ def test_a_reset_counts_what_accumulated_since_the_restart(before: int, after: i
 
 
 @given(previous=st.floats(0, 1e15), current=st.floats(0, 1e15), wrap=st.sampled_from([None, 2.0**32, 2.0**64]))
+@example(previous=2.0**32 + 1, current=0.0, wrap=2.0**32)  # a broken reading above the counter's width
 def test_a_delta_is_never_negative(previous: float, current: float, wrap: float | None) -> None:
     assert counter_delta(previous, current, wrap) >= 0
+
+
+def test_half_the_range_is_where_a_wrap_becomes_a_reset() -> None:
+    wrap_at = 2**16
+    assert counter_delta(2**15 + 11, 10, wrap_at) == 2**15 - 1  # just under half the range: a wrap
+    assert counter_delta(2**15 + 10, 10, wrap_at) == 10  # half the range: taken as a reset

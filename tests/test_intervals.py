@@ -86,3 +86,59 @@ def test_energy_rows_add_up_to_the_energy_really_used_across_resets(steps: list[
         [row] = build(builder, ts, reading(counters={"energy_j": Counter(counter)}))
         reported += row["energy_j"]  # type: ignore[operator]
     assert reported == sum(used for used, _ in steps)
+
+
+def test_a_device_that_primes_regresses_or_gaps_never_holds_back_the_others() -> None:
+    builder = IntervalBuilder("c", max_interval_s=30)
+    other = Device("node-a", "GPU-2", 1, "gpu", "nvidia", "H100")
+    late = DeviceReading(device=other)
+    assert builder.rows([late], 40_000, 1, lambda _: [Share(OWNER)]) == []  # GPU-2 seen at 40 s
+    assert build(builder, 50_000, reading()) == []  # GPU-1 seen at 50 s
+    rows = builder.rows([reading(), late], 45_000, 2, lambda _: [Share(OWNER)])  # GPU-1's clock went back
+    assert [row["device_uuid"] for row in rows] == ["GPU-2"]
+    rows = builder.rows([DeviceReading(device=Device("n", "GPU-3", 2, "gpu", "nvidia", "H100")), late], 55_000, 3,
+                        lambda _: [Share(OWNER)])  # GPU-3 only primes
+    assert [row["device_uuid"] for row in rows] == ["GPU-2"]
+    assert len(build(builder, 60_000, reading())) == 1
+    rows = builder.rows([late, reading()], 86_000, 4, lambda _: [Share(OWNER)])  # 31 s: a gap for GPU-2 only
+    assert [row["device_uuid"] for row in rows] == ["GPU-1"]
+
+
+def test_intervals_keep_their_fractions_of_a_second_and_their_bounds() -> None:
+    builder = IntervalBuilder("c", max_interval_s=30)
+    build(builder, 0, reading())
+    assert [row["interval_s"] for row in build(builder, 10_500, reading())] == [10.5]
+    assert [row["interval_s"] for row in build(builder, 11_000, reading())] == [0.5]
+    assert [row["interval_s"] for row in build(builder, 41_000, reading())] == [30.0]  # exactly the longest
+    assert build(builder, 41_000, reading()) == []  # no time passed: no row
+    assert builder.clock_regressions == 1
+
+
+def test_mean_power_keeps_its_half_watts() -> None:
+    builder = IntervalBuilder("c", max_interval_s=60)
+    build(builder, 0, reading(power_w=100.0))
+    [row] = build(builder, 10_000, reading(power_w=301.0))
+    assert row["energy_j"] == pytest.approx(2005.0)
+
+
+def test_an_energy_rate_is_used_before_the_power_reading() -> None:
+    builder = IntervalBuilder("c", max_interval_s=60)
+    build(builder, 0, reading(power_w=300.0, rates={"energy_j": 250.0}))
+    [row] = build(builder, 10_000, reading(power_w=300.0, rates={"energy_j": 250.0}))
+    assert row["energy_j"] == pytest.approx(2500.0)
+
+
+def test_a_counter_that_appears_for_the_first_time_falls_back_to_power() -> None:
+    builder = IntervalBuilder("c", max_interval_s=60)
+    build(builder, 0, reading(power_w=200.0))
+    [row] = build(builder, 10_000, reading(power_w=200.0, counters={"energy_j": Counter(1e6)}))
+    assert row["energy_j"] == pytest.approx(2000.0)
+
+
+def test_extras_reach_the_row_and_none_is_null() -> None:
+    builder = IntervalBuilder("c", max_interval_s=60)
+    build(builder, 0, reading())
+    [row] = build(builder, 10_000, reading(extras={"mig.enabled": 1.0}))
+    assert row["extras"] == {"mig.enabled": 1.0}
+    [row] = build(builder, 20_000, reading())
+    assert row["extras"] is None

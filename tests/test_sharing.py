@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -69,3 +71,51 @@ def test_a_shared_devices_rows_add_up_to_the_device() -> None:
     # device-seconds (interval x share) and busy time add up to the device's
     assert sum(r["interval_s"] * r["share"] for r in rows) == pytest.approx(10.0)
     assert sum(r["util_compute"] * r["interval_s"] * r["share"] for r in rows) == pytest.approx(8.0)
+
+
+def test_no_claim_gives_no_share_and_claims_and_shares_are_immutable() -> None:
+    assert split(reading(), []) == []
+    share, claim = Share(A, 0.5, SHARE_EQUALLY), Claim(A, frozenset({1}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        share.fraction = 1.0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        claim.pids = frozenset()  # type: ignore[misc]
+
+
+def test_a_process_without_a_utilization_sample_weighs_nothing() -> None:
+    processes = (ProcessUsage(1, 10, sm_util=0.3), ProcessUsage(2, 10, sm_util=None), ProcessUsage(3, 10, sm_util=0.1))
+    shares = split(reading(processes), [Claim(A, frozenset({1, 2})), Claim(B, frozenset({3}))])
+    assert [(s.owner, s.fraction, s.rule) for s in shares] == [
+        (A, pytest.approx(0.75), SHARE_BY_PROCESS_UTIL), (B, pytest.approx(0.25), SHARE_BY_PROCESS_UTIL)]
+
+
+@pytest.mark.parametrize(("sm_util", "claims"), [
+    (0.4, [Claim(A, frozenset({1})), Claim(B)]),  # B's processes are unknown: utilization cannot weigh it
+    (0.0, [Claim(A, frozenset({1})), Claim(B, frozenset({2}))]),  # neither ran a kernel in the interval
+])
+def test_shares_are_equal_when_utilization_cannot_weigh_every_owner(sm_util: float, claims: list[Claim]) -> None:
+    processes = (ProcessUsage(1, 10, sm_util=sm_util), ProcessUsage(2, 10, sm_util=0.0))
+    assert [(s.fraction, s.rule) for s in split(reading(processes), claims)] == [
+        (0.5, SHARE_EQUALLY), (0.5, SHARE_EQUALLY)]
+
+
+def test_the_units_left_over_go_to_the_largest_remainders() -> None:
+    assert largest_remainder(3, [0.7, 0.3]) == [2, 1]  # exact 2.1 and 0.9: the 0.9 gets the unit
+    assert largest_remainder(10, [0.56, 0.24, 0.2]) == [6, 2, 2]
+
+
+def test_xid_events_go_to_the_largest_share_wherever_it_stands_and_a_zero_share_gets_no_amount() -> None:
+    builder = IntervalBuilder("c", max_interval_s=60)
+    processes = (ProcessUsage(1, 10, sm_util=0.0), ProcessUsage(2, 10, sm_util=0.4), ProcessUsage(3, 10, sm_util=0.2))
+    claims = [Claim(A, frozenset({1})), Claim(B, frozenset({2})), Claim(C, frozenset({3}))]
+
+    def device(energy_j: float, ecc: float) -> DeviceReading:
+        return reading(processes, xid_errors=(79,),
+                       counters={"energy_j": Counter(energy_j), "ecc_corrected": Counter(ecc)})
+
+    builder.rows([device(0.0, 0)], 0, 1, lambda r: split(r, claims))
+    rows = builder.rows([device(3000.0, 9)], 10_000, 2, lambda r: split(r, claims))
+    assert [r["share"] for r in rows] == [0.0, pytest.approx(2 / 3), pytest.approx(1 / 3)]
+    assert [r["xid_errors"] for r in rows] == [(), (79,), ()]
+    assert [r["energy_j"] for r in rows] == [0.0, pytest.approx(2000.0), pytest.approx(1000.0)]
+    assert [r["ecc_corrected"] for r in rows] == [0, 6, 3]

@@ -8,6 +8,7 @@ is in ``quarantine/`` with a reason.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import tempfile
@@ -176,11 +177,15 @@ def test_hostile_messages_through_the_broker(kafka_broker: EmbeddedBroker, topic
         "job_id_invalid": encode([good_row(4) | {"job_id": "j" * 2_000_000}]),
         "power_w_out_of_range": encode([good_row(5) | {"power_w": math.inf}]),
         "interval_invalid": encode([good_row(6) | {"interval_s": math.nan}]),
+        "temp_c_out_of_range": encode([good_row(9) | {"temp_c": math.nan}]),
     }
     record(messages_fuzzed=len(hostile))
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, max_request_size=8 << 20)
+    # Kafka timestamps a producer may choose (none, year 10000, far beyond) and headers of any bytes
+    timestamps = itertools.cycle([None, 253_402_300_800_000, 2**62])
+    headers = [("fleetmeter-schema-version", b"\xff\xfe"), ("x" * 300, bytes(range(256))), ("", b"")]
     for payload in [valid, *hostile.values(), encode([good_row(7)])]:
-        producer.send(topic, key=b"node", value=payload)
+        producer.send(topic, key=b"node", value=payload, timestamp_ms=next(timestamps), headers=headers)
     producer.flush()
     producer.close()
     warehouse = tmp_path / "warehouse"

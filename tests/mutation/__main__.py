@@ -12,6 +12,7 @@ lives on.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import shutil
 import subprocess
@@ -20,6 +21,9 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from cosmic_ray.work_db import WorkDB, use_db
+from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
 
 ROOT = Path(__file__).parents[2]
 OUT = ROOT / "var" / "mutation"
@@ -36,7 +40,7 @@ class Target:
 TARGETS = {
     "counters": Target("collectors/counters.py", ("tests/test_counters.py",)),
     "cadence": Target("collectors/cadence.py", ("tests/test_cadence.py",)),
-    "intervals": Target("collectors/intervals.py", ("tests/test_intervals.py",)),
+    "intervals": Target("collectors/intervals.py", ("tests/test_intervals.py", "tests/test_sharing.py")),
     "sharing": Target("collectors/attribution/sharing.py", ("tests/test_sharing.py",)),
     "validate": Target("pipeline/validate.py", ("tests/pipeline/test_validate.py",)),
     "rollups": Target("pipeline/rollups.py", ("tests/pipeline/test_rollups.py",)),
@@ -48,6 +52,7 @@ class Score:
     name: str
     killed: int
     survived: list[str]  # the survivors' diffs
+    annotations: int  # mutants inside type annotations: never evaluated (postponed annotations), so not run
 
     @property
     def total(self) -> int:
@@ -56,7 +61,34 @@ class Score:
     def line(self) -> str:
         percent = 100 * self.killed / self.total if self.total else 100.0
         return (f"{self.name:<10} {self.killed:>4} of {self.total:>4} killed ({percent:5.1f} %), "
-                f"{len(self.survived)} survive")
+                f"{len(self.survived)} survive; {self.annotations} in annotations not run")
+
+
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) of every type annotation, as (line, column): with ``from __future__ import annotations``
+    Python never evaluates them, so a mutant there is equivalent by construction."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, ast.arg | ast.AnnAssign):
+            annotations.append(node.annotation)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations.append(node.returns)
+        spans += [((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0))
+                  for a in annotations if a is not None]
+    return spans
+
+
+def skip_annotation_mutants(session: Path, module: Path) -> int:
+    """Mark the session's mutants that fall inside an annotation as skipped; how many there were."""
+    spans = annotation_spans(module.read_text())
+    skipped = 0
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item in list(db.pending_work_items):
+            if all(any(start <= mutation.start_pos < end for start, end in spans) for mutation in item.mutations):
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                skipped += 1
+    return skipped
 
 
 def run(name: str, target: Target, timeout_s: float) -> Score:
@@ -77,17 +109,20 @@ name = "local"
         session = Path(scratch) / "session.sqlite"
         cosmic_ray = [sys.executable, "-m", "cosmic_ray.cli"]
         subprocess.run([*cosmic_ray, "init", str(config), str(session)], cwd=tree, check=True)
+        annotations = skip_annotation_mutants(session, tree / target.module)
         subprocess.run([*cosmic_ray, "exec", str(config), str(session)], cwd=tree, check=True)
         dump = subprocess.run([*cosmic_ray, "dump", str(session)], cwd=tree, check=True, capture_output=True,
                               text=True).stdout
     killed, survived = 0, []
     for line in dump.splitlines():
         _, result = json.loads(line)
-        if result is not None and result["test_outcome"] == "survived":
+        if result["worker_outcome"] == WorkerOutcome.SKIPPED:
+            continue
+        if result["test_outcome"] == TestOutcome.SURVIVED:
             survived.append(result["diff"])
         else:
             killed += 1  # killed, or incompetent (the mutant could not even run): either way the tests noticed
-    return Score(name, killed, survived)
+    return Score(name, killed, survived, annotations)
 
 
 def main() -> None:

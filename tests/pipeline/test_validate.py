@@ -51,6 +51,52 @@ def test_valid_rows_pass_unchanged() -> None:
         ({"energy_j": math.inf}, "energy_j_not_finite"),
         ({"power_w": 1e9}, "power_w_out_of_range"),
         ({"mem_used_bytes": 200}, "mem_used_above_total"),
+        # every rule of schemas/sample_v1.md, "Valid values", just past its bound
+        ({"ts": 946_684_799_999}, "ts_out_of_range"),
+        ({"interval_s": 0.0}, "interval_invalid"),
+        ({"tenant": "a\tb"}, "tenant_invalid"),
+        ({"job_id": "j" * 257}, "job_id_invalid"),
+        ({"parent_uuid": "GPU-\x7f"}, "parent_uuid_invalid"),
+        ({"device_index": -1}, "device_index_out_of_range"),
+        ({"device_index": 65_536}, "device_index_out_of_range"),
+        ({"seq": -1}, "seq_negative"),
+        ({"util_compute": -0.01}, "util_compute_out_of_range"),
+        ({"util_mem_bw": 1.01}, "util_mem_bw_out_of_range"),
+        ({"sm_active": math.inf}, "sm_active_out_of_range"),
+        ({"share": math.nan, "share_rule": "equal"}, "share_out_of_range"),
+        ({"mem_used_bytes": -1}, "mem_used_bytes_negative"),
+        ({"mem_total_bytes": 2**53 + 1, "mem_used_bytes": 1}, "mem_total_bytes_too_large"),
+        ({"pcie_tx_bytes": -5}, "pcie_tx_bytes_negative"),
+        ({"pcie_rx_bytes": 2**53 + 1}, "pcie_rx_bytes_too_large"),
+        ({"nvlink_tx_bytes": 2**53 + 1}, "nvlink_tx_bytes_too_large"),
+        ({"nvlink_rx_bytes": -1}, "nvlink_rx_bytes_negative"),
+        ({"ecc_corrected": 2**32}, "ecc_corrected_too_large"),
+        ({"ecc_uncorrected": -1}, "ecc_uncorrected_negative"),
+        ({"ecc_uncorrected": 2**32}, "ecc_uncorrected_too_large"),
+        ({"energy_j": 5000.0 * 10.0 + 0.5}, "energy_j_out_of_range"),
+        ({"power_w": -0.5}, "power_w_out_of_range"),
+        ({"power_w": math.nan}, "power_w_out_of_range"),
+        ({"temp_c": math.nan}, "temp_c_out_of_range"),
+        ({"temp_c": -50.5}, "temp_c_out_of_range"),
+        ({"temp_c": 200.5}, "temp_c_out_of_range"),
+        ({"sm_clock_mhz": -1.0}, "sm_clock_mhz_out_of_range"),
+        ({"sm_clock_mhz": 10_000.5}, "sm_clock_mhz_out_of_range"),
+        ({"sm_clock_mhz": math.inf}, "sm_clock_mhz_out_of_range"),
+        ({"throttle_reasons": ["sw_thermal"] * 33}, "throttle_reasons_invalid"),
+        ({"throttle_reasons": ["x" * 65]}, "throttle_reasons_invalid"),
+        ({"throttle_reasons": ["\x1b[31m"]}, "throttle_reasons_invalid"),
+        ({"xid_errors": [79] * 1001}, "xid_errors_invalid"),
+        ({"xid_errors": [79, -1]}, "xid_errors_invalid"),
+        ({"xid_errors": [None]}, "xid_errors_invalid"),
+        ({"processes": [{"pid": -1, "used_memory_bytes": 1}]}, "processes_invalid"),
+        ({"processes": [{"pid": None, "used_memory_bytes": 1}]}, "processes_invalid"),
+        ({"processes": [{"pid": 1, "used_memory_bytes": -1}]}, "processes_invalid"),
+        ({"processes": [{"pid": 1, "used_memory_bytes": 1}] * 4097}, "processes_invalid"),
+        ({"extras": [("gpm.dram_active", math.nan)]}, "extras_invalid"),
+        ({"extras": [("gpm.dram_active", -math.inf)]}, "extras_invalid"),
+        ({"extras": [("a\nb", 1.0)]}, "extras_invalid"),
+        ({"extras": [("k" * 257, 1.0)]}, "extras_invalid"),
+        ({"extras": [(f"k{i}", 1.0) for i in range(257)]}, "extras_invalid"),
     ],
 )
 def test_a_bad_row_is_quarantined_with_its_reason_and_the_rest_proceeds(values: dict[str, object],
@@ -59,6 +105,26 @@ def test_a_bad_row_is_quarantined_with_its_reason_and_the_rest_proceeds(values: 
     assert result.rows["device_uuid"].to_list() == ["GPU-ok"]
     assert result.rejected["device_uuid"].to_list() == ["GPU-bad"]
     assert result.rejected["reason"].to_list() == [reason]
+
+
+def test_values_on_every_bound_are_valid() -> None:
+    """Each rule's bound itself is valid: the rules reject only what lies beyond (schemas/sample_v1.md)."""
+    edges = [
+        row(ts=946_684_800_000, interval_s=MAX_INTERVAL_S, energy_j=5000.0 * MAX_INTERVAL_S, power_w=5000.0,
+            device_index=65_535, seq=0, util_compute=1.0, util_mem_bw=0.0, sm_active=1.0, tensor_active=0.0,
+            temp_c=-50.0, sm_clock_mhz=10_000.0, mem_used_bytes=2**53, mem_total_bytes=2**53,
+            pcie_tx_bytes=2**53, pcie_rx_bytes=0, nvlink_tx_bytes=2**53, nvlink_rx_bytes=0,
+            ecc_corrected=2**32 - 1, ecc_uncorrected=0, share=1.0, share_rule="process_util", job_id="j" * 256,
+            throttle_reasons=["r" * 64] * 32, xid_errors=[0] * 1000,
+            processes=[{"pid": 0, "used_memory_bytes": None}] * 4096,
+            extras=[(f"{i:0>256}", None if i % 2 else -1e300) for i in range(256)]),
+        row(device_uuid="GPU-2", ts=NOW_MS + 300_000, temp_c=200.0, sm_clock_mhz=0.0, energy_j=0.0, power_w=0.0,
+            util_compute=0.0, share=0.0, share_rule="equal", throttle_reasons=[], xid_errors=[], processes=[],
+            extras=[]),
+    ]
+    result = validate(message(*edges), NOW_MS)
+    assert result.rejected["reason"].to_list() == []
+    assert result.rows.height == 2
 
 
 def test_unreadable_payloads_are_rejected_whole_with_a_reason() -> None:
