@@ -42,7 +42,7 @@ def next_tick(start: float, period: float, now: float, last_tick: int) -> tuple[
     ended exactly on the next tick's time has missed nothing.
     """
     due = last_tick + 1
-    overdue = math.floor((now - start) / period)
-    if overdue > due:
+    overdue = math.ceil((now - start) / period) - 1  # the last tick whose time has passed (not one due now)
+    if overdue >= due:
         return overdue + 1, overdue + 1 - due
     return due, 0

@@ -57,6 +57,7 @@ class _Pending:
     checked: pl.DataFrame | None = None  # the rows that passed the checks, once a commit has checked them
     rows: int = 0
     since: float = 0.0  # monotonic time of the first message
+    arrived_ms: int = 0  # when the first message arrived (epoch ms, the reader's clock): files the quarantine
 
 
 @dataclass
@@ -111,7 +112,7 @@ class PartitionWriter:
             return
         pending = self.pending
         if pending.first_offset is None:
-            pending.first_offset, pending.since = records[0].offset, time.monotonic()
+            pending.first_offset, pending.since, pending.arrived_ms = records[0].offset, time.monotonic(), now_ms
         pending.last_offset = records[-1].offset
         payloads = [(record.offset, record.value or b"") for record in records]
         self.metrics.bytes_in.inc(sum(len(payload) for _, payload in payloads))
@@ -182,7 +183,7 @@ class PartitionWriter:
             self._write_rollups(commit, fresh)
             self._write_jobs(commit, fresh)
         if pending.quarantined:  # filed by the day it arrived: a producer's Kafka timestamp can be any int64
-            arrived = layout.bucket(layout.QUARANTINE, int(time.time() * 1000))
+            arrived = layout.bucket(layout.QUARANTINE, pending.arrived_ms)
             self._write(commit, arrived, pl.concat(pending.quarantined, how="vertical"))
         self._commit(commit, pending.last_offset + 1, fence, "flush")
         self.keys.remember(fresh)

@@ -41,7 +41,8 @@ MAX_PROCESSES = 4_096
 MAX_EXTRAS = 256
 
 _LABELS = tuple(field.name for field in SAMPLE_SCHEMA if pa.types.is_string(field.type))
-_CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"  # break CSV output, terminals and log lines
+#: C0, DEL and C1 characters (0x9b opens a terminal escape): they break CSV output, terminals and log lines.
+_CONTROL_CHARACTERS = r"[\x00-\x1f\x7f-\x9f]"
 _RATIOS = ("util_compute", "util_mem_bw", "sm_active", "tensor_active")
 _SHARE_RULES = ("process_util", "equal")
 _ERRORS = ("ecc_corrected", "ecc_uncorrected")
@@ -136,7 +137,8 @@ def _first_broken_rule(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int
         ("sm_clock_mhz_out_of_range",
          pl.col("sm_clock_mhz").is_not_null() & ~pl.col("sm_clock_mhz").is_between(0.0, MAX_SM_CLOCK_MHZ)),
         ("throttle_reasons_invalid", (pl.col("throttle_reasons").list.len() > MAX_THROTTLE_REASONS)
-         | pl.col("throttle_reasons").list.eval(_bad_label(pl.element(), MAX_REASON_CHARS)).list.any()),
+         | pl.col("throttle_reasons").list.eval(
+             pl.element().is_null() | _bad_label(pl.element(), MAX_REASON_CHARS)).list.any()),
         ("xid_errors_invalid", (pl.col("xid_errors").list.len() > MAX_XID_EVENTS)
          | pl.col("xid_errors").list.eval(pl.element().is_null() | (pl.element() < 0)).list.any()),
         ("processes_invalid", (pl.col("processes").list.len() > MAX_PROCESSES)
@@ -144,6 +146,7 @@ def _first_broken_rule(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int
                                          | (pl.element().struct.field("pid") < 0)
                                          | (pl.element().struct.field("used_memory_bytes") < 0)).list.any()),
         ("extras_invalid", (pl.col("extras").map.len() > MAX_EXTRAS)
+         | (pl.col("extras").map.keys().list.n_unique() < pl.col("extras").map.len())  # a key twice: which holds?
          | pl.col("extras").map.keys().list.eval(_bad_label(pl.element(), MAX_LABEL_CHARS)).list.any()
          | pl.col("extras").map.values().list.eval(~pl.element().is_finite()).list.any()),
         ("mem_used_above_total", pl.col("mem_used_bytes") > pl.col("mem_total_bytes")),

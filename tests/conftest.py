@@ -17,7 +17,8 @@ from fleetmeter.demo.broker import EmbeddedBroker
 from fleetmeter.schemas import wire
 
 #: ``./dev mutate`` runs the tests once per mutant: a failing example needs no shrinking, nor a database.
-settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None,
+                          max_examples=30)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -22,6 +22,8 @@ Key = tuple[Any, ...]
 
 LABEL_CHARS = 256
 EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01
+MAX_POWER_W = 5000.0
+SHARE_RULES = ("process_util", "equal")
 IDLE_THRESHOLD = 0.05
 BINS = 20
 
@@ -38,15 +40,22 @@ class Valid:
     nullable: bool = True
 
 
+def _is_control(character: str) -> bool:
+    """C0, DEL and C1: what breaks a terminal, a CSV file or a log line."""
+    return ord(character) < 32 or 127 <= ord(character) <= 159
+
+
 def _is_label(value: Any, chars: int) -> bool:
-    return isinstance(value, str) and len(value) <= chars and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+    return isinstance(value, str) and len(value) <= chars and not any(map(_is_control, value))
 
 
 def _number_in(value: Any, low: float, high: float) -> bool:
     return isinstance(value, int | float) and not math.isnan(value) and low <= value <= high
 
 
-def _process(process: dict[str, Any]) -> bool:
+def _process(process: dict[str, Any] | None) -> bool:
+    if process is None:
+        return False
     pid, memory = process["pid"], process["used_memory_bytes"]
     return pid is not None and pid >= 0 and (memory is None or memory >= 0)
 
@@ -71,7 +80,7 @@ VALID: dict[str, Valid] = {
     "tenant": REQUIRED_LABEL, "job_id": LABEL,
     "util_compute": RATIO, "util_mem_bw": RATIO, "sm_active": RATIO, "tensor_active": RATIO,
     "mem_used_bytes": BYTES, "mem_total_bytes": BYTES,  # and used <= total
-    "power_w": Valid(0.0, 5000.0),
+    "power_w": Valid(0.0, MAX_POWER_W),
     "energy_j": Valid(0.0, None),  # and at most 5 kW over the interval
     "temp_c": Valid(-50.0, 200.0),
     "sm_clock_mhz": Valid(0.0, 10_000.0),
@@ -95,6 +104,8 @@ def _column_ok(name: str, value: Any) -> bool:
         return _is_label(value, rule.label_chars)
     if rule.items is not None:
         entries = list(value.items()) if isinstance(value, dict) else list(value)
+        if name == "extras" and len({key for key, _ in entries}) < len(entries):
+            return False  # a key given twice: no reader can tell which value holds
         return len(entries) <= rule.items and all(rule.item(entry) for entry in entries)  # type: ignore[misc]
     low = -math.inf if rule.low is None else rule.low
     high = math.inf if rule.high is None else rule.high
@@ -115,9 +126,9 @@ def broken_rules(row: Row, now_ms: int, max_future_s: float = 300.0, max_latenes
     if used is not None and total is not None and used > total:
         broken.add("mem_used_bytes")
     energy = row.get("energy_j")
-    if energy is not None and "interval_s" not in broken and energy > 5000.0 * interval:
+    if energy is not None and "interval_s" not in broken and energy > MAX_POWER_W * interval:
         broken.add("energy_j")
-    if row.get("share_rule") not in (None, "process_util", "equal"):
+    if row.get("share_rule") not in (None, *SHARE_RULES):
         broken.add("share_rule")
     return broken
 
@@ -176,7 +187,8 @@ def capacity_seconds(row: Row) -> float:
     return row["interval_s"] * (1.0 if share is None else share)
 
 
-def _max(current: int | None, value: int | None) -> int | None:
+def max_known(current: int | None, value: int | None) -> int | None:
+    """The larger of two maxima, either unknown (None)."""
     return current if value is None else value if current is None else max(current, value)
 
 
@@ -202,7 +214,7 @@ def windows(rows: Iterable[Row], width: str, with_node: bool, idle_threshold: fl
         total["ecc_corrected"] += row.get("ecc_corrected") or 0
         total["ecc_uncorrected"] += row.get("ecc_uncorrected") or 0
         total["xid_events"] += len(row.get("xid_errors") or [])
-        total["mem_used_max_bytes"] = _max(total["mem_used_max_bytes"], row.get("mem_used_bytes"))
+        total["mem_used_max_bytes"] = max_known(total["mem_used_max_bytes"], row.get("mem_used_bytes"))
         for ratio, measure in (("sm_active", "sm_active"), ("tensor_active", "tensor_active")):
             if row.get(ratio) is not None:
                 total[f"{measure}_seconds"] += row[ratio] * seconds
@@ -219,6 +231,23 @@ def windows(rows: Iterable[Row], width: str, with_node: bool, idle_threshold: fl
 JOB_DEVICE_SUMS = ("samples", "device_seconds", "util_known_seconds", "busy_seconds", "idle_seconds", "energy_j")
 
 
+def add_job_span(total: dict[str, Any], part: dict[str, Any], sums: tuple[str, ...] = JOB_DEVICE_SUMS) -> None:
+    """Merge ``part`` (a job's or a job device's span and sums) into ``total``."""
+    total["first_seen"] = min(total["first_seen"], part["first_seen"])
+    total["last_seen"] = max(total["last_seen"], part["last_seen"])
+    for name in sums:
+        total[name] += part[name]
+    total["mem_used_max_bytes"] = max_known(total["mem_used_max_bytes"], part["mem_used_max_bytes"])
+
+
+def with_fractions(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's hours and the fractions readers ask for first, from its sums."""
+    known = job["util_known_seconds"]
+    return job | {"device_hours": job["device_seconds"] / 3600,
+                  "busy_fraction": job["busy_seconds"] / known if known > 0 else None,
+                  "idle_fraction": job["idle_seconds"] / known if known > 0 else None}
+
+
 def job_devices(rows: Iterable[Row], idle_threshold: float = IDLE_THRESHOLD) -> dict[Key, dict[str, Any]]:
     """``job_devices``: per job and device, when it was seen and its sums (rows without a job left out)."""
     totals: dict[Key, dict[str, Any]] = {}
@@ -228,16 +257,13 @@ def job_devices(rows: Iterable[Row], idle_threshold: float = IDLE_THRESHOLD) -> 
         key = (row["cluster"], row["tenant"], row["job_id"], row["device_uuid"], row["vendor"], row["model"],
                row["node"])
         start = datetime.fromtimestamp(row["ts"] / 1000, tz=UTC)
-        end = start + timedelta(milliseconds=round(row["interval_s"] * 1000))
         one = windows([row], "1d", with_node=False, idle_threshold=idle_threshold).popitem()[1]
-        if key not in totals:
-            totals[key] = {"first_seen": start, "last_seen": end, "mem_used_max_bytes": None,
-                           **{name: 0 for name in JOB_DEVICE_SUMS}}
-        total = totals[key]
-        total["first_seen"], total["last_seen"] = min(total["first_seen"], start), max(total["last_seen"], end)
-        for name in JOB_DEVICE_SUMS:
-            total[name] += one[name]
-        total["mem_used_max_bytes"] = _max(total["mem_used_max_bytes"], one["mem_used_max_bytes"])
+        one |= {"first_seen": start, "last_seen": start + timedelta(milliseconds=round(row["interval_s"] * 1000))}
+        if key in totals:
+            add_job_span(totals[key], one)
+        else:
+            totals[key] = {name: one[name] for name in ("first_seen", "last_seen", "mem_used_max_bytes",
+                                                        *JOB_DEVICE_SUMS)}
     return totals
 
 
@@ -248,18 +274,8 @@ def jobs(rows: Iterable[Row], idle_threshold: float = IDLE_THRESHOLD) -> dict[Ke
     for key, device in job_devices(rows, idle_threshold).items():
         job = key[:3]
         devices[job].add(key[3])
-        if job not in result:
+        if job in result:
+            add_job_span(result[job], device)
+        else:
             result[job] = dict(device)
-            continue
-        total = result[job]
-        total["first_seen"] = min(total["first_seen"], device["first_seen"])
-        total["last_seen"] = max(total["last_seen"], device["last_seen"])
-        for name in JOB_DEVICE_SUMS:
-            total[name] += device[name]
-        total["mem_used_max_bytes"] = _max(total["mem_used_max_bytes"], device["mem_used_max_bytes"])
-    for job, total in result.items():
-        known = total["util_known_seconds"]
-        total |= {"devices": len(devices[job]), "device_hours": total["device_seconds"] / 3600,
-                  "busy_fraction": total["busy_seconds"] / known if known > 0 else None,
-                  "idle_fraction": total["idle_seconds"] / known if known > 0 else None}
-    return result
+    return {job: with_fractions(total | {"devices": len(devices[job])}) for job, total in result.items()}

@@ -27,10 +27,12 @@ any_float = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
     [math.nan, math.inf, -math.inf, -0.0, 1e308, -1e308, 5e-324])
 any_text = st.one_of(
     st.text(max_size=40),  # any code point, control characters included
-    st.sampled_from(["[/bold]", "\x1b[31mred\x1b[0m", "a\nb", "\x00", "[link=https://x.example/]x[/link]"]),
+    st.sampled_from(["[/bold]", "\x1b[31mred\x1b[0m", "a\nb", "\x00", "\x9b31m", "[link=https://x.example/]x[/link]"]),
     st.sampled_from([257, 100_000, 3_000_000]).map(lambda n: "x" * n),  # just over the limit, to megabytes
 )
-label_text = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_characters="\x7f"), max_size=12)
+label_text = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF,
+                                   exclude_characters=[chr(c) for c in range(127, 160)]), max_size=12
+                     ) | st.just("l" * 256)  # the longest label
 
 
 def _hostile(field: pa.Field) -> st.SearchStrategy[Any]:
@@ -43,17 +45,18 @@ def _hostile(field: pa.Field) -> st.SearchStrategy[Any]:
         return st.integers(*INT_RANGES[kind])
     if pa.types.is_string(kind):
         return any_text
-    if pa.types.is_map(kind):
-        return st.lists(st.tuples(any_text, st.none() | any_float), max_size=4, unique_by=lambda kv: kv[0])
+    if pa.types.is_map(kind):  # keys may repeat
+        entries = st.lists(st.tuples(any_text | st.just("mig.enabled"), st.none() | any_float), max_size=4)
+        return entries | st.integers(257, 300).map(lambda n: [(f"k{i}", 0.0) for i in range(n)])
     if pa.types.is_list(kind):
         item = kind.value_type
         if pa.types.is_struct(item):
-            return st.lists(st.fixed_dictionaries({
-                "pid": st.none() | st.integers(*INT_RANGES[pa.int64()]),
-                "used_memory_bytes": st.none() | st.integers(*INT_RANGES[pa.int64()])}), max_size=3)
+            process = st.fixed_dictionaries({"pid": st.none() | st.integers(*INT_RANGES[pa.int64()]),
+                                             "used_memory_bytes": st.none() | st.integers(*INT_RANGES[pa.int64()])})
+            return st.lists(st.none() | process, max_size=3) | st.just([{"pid": 1, "used_memory_bytes": 0}] * 4097)
         text = pa.types.is_string(item)
-        values = any_text if text else st.none() | st.integers(*INT_RANGES[item])
-        overlong = st.integers(33, 1200).map(lambda n: ["x"] * n if text else [0] * n)  # past each list's bound
+        values = st.none() | (any_text if text else st.integers(*INT_RANGES[item]))
+        overlong = st.sampled_from([33, 1001]).map(lambda n: ["x"] * n if text else [0] * n)  # past each bound
         return st.lists(values, max_size=4) | overlong
     raise AssertionError(f"no hostile strategy for {field}")
 
@@ -92,9 +95,9 @@ def _coherent(row: Row) -> Row:
     if row["mem_used_bytes"] is not None and row["mem_total_bytes"] is not None:
         row["mem_used_bytes"] = min(row["mem_used_bytes"], row["mem_total_bytes"])
     if row["energy_j"] is not None:
-        row["energy_j"] = min(row["energy_j"], 5000.0 * row["interval_s"])
+        row["energy_j"] = min(row["energy_j"], oracle.MAX_POWER_W * row["interval_s"])
     if row["share_rule"] is not None:
-        row["share_rule"] = "process_util" if len(row["share_rule"]) % 2 else "equal"
+        row["share_rule"] = oracle.SHARE_RULES[len(row["share_rule"]) % 2]
     return row
 
 

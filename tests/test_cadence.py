@@ -1,9 +1,10 @@
-import time
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fleetmeter.collectors import cadence
 from fleetmeter.collectors.cadence import ScaledClock, WallClock, next_tick
 
 
@@ -18,18 +19,20 @@ def test_an_overrun_skips_the_ticks_it_missed() -> None:
     assert next_tick(start=10.0, period=10.0, now=135.0, last_tick=1) == (13, 11)  # long after the start
 
 
-def test_a_scrape_ending_on_the_next_tick_missed_nothing() -> None:
+def test_a_scrape_ending_on_a_tick_fires_it_and_one_ending_past_it_skips_it() -> None:
     assert next_tick(start=100.0, period=10.0, now=120.0, last_tick=1) == (2, 0)
+    assert next_tick(start=100.0, period=10.0, now=125.0, last_tick=1) == (3, 1)
+    assert next_tick(start=100.0, period=10.0, now=130.0, last_tick=1) == (3, 1)
 
 
 def test_the_wall_clock_is_epoch_milliseconds_at_real_speed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(time, "time_ns", lambda: 1_767_225_600_123_456_789)
+    monkeypatch.setattr(cadence, "time", SimpleNamespace(time_ns=lambda: 1_767_225_600_123_456_789))
     assert (WallClock().now_ms(), WallClock.speedup) == (1_767_225_600_123, 1.0)
 
 
 def test_the_scaled_clock_runs_speedup_times_faster_from_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    readings = iter([500.0, 502.5])
-    monkeypatch.setattr(time, "monotonic", lambda: next(readings))
+    readings = iter([500.0, 502.5])  # the module's own clock only: other threads keep the real one
+    monkeypatch.setattr(cadence, "time", SimpleNamespace(monotonic=lambda: next(readings)))
     clock = ScaledClock(start_ms=1_767_225_600_000, speedup=60.0)
     assert clock.now_ms() == 1_767_225_600_000 + 150_000  # 2.5 real seconds are 150 simulated ones
 

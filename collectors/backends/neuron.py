@@ -20,6 +20,7 @@ cores read null for that group rather than idle.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -96,7 +97,8 @@ _CoreFigures = dict[int, float | None]
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite JSON number: NaN would bill a core as busy (``min(1.0, nan)``) and infinity cannot be an int."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _member(data: object, *keys: str) -> object:

@@ -9,11 +9,12 @@ is in ``quarantine/`` with a reason.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,9 @@ from tests.pipeline.fleet import assert_rollups_match, pipeline_settings, read_t
 from tests.strategies import LENIENT_SCHEMA, encode_rows, hostile_rows
 
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000) // 60_000 * 60_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Hypothesis examples of the in-process fuzz test; raise it for a soak (FLEETMETER_FUZZ_EXAMPLES=5000).
 EXAMPLES = int(os.environ.get("FLEETMETER_FUZZ_EXAMPLES", "60"))
-LABELS = ("cluster", "node", "device_uuid", "device_kind", "vendor", "model", "tenant", "job_id")
 
 
 def good_row(device: int) -> dict[str, Any]:
@@ -71,9 +72,15 @@ KAFKA_TIMESTAMPS = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([-1, 0, 25
 
 
 @st.composite
-def hostile_messages(draw: st.DrawFn) -> bytes:
-    valid = encode([good_row(100), good_row(101)])
+def hostile_messages(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A message of some kind: ``rows`` (a well-formed message of any values) or a broken one."""
     kind = draw(st.sampled_from(["rows", "rows", "garbage", "truncated", "flipped", "wrong_type", "version"]))
+    return kind, draw(_payload(kind))
+
+
+@st.composite
+def _payload(draw: st.DrawFn, kind: str) -> bytes:
+    valid = encode([good_row(100), good_row(101)])
     if kind == "rows":
         return wire.encode(encode_rows(draw(ROWS)))
     if kind == "garbage":
@@ -126,16 +133,17 @@ def comparable(row: dict[str, Any]) -> dict[str, Any]:
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(st.tuples(hostile_messages(), KAFKA_TIMESTAMPS), min_size=1, max_size=6))
-def test_hostile_messages_are_stored_or_quarantined_exactly(messages: list[tuple[bytes, int]]) -> None:
+def test_hostile_messages_are_stored_or_quarantined_exactly(messages: list[tuple[tuple[str, bytes], int]]) -> None:
     """Each row of a readable message is stored (the first of its key) if the oracle's rules accept it, else
-    quarantined with a reason that names a column it breaks; every rollup equals the oracle's; messages
-    that cannot be read are quarantined whole. Expectations come from pyarrow and tests/oracle.py alone."""
+    quarantined with a reason that names a column its own row breaks; every rollup equals the oracle's; a
+    well-formed message is never rejected whole. Expectations come from pyarrow and tests/oracle.py alone."""
     good = encode([good_row(1), good_row(2)])
-    records = [Record("t", 0, offset, timestamp, b"node", payload)
-               for offset, (payload, timestamp) in enumerate([(good, NOW_MS), *messages, (good, -1)])]
+    sent = [("rows", good, NOW_MS), *[(kind, payload, ts) for (kind, payload), ts in messages], ("rows", good, -1)]
+    records = [Record("t", 0, offset, ts, b"node", payload) for offset, (_, payload, ts) in enumerate(sent)]
     record(messages_fuzzed=len(messages))
     with tempfile.TemporaryDirectory() as directory:
         config = pipeline_settings("unused:9092", "t", directory)
+        rules = config.validation
         writer = PartitionWriter(Storage(directory), "t", 0, config, PipelineMetrics(), [])
         writer.add(records, NOW_MS)
         writer.flush(lambda next_offset: None)
@@ -143,8 +151,10 @@ def test_hostile_messages_are_stored_or_quarantined_exactly(messages: list[tuple
         quarantined = read_table(directory, "quarantine")
         whole = {row["offset"]: row["reason"] for row in quarantined if row["row_json"] is None}
         readable = [(record.offset, rows_of(record.value or b"")) for record in records if record.offset not in whole]
-        valid = [row for _, rows in readable for row in rows if not oracle.broken_rules(row, NOW_MS, 300, 30 * 86_400)]
-        expected = oracle.deduplicated(valid)
+        broken = {offset: [oracle.broken_rules(row, NOW_MS, rules.max_future_s, rules.max_lateness_s) for row in rows]
+                  for offset, rows in readable}
+        expected = oracle.deduplicated(row for offset, rows in readable
+                                       for row, columns in zip(rows, broken[offset], strict=True) if not columns)
         assert_rollups_match(directory, expected)
 
     by_key = {(row["device_uuid"], row["ts"], row["tenant"], row["job_id"]): row for row in stored}
@@ -154,14 +164,21 @@ def test_hostile_messages_are_stored_or_quarantined_exactly(messages: list[tuple
         diff = [(name, got[name], value) for name, value in want.items() if got[name] != value]
         assert diff == [], repr(diff)[:500]
     assert {"GPU-1", "GPU-2"} <= {row["device_uuid"] for row in stored}
-    for record_ in records:
-        if record_.offset in whole and len(record_.value or b"") > config.validation.max_message_bytes:
-            assert whole[record_.offset] == "too_large"
-    for offset, rows in readable:
-        broken = [oracle.broken_rules(row, NOW_MS, 300, 30 * 86_400) for row in rows]
-        reasons = [row["reason"] for row in quarantined if row["offset"] == offset and row["row_json"] is not None]
-        assert len(reasons) == sum(1 for columns in broken if columns)
-        assert all(any(oracle.reason_column(reason) in columns for columns in broken) for reason in reasons)
+    for offset, (kind, payload, _) in enumerate(sent):
+        too_large = len(payload) > rules.max_message_bytes
+        if kind == "rows" or too_large:  # a well-formed message is read, unless it is too large
+            assert whole.get(offset) == ("too_large" if too_large else None)
+    for offset, rows in readable:  # each reason names a column its own row breaks (rows matched by seq)
+        reasons = [(json.loads(row["row_json"])["seq"], row["reason"]) for row in quarantined
+                   if row["offset"] == offset and row["row_json"] is not None]
+        assert len(reasons) == sum(1 for columns in broken[offset] if columns)
+        for seq, reason in reasons:
+            assert any(oracle.reason_column(reason) in columns
+                       for row, columns in zip(rows, broken[offset], strict=True) if row["seq"] == seq), reason
+    for row in quarantined:  # the record's Kafka timestamp, null where no reader could hold it
+        kafka_ts = sent[row["offset"]][2]
+        assert row["kafka_ts"] == (EPOCH + timedelta(milliseconds=kafka_ts)
+                                   if 0 <= kafka_ts < 253_402_300_800_000 else None)
 
 
 def test_hostile_messages_through_the_broker(kafka_broker: EmbeddedBroker, topic: str, tmp_path: Path) -> None:

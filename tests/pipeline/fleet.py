@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import polars as pl
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.pipeline.settings import PipelineSettings, ValidationSettings
 from fleetmeter.pipeline.warehouse.manifest import live_files
 from fleetmeter.pipeline.warehouse.storage import Storage
 from fleetmeter.schemas import wire
@@ -68,8 +69,9 @@ def topic_rows(bootstrap_servers: str, topic: str) -> list[Row]:
 def unique_valid(rows: list[Row]) -> list[Row]:
     """The rows a correct pipeline stores: valid ones (tests/oracle.py's rules, against the clock now), the first
     of each (device_uuid, ts, tenant, job_id)."""
-    now_ms = int(time.time() * 1000)
-    return oracle.deduplicated(row for row in rows if not oracle.broken_rules(row, now_ms))
+    now_ms, rules = int(time.time() * 1000), ValidationSettings()
+    return oracle.deduplicated(row for row in rows
+                               if not oracle.broken_rules(row, now_ms, rules.max_future_s, rules.max_lateness_s))
 
 
 def pipeline_settings(bootstrap_servers: str, topic: str, warehouse: Path | str, **overrides: Any) -> PipelineSettings:
@@ -106,8 +108,7 @@ def stored_windows(rows: list[Row], with_node: bool) -> dict[tuple[Any, ...], di
         total = merged[key]
         for name in oracle.SUMMED:
             total[name] += row[name]
-        memory = [value for value in (total["mem_used_max_bytes"], row["mem_used_max_bytes"]) if value is not None]
-        total["mem_used_max_bytes"] = max(memory, default=None)
+        total["mem_used_max_bytes"] = oracle.max_known(total["mem_used_max_bytes"], row["mem_used_max_bytes"])
         total["util_hist_seconds"] = [a + b for a, b in zip(total["util_hist_seconds"], row["util_hist_seconds"],
                                                             strict=True)]
     return merged
@@ -138,21 +139,18 @@ JOB_DEVICE_KEYS = (*JOB_KEYS, "device_uuid", "vendor", "model", "node")
 
 
 def _merged_jobs(rows: list[Row], keys: tuple[str, ...], counts: tuple[str, ...]) -> dict[tuple[Any, ...], Row]:
-    """Stored job rows merged across Kafka partitions (each partition stores its own devices' part of a job)."""
+    """Stored job rows merged across Kafka partitions (each partition stores its own devices' part of a job);
+    the fractions of a job merged from several rows are those of its merged sums."""
     merged: dict[tuple[Any, ...], Row] = {}
+    parts: dict[tuple[Any, ...], int] = defaultdict(int)
     for row in rows:
         key = tuple(row[name] for name in keys)
-        if key not in merged:
+        parts[key] += 1
+        if key in merged:
+            oracle.add_job_span(merged[key], row, (*oracle.JOB_DEVICE_SUMS, *counts))
+        else:
             merged[key] = dict(row)
-            continue
-        total = merged[key]
-        total["first_seen"] = min(total["first_seen"], row["first_seen"])
-        total["last_seen"] = max(total["last_seen"], row["last_seen"])
-        for name in (*oracle.JOB_DEVICE_SUMS, *counts):
-            total[name] += row[name]
-        memory = [value for value in (total["mem_used_max_bytes"], row["mem_used_max_bytes"]) if value is not None]
-        total["mem_used_max_bytes"] = max(memory, default=None)
-    return merged
+    return {key: oracle.with_fractions(row) if parts[key] > 1 and counts else row for key, row in merged.items()}
 
 
 def assert_rollups_match(warehouse: Path | str, rows: list[Row]) -> None:
@@ -160,15 +158,9 @@ def assert_rollups_match(warehouse: Path | str, rows: list[Row]) -> None:
     assert_windows_match(read_table(warehouse, "util_1m"), rows, "1m", with_node=True)
     assert_windows_match(read_table(warehouse, "util_1h"), rows, "1h", with_node=False)
     assert_windows_match(read_table(warehouse, "util_1d"), rows, "1d", with_node=False)
-    devices = _merged_jobs(read_table(warehouse, "job_devices"), JOB_DEVICE_KEYS, ())
-    assert_same_figures(devices, oracle.job_devices(rows))
-    jobs = _merged_jobs(read_table(warehouse, "jobs"), JOB_KEYS, ("devices",))
-    for job in jobs.values():  # the fractions of a job split across partitions, from its merged sums
-        known = job["util_known_seconds"]
-        job |= {"device_hours": job["device_seconds"] / 3600,
-                "busy_fraction": job["busy_seconds"] / known if known > 0 else None,
-                "idle_fraction": job["idle_seconds"] / known if known > 0 else None}
-    assert_same_figures(jobs, oracle.jobs(rows))
+    assert_same_figures(_merged_jobs(read_table(warehouse, "job_devices"), JOB_DEVICE_KEYS, ()),
+                        oracle.job_devices(rows))
+    assert_same_figures(_merged_jobs(read_table(warehouse, "jobs"), JOB_KEYS, ("devices",)), oracle.jobs(rows))
 
 
 def samples_frame(warehouse: Path | str) -> pl.DataFrame:

@@ -10,11 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetmeter.pipeline.validate import MAX_INTERVAL_S, MessageRejected, validate
+from fleetmeter.pipeline.validate import MessageRejected, check, validate
 from fleetmeter.schemas import wire
 from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA, SCHEMA_VERSION_METADATA_KEY, rows_to_batch
+from tests import oracle
+from tests.strategies import encode_rows, hostile_rows
 
 NOW_MS = 1_767_571_200_000
+MAX_INTERVAL_S = 3600.0  # schemas/sample_v1.md, "Valid values"
 
 
 def row(**values: object) -> dict[str, object]:
@@ -212,3 +215,20 @@ def test_corrupted_messages_never_let_a_bad_row_through(flips: list[tuple[int, i
     for position, mask in flips:
         payload[position % len(payload)] ^= mask
     check_outcome(bytes(payload))
+
+
+@settings(deadline=None)  # as many examples as the profile gives (fewer under ./dev mutate)
+@given(rows=st.lists(hostile_rows((NOW_MS - 40 * 86_400_000, NOW_MS + 600_000)), min_size=1, max_size=8),
+       lateness_days=st.none() | st.sampled_from([1.0, 30.0]))
+def test_every_row_is_judged_as_the_oracle_judges_it(rows: list[dict[str, object]], lateness_days: float | None,
+                                                     ) -> None:
+    """Rows of any values: valid exactly when tests/oracle.py's rules say so, else a reason naming a column
+    the row breaks."""
+    lateness_s = None if lateness_days is None else lateness_days * 86_400
+    frame = pl.from_arrow(encode_rows(rows))
+    assert isinstance(frame, pl.DataFrame)
+    result = check(frame.with_row_index("_row"), NOW_MS, 300.0, lateness_s)
+    broken = [oracle.broken_rules(row, NOW_MS, 300.0, lateness_s) for row in rows]
+    assert result.rows["_row"].to_list() == [i for i, columns in enumerate(broken) if not columns]
+    for i, reason in result.rejected.select("_row", "reason").iter_rows():
+        assert oracle.reason_column(reason) in broken[i], (reason, broken[i])
