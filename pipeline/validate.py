@@ -160,8 +160,8 @@ def _first_broken_rule(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int
     return expression
 
 
-def check(frame: pl.DataFrame, now_ms: int | pl.Expr, max_future_s: float = 300.0,
-          max_lateness_s: float | None = None) -> Validated:
+def check(frame: pl.DataFrame, now_ms: int | pl.Expr, max_future_s: float, max_lateness_s: float | None,
+          ) -> Validated:
     """Split decoded rows (v1 columns first, any extra columns kept) into valid and rejected rows.
 
     ``now_ms`` is when the rows were received (epoch ms): one time, or an expression giving each row's.

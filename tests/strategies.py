@@ -85,7 +85,7 @@ def _valid(field: pa.Field, ts_ms: tuple[int, int]) -> st.SearchStrategy[Any]:
                                                "used_memory_bytes": st.none() | st.integers(0, 2**40)}), max_size=3)
     if field.name == "extras":
         return st.lists(st.tuples(st.sampled_from(["mig.enabled", "gpm.dram_active", "gpm.sm_occupancy"]),
-                                  st.none() | st.sampled_from([0.0, 1.0]) | st.floats(0, 1)),
+                                  st.none() | st.sampled_from([-1.0, 0.0, 1.0]) | st.floats(0, 1)),
                         max_size=3, unique_by=lambda kv: kv[0])
     raise AssertionError(f"no valid strategy for {field}")
 

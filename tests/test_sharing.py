@@ -102,6 +102,15 @@ def test_shares_are_equal_when_utilization_cannot_weigh_every_owner(sm_util: flo
 def test_the_units_left_over_go_to_the_largest_remainders() -> None:
     assert largest_remainder(3, [0.7, 0.3]) == [2, 1]  # exact 2.1 and 0.9: the 0.9 gets the unit
     assert largest_remainder(10, [0.56, 0.24, 0.2]) == [6, 2, 2]
+    assert largest_remainder(2, [0.4, 0.3, 0.3]) == [1, 1, 0]  # every floor is zero
+
+
+def test_an_amount_the_device_cannot_report_leaves_the_others_split() -> None:
+    builder = IntervalBuilder("c", max_interval_s=60)
+    claims = [Claim(A), Claim(B)]
+    builder.rows([reading(counters={"ecc_corrected": Counter(0)})], 0, 1, lambda r: split(r, claims))
+    rows = builder.rows([reading(counters={"ecc_corrected": Counter(5)})], 10_000, 2, lambda r: split(r, claims))
+    assert [(r["energy_j"], r["ecc_corrected"]) for r in rows] == [(None, 3), (None, 2)]
 
 
 def test_xid_events_go_to_the_largest_share_wherever_it_stands_and_a_zero_share_gets_no_amount() -> None:

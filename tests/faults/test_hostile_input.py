@@ -38,7 +38,7 @@ from tests.strategies import LENIENT_SCHEMA, encode_rows, hostile_rows
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000) // 60_000 * 60_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Hypothesis examples of the in-process fuzz test; raise it for a soak (FLEETMETER_FUZZ_EXAMPLES=5000).
-EXAMPLES = int(os.environ.get("FLEETMETER_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FLEETMETER_FUZZ_EXAMPLES", "100"))
 
 
 def good_row(device: int) -> dict[str, Any]:

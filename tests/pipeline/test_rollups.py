@@ -67,3 +67,19 @@ def test_a_mig_mode_gpu_adds_energy_but_not_device_seconds() -> None:
                     "util_compute": None}]
     (row,) = rollups.merge(rollups.minute_partials(frame(rows), 0.05), rollups.WINDOW_KEYS, "1h").to_dicts()
     assert (row["device_seconds"], row["energy_j"], row["samples"]) == (10.0, 500.0, 2)
+
+
+def test_utilization_on_the_edges_lands_in_the_right_bin_and_a_negative_mig_flag_is_no_mig() -> None:
+    base = {"interval_s": 10.0, "cluster": "c", "node": "n", "device_index": 0, "device_kind": "gpu",
+            "vendor": "nvidia", "model": "H100", "tenant": "t", "seq": 0}
+    rows = [base | {"ts": START_MS, "device_uuid": "a", "util_compute": 1.0},
+            base | {"ts": START_MS, "device_uuid": "b", "util_compute": 0.05},
+            base | {"ts": START_MS, "device_uuid": "c", "util_compute": 0.0, "extras": [("mig.enabled", -1.0)]}]
+    (row,) = rollups.merge(rollups.minute_partials(frame(rows), 0.05), rollups.WINDOW_KEYS, "1h").to_dicts()
+    histogram = row[rollups.HISTOGRAM]
+    assert (histogram[19], histogram[1], histogram[0], sum(histogram)) == (10.0, 10.0, 10.0, 30.0)
+    assert (row["device_seconds"], row["idle_seconds"]) == (30.0, 10.0)
+    idle_job = [base | {"ts": START_MS + i * 10_000, "device_uuid": "a", "job_id": "j", "util_compute": 0.0}
+                for i in range(3)]
+    (job,) = rollups.jobs(rollups.job_device_partials(frame(idle_job), 0.05)).to_dicts()
+    assert (job["idle_fraction"], job["busy_fraction"]) == (1.0, 0.0)

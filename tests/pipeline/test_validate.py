@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetmeter.pipeline.validate import MessageRejected, check, validate
+from fleetmeter.pipeline.validate import MessageRejected, check, has_v1_types, validate
 from fleetmeter.schemas import wire
 from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA, SCHEMA_VERSION_METADATA_KEY, rows_to_batch
 from tests import oracle
@@ -95,6 +95,12 @@ def test_valid_rows_pass_unchanged() -> None:
         ({"processes": [{"pid": None, "used_memory_bytes": 1}]}, "processes_invalid"),
         ({"processes": [{"pid": 1, "used_memory_bytes": -1}]}, "processes_invalid"),
         ({"processes": [{"pid": 1, "used_memory_bytes": 1}] * 4097}, "processes_invalid"),
+        ({"processes": [{"pid": -1, "used_memory_bytes": 1}] * 4097}, "processes_invalid"),  # both rules broken
+        ({"processes": [{"pid": -1, "used_memory_bytes": -1}]}, "processes_invalid"),
+        ({"extras": [("gpm.dram_active", 0.1), ("gpm.dram_active", 0.9)]}, "extras_invalid"),
+        ({"throttle_reasons": ["\x07"] * 33}, "throttle_reasons_invalid"),
+        ({"xid_errors": [-1] * 1001}, "xid_errors_invalid"),
+        ({"ts": NOW_MS + 300_001}, "ts_in_future"),
         ({"extras": [("gpm.dram_active", math.nan)]}, "extras_invalid"),
         ({"extras": [("gpm.dram_active", -math.inf)]}, "extras_invalid"),
         ({"extras": [("a\nb", 1.0)]}, "extras_invalid"),
@@ -232,3 +238,27 @@ def test_every_row_is_judged_as_the_oracle_judges_it(rows: list[dict[str, object
     assert result.rows["_row"].to_list() == [i for i, columns in enumerate(broken) if not columns]
     for i, reason in result.rejected.select("_row", "reason").iter_rows():
         assert oracle.reason_column(reason) in broken[i], (reason, broken[i])
+
+
+def test_columns_of_a_castable_type_are_converted_with_their_values() -> None:
+    """A producer that writes int32 seq and float32 intervals (another Arrow library's defaults) is read."""
+    batch = rows_to_batch([row(seq=7, interval_s=2.5)])
+    narrower = pa.RecordBatch.from_arrays(
+        [batch.column(name).cast(pa.int32() if name == "seq" else pa.float32()) if name in ("seq", "interval_s")
+         else batch.column(name) for name in SAMPLE_SCHEMA.names],
+        schema=pa.schema([field.with_type(pa.int32() if field.name == "seq" else pa.float32())
+                          if field.name in ("seq", "interval_s") else field for field in SAMPLE_SCHEMA],
+                         metadata=SAMPLE_SCHEMA.metadata))
+    assert has_v1_types(SAMPLE_SCHEMA) and not has_v1_types(narrower.schema)  # read without, and with, a cast
+    result = validate(wire.encode(narrower), NOW_MS)
+    assert result.rows.select("seq", "interval_s").rows() == [(7, 2.5)]
+    assert result.rows.schema["seq"] == pl.Int64 and result.rows.schema["interval_s"] == pl.Float64
+
+
+def test_a_column_that_cannot_be_converted_rejects_the_message_whole() -> None:
+    batch = rows_to_batch([row()])
+    index = batch.schema.get_field_index("util_compute")
+    wrong = pa.Table.from_batches([batch]).set_column(index, "util_compute", pa.array(["high"])).to_batches()[0]
+    with pytest.raises(MessageRejected) as rejected:
+        validate(wire.encode(wrong), NOW_MS)
+    assert rejected.value.reason == "wrong_types"
