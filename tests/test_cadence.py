@@ -31,10 +31,10 @@ def test_the_wall_clock_is_epoch_milliseconds_at_real_speed(monkeypatch: pytest.
 
 
 def test_the_scaled_clock_runs_speedup_times_faster_from_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    readings = iter([500.0, 502.5])  # the module's own clock only: other threads keep the real one
+    readings = iter([500.0, 1502.5])  # the module's own clock only: other threads keep the real one
     monkeypatch.setattr(cadence, "time", SimpleNamespace(monotonic=lambda: next(readings)))
     clock = ScaledClock(start_ms=1_767_225_600_000, speedup=60.0)
-    assert clock.now_ms() == 1_767_225_600_000 + 150_000  # 2.5 real seconds are 150 simulated ones
+    assert clock.now_ms() == 1_767_225_600_000 + 60_150_000  # 1002.5 real seconds are 60,150 simulated ones
 
 
 @given(period=st.floats(0.01, 100), lateness=st.lists(st.floats(0, 0.99), min_size=1, max_size=200))

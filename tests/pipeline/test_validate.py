@@ -98,6 +98,12 @@ def test_valid_rows_pass_unchanged() -> None:
         ({"processes": [{"pid": -1, "used_memory_bytes": 1}] * 4097}, "processes_invalid"),  # both rules broken
         ({"processes": [{"pid": -1, "used_memory_bytes": -1}]}, "processes_invalid"),
         ({"extras": [("gpm.dram_active", 0.1), ("gpm.dram_active", 0.9)]}, "extras_invalid"),
+        # two parts of one rule broken at once
+        ({"tenant": "\x07" * 300}, "tenant_invalid"),
+        ({"throttle_reasons": [None]}, "throttle_reasons_invalid"),
+        ({"extras": [("k", 1.0)] * 257}, "extras_invalid"),
+        ({"extras": [("\x07", 1.0), ("\x07", 2.0)]}, "extras_invalid"),
+        ({"extras": [("\x07", math.nan)]}, "extras_invalid"),
         ({"throttle_reasons": ["\x07"] * 33}, "throttle_reasons_invalid"),
         ({"xid_errors": [-1] * 1001}, "xid_errors_invalid"),
         ({"ts": NOW_MS + 300_001}, "ts_in_future"),
@@ -125,7 +131,7 @@ def test_values_on_every_bound_are_valid() -> None:
             pcie_tx_bytes=2**53, pcie_rx_bytes=0, nvlink_tx_bytes=2**53, nvlink_rx_bytes=0,
             ecc_corrected=2**32 - 1, ecc_uncorrected=0, share=1.0, share_rule="process_util", job_id="j" * 256,
             throttle_reasons=["r" * 64] * 32, xid_errors=[0] * 1000,
-            processes=[{"pid": 0, "used_memory_bytes": None}] * 4096,
+            processes=[{"pid": 0, "used_memory_bytes": None}] * 4095 + [{"pid": 1, "used_memory_bytes": 0}],
             extras=[(f"{i:0>256}", None if i % 2 else -1e300) for i in range(256)]),
         row(device_uuid="GPU-2", ts=NOW_MS + 300_000, temp_c=200.0, sm_clock_mhz=0.0, energy_j=0.0, power_w=0.0,
             util_compute=0.0, share=0.0, share_rule="equal", throttle_reasons=[], xid_errors=[], processes=[],
@@ -262,3 +268,9 @@ def test_a_column_that_cannot_be_converted_rejects_the_message_whole() -> None:
     with pytest.raises(MessageRejected) as rejected:
         validate(wire.encode(wrong), NOW_MS)
     assert rejected.value.reason == "wrong_types"
+
+
+@pytest.mark.parametrize(("age_ms", "reason"), [(3_600_000, None), (3_600_001, "ts_too_old")])
+def test_the_lateness_bound_is_inclusive(age_ms: int, reason: str | None) -> None:
+    result = validate(message(row(ts=NOW_MS - age_ms)), NOW_MS, max_lateness_s=3600.0)
+    assert result.rejected["reason"].to_list() == ([] if reason is None else [reason])
