@@ -118,3 +118,18 @@ def test_the_collector_command_loads_no_pipeline_analysis_or_report_libraries() 
              "sorted({m.split('.')[0] for m in sys.modules} & {'polars', 'duckdb', 'matplotlib'}))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "0 True []"
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("syntax.yaml", "kafka:\n  topic: [unclosed\n", "syntax.yaml, line 3, column 1: expected ',' or ']'"),
+    ("deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n", "config_file: nested too deeply"),
+    ("syntax.toml", "[kafka\ntopic = 1\n", "config_file: Expected ']'"),
+])
+def test_a_broken_config_file_is_one_line_naming_the_place(tmp_path: Path, name: str, text: str, message: str,
+                                                            ) -> None:
+    (tmp_path / name).write_text(text)
+    for command in (["pipeline", "run"], ["collect", "--backend", "simulated", "--spool-dir", str(tmp_path)]):
+        result = subprocess.run([FLEETMETER, *command, "--config", str(tmp_path / name)], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -127,7 +128,13 @@ def load_settings(settings_cls: type[S], **flags: Any) -> S:
             for error in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc
-    except (OSError, ValueError) as exc:  # unreadable or unparsable config file
+    except yaml.MarkedYAMLError as exc:  # its text spans lines: one line with the place is enough
+        mark = exc.problem_mark
+        place = "" if mark is None else f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: "
+        raise ConfigError(f"config_file: {place}{exc.problem or exc.context}") from exc
+    except RecursionError as exc:  # a file nested thousands of levels deep
+        raise ConfigError(f"config_file: nested too deeply ({given.get('config_file')})") from exc
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or unparsable config file
         raise ConfigError(f"config_file: {exc}") from exc
 
 
