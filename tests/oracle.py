@@ -215,10 +215,10 @@ def windows(rows: Iterable[Row], width: str, with_node: bool, idle_threshold: fl
         total["ecc_uncorrected"] += row.get("ecc_uncorrected") or 0
         total["xid_events"] += len(row.get("xid_errors") or [])
         total["mem_used_max_bytes"] = max_known(total["mem_used_max_bytes"], row.get("mem_used_bytes"))
-        for ratio, measure in (("sm_active", "sm_active"), ("tensor_active", "tensor_active")):
+        for ratio in ("sm_active", "tensor_active"):
             if row.get(ratio) is not None:
-                total[f"{measure}_seconds"] += row[ratio] * seconds
-                total[f"{measure}_known_seconds"] += seconds
+                total[f"{ratio}_seconds"] += row[ratio] * seconds
+                total[f"{ratio}_known_seconds"] += seconds
         util = row.get("util_compute")
         if util is not None:
             total["util_known_seconds"] += seconds

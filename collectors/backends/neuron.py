@@ -101,6 +101,16 @@ def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+#: Bounds on the counts a report gives (a trn2.48xlarge has 16 devices of 8 cores): a broken report must not
+#: make the collector invent thousands of devices.
+MAX_DEVICES, MAX_CORES_PER_DEVICE = 256, 64
+
+
+def _bounded_count(value: object, limit: int) -> int:
+    """A count from the report: a whole number from 0 to ``limit``, else 0."""
+    return int(value) if _is_number(value) and value == int(value) and 0 <= value <= limit else 0
+
+
 def _member(data: object, *keys: str) -> object:
     """``data[k1][k2]...``, or None where a level is missing or not an object."""
     for key in keys:
@@ -110,7 +120,7 @@ def _member(data: object, *keys: str) -> object:
 
 def _by_core(cores: object, figure: Callable[[object], float | None]) -> _CoreFigures | None:
     """A figure per core from an object keyed by core index; None when it is not such an object."""
-    if not isinstance(cores, Mapping) or not all(str(key).isdigit() for key in cores):
+    if not isinstance(cores, Mapping) or not all(str(key).isdecimal() for key in cores):  # int() takes these
         return None
     return {int(key): figure(data) for key, data in cores.items()}
 
@@ -258,8 +268,8 @@ class NeuronBackend:
 
     @staticmethod
     def _cores_per_device(report: Mapping[str, Any]) -> int:
-        hardware = report.get("neuron_hardware_info") or {}
-        return int(hardware.get("neuroncore_per_device_count") or 1)
+        count = _member(report, "neuron_hardware_info", "neuroncore_per_device_count")
+        return _bounded_count(count, MAX_CORES_PER_DEVICE) or 1
 
     def _core_memory_size(self, report: Mapping[str, Any]) -> int | None:
         """A core's share of its device's memory (``neuron_device_memory_size``, bytes per device, SDK 2.19+):
@@ -283,7 +293,7 @@ class NeuronBackend:
             product = f"AWS {str(hardware['neuron_device_type']).capitalize()}"
             core_kind = f"NeuronCore-{hardware.get('neuroncore_version') or ''}".rstrip("-")
         per_device = self._cores_per_device(report)
-        cores = int(hardware.get("neuron_device_count") or 0) * per_device
+        cores = _bounded_count(hardware.get("neuron_device_count"), MAX_DEVICES) * per_device
         return [Device(self.node, f"NC-{instance_id}-{core}", core, "neuron_core", "aws", f"{product} {core_kind}",
                        parent_uuid=f"ND-{instance_id}-{core // per_device}") for core in range(cores)]
 

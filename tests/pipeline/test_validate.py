@@ -14,7 +14,7 @@ from fleetmeter.pipeline.validate import MessageRejected, check, has_v1_types, v
 from fleetmeter.schemas import wire
 from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA, SCHEMA_VERSION_METADATA_KEY, rows_to_batch
 from tests import oracle
-from tests.strategies import encode_rows, hostile_rows
+from tests.strategies import LENIENT_SCHEMA, encode_rows, hostile_rows
 
 NOW_MS = 1_767_571_200_000
 MAX_INTERVAL_S = 3600.0  # schemas/sample_v1.md, "Valid values"
@@ -166,10 +166,9 @@ def test_unknown_major_version_and_missing_columns_are_rejected() -> None:
 
 def test_a_required_value_missing_in_a_row_is_quarantined() -> None:
     batch = rows_to_batch([row(), row(device_uuid="GPU-2")])
-    nullable = pa.schema([field.with_nullable(True) for field in SAMPLE_SCHEMA], metadata=SAMPLE_SCHEMA.metadata)
     tenants = pa.array(["t", None])
     broken = pa.RecordBatch.from_arrays(
-        [tenants if name == "tenant" else batch.column(name) for name in SAMPLE_SCHEMA.names], schema=nullable
+        [tenants if name == "tenant" else batch.column(name) for name in SAMPLE_SCHEMA.names], schema=LENIENT_SCHEMA
     )
     result = validate(wire.encode(broken), NOW_MS)
     assert result.rows.height == 1 and result.rejected["reason"].to_list() == ["tenant_missing"]
