@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from deltalake.exceptions import DeltaError
 from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 
@@ -12,9 +13,11 @@ from fleetmeter.common import logs
 from fleetmeter.common.settings import ConfigError, flag_section, load_settings
 from fleetmeter.common.signals import stop_on_signals
 from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.pipeline.warehouse.delta import OwnedByAnotherGroup, hand_over
 from fleetmeter.pipeline.worker import PipelineWorker, WarehouseUnavailable
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Kafka -> validated Parquet -> rollups.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Kafka -> validated rows -> Delta tables.")
+Config = Annotated[str | None, typer.Option(help="TOML or YAML configuration file.", envvar="FLEETMETER_CONFIG")]
 
 
 @app.command()
@@ -26,10 +29,9 @@ def run(
     until_idle: Annotated[bool, typer.Option("--until-idle", help="Drain the topic, finish, exit 0.")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Port of the worker's /metrics (0: any free port).")]
     = None,
-    config: Annotated[str | None, typer.Option(help="TOML or YAML configuration file.",
-                                               envvar="FLEETMETER_CONFIG")] = None,
+    config: Config = None,
 ) -> None:
-    """Consume samples, keep the Parquet warehouse and its rollups, exactly once across restarts."""
+    """Consume samples, keep the warehouse's Delta tables and rollups, exactly once across restarts."""
     try:
         settings = load_settings(
             PipelineSettings, config_file=config, until_idle=until_idle or None,
@@ -50,6 +52,27 @@ def run(
     except KafkaError as exc:  # exit non-zero so that systemd or Kubernetes restarts the worker
         typer.echo(f"fleetmeter pipeline run: Kafka at {','.join(settings.kafka.bootstrap_servers)}: {exc}", err=True)
         raise typer.Exit(1) from exc
-    except WarehouseUnavailable as exc:
+    except OwnedByAnotherGroup as exc:
+        typer.echo(f"fleetmeter pipeline run: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except (WarehouseUnavailable, DeltaError) as exc:
         typer.echo(f"fleetmeter pipeline run: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+@app.command("hand-over")
+def hand_over_command(
+    to_group: Annotated[str, typer.Option(help="The consumer group whose workers keep the warehouse from now on.")],
+    warehouse: Annotated[str | None, typer.Option(help="Warehouse directory or URI.")] = None,
+    config: Config = None,
+) -> None:
+    """Give the warehouse to another consumer group. Its workers start reading where `consumer.start_from` says
+    (the offsets of the old group are not theirs); samples the warehouse already holds are dropped as duplicates.
+    Stop the old group's workers first."""
+    try:
+        settings = load_settings(PipelineSettings, config_file=config, warehouse=flag_section(uri=warehouse))
+        tables = hand_over(settings.warehouse.uri, settings.warehouse.storage_options, to_group)
+    except (ConfigError, OSError, DeltaError) as exc:
+        typer.echo(f"fleetmeter pipeline hand-over: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"{settings.warehouse.uri}: {len(tables)} tables now belong to consumer group {to_group!r}")

@@ -18,16 +18,14 @@ class PipelineMetrics:
                             ["outcome"], registry=r)
         self.quarantined = Counter("fleetmeter_pipeline_quarantined", "Rows or whole messages quarantined, by reason.",
                                    ["kind", "reason"], registry=r)
-        self.files_written = Counter("fleetmeter_pipeline_files_written", "Parquet files written, by table.",
-                                     ["table"], registry=r)
-        self.bytes_written = Counter("fleetmeter_pipeline_bytes_written", "Parquet bytes written, by table.",
-                                     ["table"], registry=r)
+        self.rows_written = Counter("fleetmeter_pipeline_rows_written", "Rows appended to each Delta table "
+                                    "(rollup and job tables: partials).", ["table"], registry=r)
         self.files_compacted = Counter("fleetmeter_pipeline_files_compacted",
-                                       "Small files merged away by compaction, by table.", ["table"], registry=r)
-        self.commits = Counter("fleetmeter_pipeline_commits", "Warehouse commits, by kind (flush, compaction).",
-                               ["kind"], registry=r)
+                                       "Files merged away by compaction, by table.", ["table"], registry=r)
+        self.commits = Counter("fleetmeter_pipeline_commits", "Flushes (one Delta commit per table that has rows) "
+                               "and compactions (one commit each), by kind.", ["kind"], registry=r)
         self.commit_seconds = Histogram(
-            "fleetmeter_pipeline_commit_duration_seconds", "Time to write one commit (data files and record).",
+            "fleetmeter_pipeline_commit_duration_seconds", "Time to write one flush or compaction.",
             ["kind"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
         self.batch_delay = Histogram(
             "fleetmeter_pipeline_batch_delay_seconds",

@@ -1,38 +1,41 @@
-"""The rollup math: sample rows -> mergeable partial aggregates per window, tenant, job, vendor and model.
-
-Every measure is a sum, a max, a min or a fixed-bin histogram of sums, so partials from different
-flushes, late rows, restarts and Kafka partitions merge in any order with :func:`merge`. Rates are
-never stored: readers divide stored sums (``busy_seconds / util_known_seconds``).
+"""The rollup math: sample rows -> mergeable partials per window, tenant, job, vendor and model, and per job
+and device. The measures and how each merges are catalogued in ``schemas/warehouse.py``; this module
+computes them.
 
 Device time counts capacity: a row of a shared device counts ``interval_s x share``; a GPU in MIG mode
 (extras ``mig.enabled``) adds its board readings (energy, errors) but not its seconds, which its MIG
-instances' rows report (schemas/sample_v1.md).
-A sample belongs wholly to the window its interval starts in.
+instances' rows report (schemas/sample_v1.md). Rates are never stored: readers divide stored sums
+(``busy_seconds / util_known_seconds``), and idle time is read off the histogram at the reader's threshold.
+
+Windows are exact: a row whose interval crosses a minute boundary is split between the minutes in
+proportion to time (every summed measure), so a window never holds more device-seconds than devices x its
+length. Hours and days are merged from minutes, whose edges they share. Event counts (ECC, XID) stay
+integers: each piece gets the difference of the running totals rounded half up, so the pieces add up to
+the row's count. ``samples`` counts the rows whose interval starts in the window.
 """
 
 from __future__ import annotations
 
 import polars as pl
+import pyarrow as pa
 
-HISTOGRAM_BINS = 20  # util_compute bins of width 0.05; bin i holds [i/20, (i+1)/20), the last one 1.0 too
+from fleetmeter.schemas.warehouse import (
+    HISTOGRAM_BINS,
+    JOB_DEVICE_KEYS,
+    JOB_MEASURES,
+    MINUTE_KEYS,
+    WINDOW_MEASURES,
+    Measure,
+)
+
 HISTOGRAM = "util_hist_seconds"
 _BIN_COLUMNS = [f"_util_bin_{i:02d}" for i in range(HISTOGRAM_BINS)]
-
-WINDOW_KEYS = ("window_start", "cluster", "tenant", "job_id", "vendor", "model")
-MINUTE_KEYS = (*WINDOW_KEYS, "node")
-JOB_KEYS = ("cluster", "tenant", "job_id")
-JOB_DEVICE_KEYS = (*JOB_KEYS, "device_uuid", "vendor", "model", "node")
-
-SUMS = (
-    "samples", "device_seconds", "util_known_seconds", "busy_seconds", "idle_seconds",
-    "sm_active_seconds", "sm_active_known_seconds", "tensor_active_seconds", "tensor_active_known_seconds",
-    "energy_j", "ecc_corrected", "ecc_uncorrected", "xid_events",
-)
-MAXIMA = ("mem_used_max_bytes",)
-WINDOW_MEASURES = (*SUMS, *MAXIMA, HISTOGRAM)
-
-#: Integer measures (the rest are float64 seconds and joules).
-_COUNTS = ("samples", "ecc_corrected", "ecc_uncorrected", "xid_events", "mem_used_max_bytes")
+_MINUTE_MS = 60_000
+#: Measures split by time in proportion (the others are counts, maxima or the histogram).
+_PROPORTIONAL = ("device_seconds", "util_known_seconds", "busy_seconds", "sm_active_seconds",
+                 "sm_active_known_seconds", "tensor_active_seconds", "tensor_active_known_seconds", "energy_j",
+                 *_BIN_COLUMNS)
+_EVENT_COUNTS = ("ecc_corrected", "ecc_uncorrected", "xid_events")
 
 
 def _is_mig_parent() -> pl.Expr:
@@ -43,7 +46,7 @@ def _seconds_where(value: str) -> pl.Expr:
     return pl.when(pl.col(value).is_not_null()).then(pl.col("_capacity_s")).otherwise(0.0)
 
 
-def row_measures(samples: pl.DataFrame, idle_threshold: float) -> pl.DataFrame:
+def row_measures(samples: pl.DataFrame) -> pl.DataFrame:
     """Per-row contributions to every measure, beside the sample's own columns."""
     share = pl.col("share").fill_null(1.0)  # a device shared by several owners: each row has its share
     capacity = pl.when(_is_mig_parent()).then(0.0).otherwise(pl.col("interval_s") * share)
@@ -54,7 +57,6 @@ def row_measures(samples: pl.DataFrame, idle_threshold: float) -> pl.DataFrame:
         device_seconds=pl.col("_capacity_s"),
         util_known_seconds=_seconds_where("util_compute"),
         busy_seconds=(pl.col("util_compute") * pl.col("_capacity_s")).fill_null(0.0),
-        idle_seconds=pl.when(pl.col("util_compute") < idle_threshold).then(pl.col("_capacity_s")).otherwise(0.0),
         sm_active_seconds=(pl.col("sm_active") * pl.col("_capacity_s")).fill_null(0.0),
         sm_active_known_seconds=_seconds_where("sm_active"),
         tensor_active_seconds=(pl.col("tensor_active") * pl.col("_capacity_s")).fill_null(0.0),
@@ -69,15 +71,61 @@ def row_measures(samples: pl.DataFrame, idle_threshold: float) -> pl.DataFrame:
     )
 
 
-def _aggregations() -> list[pl.Expr]:
-    return ([pl.col(name).sum() for name in (*SUMS, *_BIN_COLUMNS)]
-            + [pl.col(name).max() for name in MAXIMA])
+def _half_up(amount: pl.Expr) -> pl.Expr:
+    return (amount + 0.5).floor().cast(pl.Int64)
+
+
+def _by_minute(measured: pl.DataFrame) -> pl.DataFrame:
+    """Each row once per minute its interval overlaps, its measures scaled to the part of it in that minute;
+    ``window_start`` is the minute."""
+    start_ms = pl.col("ts").dt.epoch("ms").cast(pl.Float64)
+    end_ms = start_ms + pl.col("interval_s") * 1000
+    first = (start_ms / _MINUTE_MS).floor()
+    frame = measured.with_columns(_start_ms=start_ms, _end_ms=end_ms, _first=first,
+                                  _minutes=((end_ms / _MINUTE_MS).ceil() - first).clip(1).cast(pl.Int64))
+    whole = frame.filter(pl.col("_minutes") == 1).with_columns(_window=pl.col("_first"))
+    crossing = frame.filter(pl.col("_minutes") > 1)
+    if not crossing.is_empty():
+        window = pl.col("_first") + pl.col("_piece")
+        lower = pl.max_horizontal(pl.col("_start_ms"), window * _MINUTE_MS)
+        upper = pl.min_horizontal(pl.col("_end_ms"), (window + 1) * _MINUTE_MS)
+        duration = pl.col("_end_ms") - pl.col("_start_ms")
+        pieces = crossing.with_columns(_piece=pl.int_ranges(0, pl.col("_minutes"))).explode("_piece").with_columns(
+            _window=window,
+            _done_before=(lower - pl.col("_start_ms")) / duration,
+            _done_after=(upper - pl.col("_start_ms")) / duration,
+        )
+        pieces = pieces.with_columns(
+            *[(pl.col(name) * (pl.col("_done_after") - pl.col("_done_before"))) for name in _PROPORTIONAL],
+            *[(_half_up(pl.col(name) * pl.col("_done_after")) - _half_up(pl.col(name) * pl.col("_done_before"))
+               ).alias(name) for name in _EVENT_COUNTS],
+            samples=(pl.col("_piece") == 0).cast(pl.Int64),
+        ).drop("_piece", "_done_before", "_done_after")
+        whole = pl.concat([whole, pieces], how="vertical")
+    return whole.with_columns(
+        window_start=(pl.col("_window") * _MINUTE_MS).cast(pl.Int64).cast(pl.Datetime("ms", "UTC")),
+    )
+
+
+def _aggregations(measures: tuple[Measure, ...]) -> list[pl.Expr]:
+    expressions = []
+    for measure in measures:
+        if measure.merge == "sum_bins":
+            expressions += [pl.col(column).sum() for column in _BIN_COLUMNS]
+        else:
+            expressions.append(getattr(pl.col(measure.name), measure.merge)())
+    return expressions
+
+
+def _polars_type(measure: Measure) -> pl.DataType:
+    return pl.from_arrow(pa.array([], measure.type)).dtype  # type: ignore[union-attr]
 
 
 def _finish(frame: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
     packed = frame.with_columns(pl.concat_list(_BIN_COLUMNS).alias(HISTOGRAM)).drop(_BIN_COLUMNS)
-    packed = packed.with_columns(pl.col(name).cast(pl.Int64) for name in _COUNTS)
-    return packed.select(*keys, *WINDOW_MEASURES).sort(keys, nulls_last=True)
+    packed = packed.with_columns(pl.col(measure.name).cast(_polars_type(measure))
+                                 for measure in WINDOW_MEASURES if measure.merge != "sum_bins")
+    return packed.select(*keys, *(measure.name for measure in WINDOW_MEASURES))
 
 
 def _unpack(frame: pl.DataFrame) -> pl.DataFrame:
@@ -86,10 +134,10 @@ def _unpack(frame: pl.DataFrame) -> pl.DataFrame:
     ).drop(HISTOGRAM)
 
 
-def minute_partials(samples: pl.DataFrame, idle_threshold: float) -> pl.DataFrame:
+def minute_partials(samples: pl.DataFrame) -> pl.DataFrame:
     """``util_1m`` partials of ``samples`` (rows of sample schema v1, already deduplicated)."""
-    measured = row_measures(samples, idle_threshold).with_columns(window_start=pl.col("ts").dt.truncate("1m"))
-    return _finish(measured.group_by(MINUTE_KEYS).agg(_aggregations()), MINUTE_KEYS)
+    measured = _by_minute(row_measures(samples))
+    return _finish(measured.group_by(MINUTE_KEYS).agg(_aggregations(WINDOW_MEASURES)), MINUTE_KEYS)
 
 
 def merge(partials: pl.DataFrame, keys: tuple[str, ...], every: str | None = None) -> pl.DataFrame:
@@ -97,38 +145,16 @@ def merge(partials: pl.DataFrame, keys: tuple[str, ...], every: str | None = Non
     frame = _unpack(partials)
     if every is not None:
         frame = frame.with_columns(pl.col("window_start").dt.truncate(every))
-    return _finish(frame.group_by(keys).agg(_aggregations()), keys)
+    return _finish(frame.group_by(keys).agg(_aggregations(WINDOW_MEASURES)), keys)
 
 
-def job_device_partials(samples: pl.DataFrame, idle_threshold: float) -> pl.DataFrame:
+def job_device_partials(samples: pl.DataFrame) -> pl.DataFrame:
     """Per job and device: when it was seen and what it did (rows without a job are left out)."""
-    measured = row_measures(samples.filter(pl.col("job_id").is_not_null()), idle_threshold)
+    measured = row_measures(samples.filter(pl.col("job_id").is_not_null()))
     interval = pl.duration(milliseconds=(pl.col("interval_s") * 1000).round().cast(pl.Int64))
     return merge_job_devices(measured.with_columns(first_seen=pl.col("ts"), last_seen=pl.col("ts") + interval))
 
 
-_JOB_SUMS = ("samples", "device_seconds", "util_known_seconds", "busy_seconds", "idle_seconds", "energy_j")
-
-
-def _job_aggregations() -> list[pl.Expr]:
-    return [pl.col("first_seen").min(), pl.col("last_seen").max(),
-            *[pl.col(name).sum() for name in _JOB_SUMS], pl.col("mem_used_max_bytes").max()]
-
-
 def merge_job_devices(partials: pl.DataFrame) -> pl.DataFrame:
-    return partials.group_by(JOB_DEVICE_KEYS).agg(_job_aggregations()).sort(JOB_DEVICE_KEYS)
-
-
-def jobs(job_devices: pl.DataFrame) -> pl.DataFrame:
-    """One row per job from its per-device rows: the sums, and the fractions a reader asks for first.
-
-    Devices are counted exactly: a device's rows all come through one Kafka partition (keyed by node).
-    """
-    known = pl.when(pl.col("util_known_seconds") > 0).then(pl.col("util_known_seconds"))
-    return job_devices.group_by(JOB_KEYS).agg(
-        *_job_aggregations(), pl.col("device_uuid").n_unique().cast(pl.Int64).alias("devices"),
-    ).with_columns(
-        device_hours=pl.col("device_seconds") / 3600,
-        busy_fraction=pl.col("busy_seconds") / known,
-        idle_fraction=pl.col("idle_seconds") / known,
-    ).sort(JOB_KEYS)
+    """Merge job-device partials that share their keys."""
+    return partials.group_by(JOB_DEVICE_KEYS).agg(_aggregations(JOB_MEASURES))

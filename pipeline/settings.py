@@ -24,10 +24,6 @@ class FlushSettings(Section):
     max_rows: int = Field(default=500_000, gt=0, description="A partition flushes once this many rows wait.")
 
 
-class RollupSettings(Section):
-    idle_threshold: float = Field(default=0.05, ge=0, le=1, description="util_compute below this is idle.")
-
-
 class ValidationSettings(Section):
     max_message_bytes: int = Field(
         default=16 << 20, gt=0, description="Larger messages are quarantined whole as too_large.")
@@ -38,13 +34,19 @@ class ValidationSettings(Section):
 
 
 class WarehouseSettings(Section):
-    uri: str = Field(default="warehouse", min_length=1, description="Directory or object-store URI.")
+    uri: str = Field(default="warehouse", min_length=1,
+                     description="Directory or object-store URI (s3://bucket/prefix, gs://, az://, ...).")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="delta-rs object-store options (AWS_ENDPOINT_URL, ...); the "
+                                          "environment's AWS_*, GOOGLE_*, AZURE_* variables are read too.")
     compact_min_files: int = Field(
-        default=8, ge=2, description="Merge an hour's files of one size tier once it holds this many.")
+        default=8, ge=2, description="Compact a Delta partition after this many appends of this worker to it.")
     compact_target_bytes: int = Field(
-        default=256 << 20, gt=0, description="Files this large are not compacted further.")
-    replaced_grace_s: float = Field(
-        default=300.0, ge=0, description="Replaced files stay this long for readers that listed them.")
+        default=256 << 20, gt=0, description="Samples and quarantine files are bin-packed up to this size.")
+    retain_hours: float = Field(
+        default=168.0, ge=0, description="Files replaced by compaction are vacuumed after this long: readers "
+                                         "and `fleetmeter query --as-of` can read any version this recent.")
+    vacuum_every_s: float = Field(default=3600.0, gt=0, description="How often a worker vacuums.")
     dedup_cache_hours: int = Field(default=6, ge=1, description="Hours of (device_uuid, ts) keys kept in memory.")
 
 
@@ -57,7 +59,6 @@ class PipelineSettings(LayeredSettings):
     consumer: ConsumerSettings = ConsumerSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
     flush: FlushSettings = FlushSettings()
-    rollup: RollupSettings = RollupSettings()
     validation: ValidationSettings = ValidationSettings()
     metrics: PipelineMetricsSettings = PipelineMetricsSettings()
     logging: LoggingSettings = LoggingSettings()

@@ -1,9 +1,9 @@
 """A pipeline worker: one member of a Kafka consumer group, keeping the warehouse for its partitions.
 
-On assignment it opens each partition's share of the warehouse and seeks to the offset the warehouse
-recorded (Kafka's committed offsets only serve lag monitoring); on revocation and on
-shutdown it commits what it holds. Between polls it commits partitions whose rows are due and compacts
-one bucket of small files when nothing is due.
+On assignment it opens each partition's share of the warehouse and seeks to the offset the warehouse's
+Delta transactions recorded (Kafka's committed offsets only serve lag monitoring); on revocation and on
+shutdown it commits what it holds. Between polls it commits partitions whose rows are due, and when nothing
+is due it compacts one Delta partition or vacuums files that no retained version reads.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from deltalake.exceptions import DeltaError
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, OffsetOutOfRangeError
@@ -22,18 +24,14 @@ from kafka.structs import OffsetAndMetadata
 from fleetmeter.common.backoff import Backoff
 from fleetmeter.common.kafka_client import client_kwargs
 from fleetmeter.pipeline.metrics import PipelineMetrics
-from fleetmeter.pipeline.partition import Fence, PartitionWriter, stored_files
+from fleetmeter.pipeline.partition import Fence, PartitionLost, PartitionWriter
 from fleetmeter.pipeline.settings import PipelineSettings
-from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 
 log = structlog.get_logger(__name__)
 
 _POLL_MS = 200
 _LAG_EVERY_S = 5.0
-
-
-class PartitionLost(Exception):
-    """Kafka refused our offset commit: the partition may have moved to another worker."""
 
 
 class WarehouseUnavailable(OSError):
@@ -44,16 +42,20 @@ class PipelineWorker:
     def __init__(self, settings: PipelineSettings, metrics: PipelineMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or PipelineMetrics()
-        self.storage = Storage(settings.warehouse.uri)
         self.stopping = threading.Event()
         self.writers: dict[int, PartitionWriter] = {}
         self._consumer: KafkaConsumer | None = None
         self._assignment_changed: float | None = None  # None until the group has given this worker its share
+        self._warehouse: DeltaWarehouse | None = None
+        self._vacuumed = time.monotonic()
         self.storage_trouble = Backoff()
         self.kafka_trouble = Backoff(first_s=0.5, most_s=10.0)
 
     def run(self) -> None:
         """Consume until stopped (or, with ``until_idle``, until the assigned partitions are drained)."""
+        warehouse = self.settings.warehouse
+        # opened before joining the group: a worker of another group is refused before it reads anything
+        self._warehouse = DeltaWarehouse(warehouse.uri, warehouse.storage_options, self.settings.consumer.group_id)
         consumer = self._consumer = self._connect()
         idle_since: float | None = None
         lag_checked = 0.0
@@ -63,7 +65,7 @@ class PipelineWorker:
                 self._add(records)
                 if self.storage_trouble.ready():
                     self._flush_due()
-                busy = bool(records) or (self.storage_trouble.ready() and self._compact_one())
+                busy = bool(records) or (self.storage_trouble.ready() and (self._compact_one() or self._vacuum()))
                 idle_since = None if busy or self.storage_trouble.failing else idle_since or time.monotonic()
                 if time.monotonic() - lag_checked >= _LAG_EVERY_S:
                     self._check_topic()
@@ -100,24 +102,23 @@ class PipelineWorker:
     # -- partitions coming and going ---------------------------------------------------------------
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
-        stored = stored_files(self.storage)
+        self._require_warehouse().refresh()
         for tp in sorted(partitions):
-            self._open(tp, stored)
+            self._open(tp)
             log.info("partition assigned", partition=tp.partition, resume_from=self.writers[tp.partition].next_offset)
         self.metrics.assigned.set(len(self.writers))
         self._assignment_changed = time.monotonic()
 
-    def _open(self, tp: TopicPartition, stored: list[str]) -> None:
-        """(Re)start a partition from the warehouse's record: never from Kafka's committed offset, which a
-        fenced commit may have moved past what reached the warehouse."""
+    def _open(self, tp: TopicPartition) -> None:
+        """(Re)start a partition from the warehouse's transactions: never from Kafka's committed offset, which
+        a fenced commit may have moved past what reached the warehouse."""
         consumer = self._require_consumer()
-        writer = PartitionWriter(self.storage, tp.topic, tp.partition, self.settings, self.metrics, stored)
+        writer = PartitionWriter(self._require_warehouse(), tp.topic, tp.partition, self._topic_id(), self.settings,
+                                 self.metrics)
         self.writers[tp.partition] = writer
-        if writer.read_topic(self._topic_id()):
-            self._read_from_start(writer)
-        elif writer.next_offset is not None:
+        if writer.next_offset is not None:
             consumer.seek(tp, writer.next_offset)
-        elif self.settings.consumer.start_from == "earliest":
+        elif writer.partly_stored or self.settings.consumer.start_from == "earliest":
             consumer.seek_to_beginning(tp)
         else:
             consumer.seek_to_end(tp)
@@ -127,7 +128,7 @@ class PipelineWorker:
             writer = self.writers.pop(tp.partition, None)
             if writer is not None:
                 # the next owner redoes what this one could not commit
-                with contextlib.suppress(PartitionLost, OSError):
+                with contextlib.suppress(PartitionLost, OSError, DeltaError):
                     writer.flush(self._fence(tp.partition))
             with contextlib.suppress(KeyError):  # no lag was reported for it yet
                 self.metrics.lag.remove(str(tp.partition))
@@ -189,23 +190,21 @@ class PipelineWorker:
         return None if topic_id is None else str(topic_id)
 
     def _check_topic(self) -> None:
-        """Restart the partitions from the beginning if the topic was created anew since they were read:
-        what was read from the old topic is committed first."""
+        """Restart the partitions from the beginning if the topic was created anew since they were read: what
+        was read from the old topic is committed first. Their offsets in the new topic are recorded under an
+        application id of their own (``schemas.warehouse.app_id``); replayed samples are duplicates, dropped."""
         topic_id = self._topic_id()
         for writer in list(self.writers.values()):
-            if topic_id is None or writer.state.topic_id == topic_id:
+            if None in (topic_id, writer.topic_id) or writer.topic_id == topic_id:
                 continue
-            if writer.state.topic_id is not None:
-                self._flush(writer)
-            if writer.read_topic(topic_id):
-                self._read_from_start(writer)
-
-    def _read_from_start(self, writer: PartitionWriter) -> None:
-        """The topic was created anew: read the partition again from the start of the new log."""
-        log.error("the topic was created anew (its id changed): reading the partition again from its start",
-                  partition=writer.partition, topic_id=writer.state.topic_id)
-        self.metrics.log_resets.labels("topic_recreated").inc()
-        self._require_consumer().seek_to_beginning(TopicPartition(writer.topic, writer.partition))
+            self._flush(writer)
+            log.error("the topic was created anew (its id changed): reading the partition again from its start",
+                      partition=writer.partition, topic_id=topic_id)
+            self.metrics.log_resets.labels("topic_recreated").inc()
+            tp = TopicPartition(writer.topic, writer.partition)
+            self.writers[writer.partition] = PartitionWriter(self._require_warehouse(), tp.topic, tp.partition,
+                                                             topic_id, self.settings, self.metrics)
+            self._require_consumer().seek_to_beginning(tp)
 
     # -- the loop's steps --------------------------------------------------------------------------
 
@@ -232,23 +231,37 @@ class PipelineWorker:
             self._storage_ok()
         except PartitionLost as exc:
             self._restart(writer, exc)
-        except OSError as exc:
+        except (OSError, DeltaError) as exc:
             self._storage_failed("flush", exc)
 
     def _compact_one(self) -> bool:
-        now_ms = int(time.time() * 1000)
+        """Compact one due Delta partition. Compaction records no offsets and changes no merged figure, so it
+        needs no fence: a replace that races another commit to the partition fails and is tried again."""
+        now = datetime.now(UTC)
         for writer in list(self.writers.values()):
             try:
-                if writer.compact_next(self._fence(writer.partition), now_ms):
+                if writer.compact_next(now):
                     return True
-            except PartitionLost as exc:
-                self._restart(writer, exc)
-            except OSError as exc:
+            except (OSError, DeltaError) as exc:
                 self._storage_failed("compaction", exc)
                 return False
         return False
 
-    def _storage_failed(self, operation: str, exc: OSError) -> None:
+    def _vacuum(self) -> bool:
+        """Every ``vacuum_every_s``: delete the files that no version within ``retain_hours`` reads."""
+        settings = self.settings.warehouse
+        if time.monotonic() - self._vacuumed < settings.vacuum_every_s:
+            return False
+        self._vacuumed = time.monotonic()
+        try:
+            deleted = self._require_warehouse().vacuum(settings.retain_hours)
+        except (OSError, DeltaError) as exc:
+            self._storage_failed("vacuum", exc)
+            return False
+        log.info("vacuumed", files_deleted=deleted, retain_hours=settings.retain_hours)
+        return True
+
+    def _storage_failed(self, operation: str, exc: Exception) -> None:
         """The warehouse refused a write (a full disk, an object store away): stop reading and retry the
         commit later with the same rows. The commit record was not written, so nothing is half stored."""
         consumer = self._require_consumer()
@@ -272,7 +285,8 @@ class PipelineWorker:
         """
         log.warning("commit refused by Kafka; restarting the partition from the warehouse",
                     partition=writer.partition, error=str(exc))
-        self._open(TopicPartition(writer.topic, writer.partition), stored_files(self.storage))
+        self._require_warehouse().refresh()
+        self._open(TopicPartition(writer.topic, writer.partition))
 
     def _fence(self, partition: int) -> Fence:
         def still_owned(next_offset: int) -> None:
@@ -332,6 +346,11 @@ class PipelineWorker:
             writer = self.writers.get(tp.partition)
             committed = writer.next_offset if writer is not None and writer.next_offset is not None else 0
             self.metrics.lag.labels(str(tp.partition)).set(max(0, end - committed))
+
+    def _require_warehouse(self) -> DeltaWarehouse:
+        if self._warehouse is None:
+            raise RuntimeError("the worker is not running")
+        return self._warehouse
 
     def _require_consumer(self) -> KafkaConsumer:
         if self._consumer is None:

@@ -1,44 +1,34 @@
 """A DuckDB session in which the warehouse's tables and the views of ``views.sql`` answer by name.
 
-The stored tables (schema ``stored``) are read from the committed file list of each table
-(:func:`fleetmeter.pipeline.warehouse.manifest.live_files`), never by glob, so a query never counts the files of an
-unfinished commit or those a compaction replaced. The list is taken when the session opens: a session
-sees the warehouse as it was then. A local warehouse is read by DuckDB's own Parquet reader, through a
-plain SQL script that the ``duckdb`` CLI can run as well (``fleetmeter sql``); an object-store warehouse
-through pyarrow datasets registered in the connection (DuckDB's httpfs extension is not needed).
+Each stored table (schema ``stored``) is one Delta table's snapshot: its current version, or the version
+of a given moment (``as_of``), as delta-rs lists its files. The snapshot is taken when the session opens,
+so a query never sees an unfinished commit or files a compaction replaced. A local warehouse is read by
+DuckDB's own Parquet reader over that file list, through a plain SQL script that the ``duckdb`` CLI can run
+as well (``fleetmeter sql``); an object-store warehouse through delta-rs's pyarrow datasets (DuckDB's httpfs
+extension is not needed). The tables and their partition columns come from ``schemas/warehouse.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from fleetmeter.pipeline import tables
-from fleetmeter.pipeline.warehouse import layout
-from fleetmeter.pipeline.warehouse.manifest import committed_states, live_tables
-from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.schemas.warehouse import PARTITION_COLUMNS, SAMPLES, TABLES, table_uri
 from fleetmeter.sql.settings import AnalysisSettings
 
 SQL_DIR = Path(__file__).parent
 VIEWS = SQL_DIR / "views.sql"
 QUERIES = SQL_DIR / "queries"
 
-#: The Hive partition columns in each table's paths (see layout.bucket), with their DuckDB types.
-HIVE_COLUMNS: dict[str, dict[str, str]] = {
-    layout.SAMPLES: {"date": "DATE", "hour": "INTEGER"},
-    layout.UTIL_1M: {"date": "DATE", "hour": "INTEGER"},
-    layout.UTIL_1H: {"date": "DATE"},
-    layout.UTIL_1D: {"month": "VARCHAR"},
-    layout.JOB_DEVICES: {},
-    layout.JOBS: {},
-    layout.QUARANTINE: {"date": "DATE"},
-}
-_ARROW_TYPES = {"DATE": pa.date32(), "INTEGER": pa.int32(), "VARCHAR": pa.string()}
+_DUCKDB_TYPES = {pa.date32(): "DATE", pa.int32(): "INTEGER", pa.string(): "VARCHAR"}
+#: A version of the warehouse: a ``samples`` table version (every table as of that commit), or a moment.
+AsOf = int | datetime | None
 
 
 class WarehouseEmpty(Exception):
@@ -63,67 +53,63 @@ def literal(value: object) -> str:
 
 @dataclass(frozen=True)
 class Catalog:
-    """The warehouse's committed files, listed once, and the settings the views read."""
+    """The warehouse's tables at one snapshot, and the settings the views read."""
 
     settings: AnalysisSettings
     since: datetime
-    storage: Storage
-    files: dict[str, list[str]]
+    tables: dict[str, DeltaTable | None]  # None: the table does not exist (yet) at that snapshot
+    as_of: datetime | None = None
 
     @classmethod
-    def open(cls, settings: AnalysisSettings, since: datetime) -> Catalog:
-        storage = Storage(settings.warehouse, create=False)
-        states = committed_states(storage)
-        if not states:
-            raise WarehouseEmpty(f"{settings.warehouse} holds no committed data (no _state records): "
-                                 "is it a pipeline's warehouse, and has a worker committed to it yet?")
-        return cls(settings, since, storage, live_tables(storage, layout.TABLES, states))
+    def open(cls, settings: AnalysisSettings, since: datetime, as_of: AsOf = None) -> Catalog:
+        if isinstance(as_of, int):
+            as_of = _commit_time(settings, as_of)
+        tables = {name: _load(settings, name, as_of) for name in TABLES}
+        if all(table is None for table in tables.values()):
+            moment = "" if as_of is None else f" as of {as_of.isoformat()}"
+            raise WarehouseEmpty(f"{settings.warehouse} holds no fleetmeter Delta tables{moment}: is it a pipeline's "
+                                 "warehouse, and has a worker committed to it yet?")
+        return cls(settings, since, tables, as_of)
+
+    @property
+    def local_root(self) -> str | None:
+        """The warehouse's directory, when it is one (the SQL endpoint's sandbox allows reading only there)."""
+        return None if "://" in self.settings.warehouse else str(Path(self.settings.warehouse).resolve())
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A fresh in-memory DuckDB connection with the stored tables, prices, variables and views."""
         connection = duckdb.connect()
         connection.execute("CREATE SCHEMA stored")
-        for table in layout.TABLES:
-            if self.storage.is_local or not self.files[table]:
-                connection.execute(self._stored_table(table))
+        for name, table in self.tables.items():
+            if self.local_root is not None or table is None or not table.file_uris():
+                connection.execute(self._stored_table(name))
             else:
-                name = f"arrow_{table}"
-                connection.register(name, self._dataset(table))
-                connection.execute(f"CREATE VIEW stored.{table} AS SELECT * FROM {name}")
+                connection.register(f"arrow_{name}", table.to_pyarrow_dataset())
+                connection.execute(f"CREATE VIEW stored.{name} AS SELECT * FROM arrow_{name}")
         connection.execute(self._settings_sql())
         connection.execute(VIEWS.read_text())
         return connection
 
     def script(self) -> str:
         """The same session as one SQL script, for the ``duckdb`` CLI (local warehouses only)."""
-        if not self.storage.is_local:
+        if self.local_root is None:
             raise ValueError("a DuckDB CLI script reads local paths; query an object-store warehouse with "
                              "`fleetmeter query`")
-        stored = ";\n".join(self._stored_table(table) for table in layout.TABLES)
+        stored = ";\n".join(self._stored_table(name) for name in self.tables)
         return f"CREATE SCHEMA stored;\n{stored};\n{self._settings_sql()}\n{VIEWS.read_text()}"
 
-    def _stored_table(self, table: str) -> str:
-        hive = HIVE_COLUMNS[table]
-        files = self.files[table]
+    def _stored_table(self, name: str) -> str:
+        table = self.tables[name]
+        files = table.file_uris() if table is not None else []
+        partitioned = TABLES[name].partition_by
         if not files:  # a typed empty table, so that the views still bind
-            columns = duckdb.from_arrow(tables.empty(table).to_arrow())
-            typed = [f'"{name}" {kind}' for name, kind in zip(columns.columns, columns.types, strict=True)]
-            typed += [f'"{name}" {kind}' for name, kind in hive.items()]
-            return f"CREATE TABLE stored.{table} ({', '.join(typed)})"
-        paths = ", ".join(literal(self.storage.full_path(path)) for path in files)
-        options = "union_by_name = true"
-        if hive:
-            types = ", ".join(f"{literal(name)}: {kind}" for name, kind in hive.items())
-            options += f", hive_partitioning = true, hive_types = {{{types}}}"
-        return f"CREATE VIEW stored.{table} AS SELECT * FROM read_parquet([{paths}], {options})"
-
-    def _dataset(self, table: str) -> ds.Dataset:
-        hive = HIVE_COLUMNS[table]
-        partitioning = ds.partitioning(pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in hive.items()]),
-                                       flavor="hive") if hive else None
-        return ds.dataset([self.storage.full_path(path) for path in self.files[table]], format="parquet",
-                          filesystem=self.storage.fs, partitioning=partitioning,
-                          partition_base_dir=self.storage.full_path(table))
+            columns = duckdb.from_arrow(TABLES[name].schema.empty_table())
+            typed = ", ".join(f'"{column}" {kind}' for column, kind in zip(columns.columns, columns.types, strict=True))
+            return f"CREATE TABLE stored.{name} ({typed})"
+        paths = ", ".join(literal(path) for path in files)
+        types = ", ".join(f"{literal(column)}: {_DUCKDB_TYPES[PARTITION_COLUMNS[column]]}" for column in partitioned)
+        return (f"CREATE VIEW stored.{name} AS SELECT * FROM read_parquet([{paths}], union_by_name = true, "
+                f"hive_partitioning = true, hive_types = {{{types}}})")
 
     def _settings_sql(self) -> str:
         prices = ", ".join(f"({literal(p.model)}, {literal(p.per_device_hour)}, {literal(p.per_kwh)})"
@@ -135,3 +121,24 @@ class Catalog:
             f"SET VARIABLE since = {literal(self.since)};",
             f"SET VARIABLE currency = {literal(self.settings.currency)};",
         ])
+
+
+def _load(settings: AnalysisSettings, name: str, as_of: datetime | None) -> DeltaTable | None:
+    try:
+        table = DeltaTable(table_uri(settings.warehouse, name), storage_options=settings.storage_options or None)
+        if as_of is not None:
+            table.load_as_version(as_of)
+    except TableNotFoundError:
+        return None
+    return table  # as of a moment before its first commit: its (empty) first version
+
+
+def _commit_time(settings: AnalysisSettings, version: int) -> datetime:
+    """When version ``version`` of the ``samples`` table was committed: the warehouse as of that commit."""
+    try:
+        samples = DeltaTable(table_uri(settings.warehouse, SAMPLES.name), storage_options=settings.storage_options
+                             or None, version=version)
+    except DeltaError as exc:
+        raise ValueError(f"--as-of {version}: no such version of the samples table ({exc})") from exc
+    (commit,) = samples.history(1)
+    return datetime.fromtimestamp(commit["timestamp"] / 1000, tz=UTC)

@@ -12,12 +12,13 @@ from typing import Annotated
 import duckdb
 import pyarrow as pa
 import typer
+from deltalake.exceptions import DeltaError
 
 from fleetmeter.common.settings import ConfigError, load_settings
 from fleetmeter.sql.catalog import QUERIES, Catalog, WarehouseEmpty, canned_queries
 from fleetmeter.sql.output import Format, console, write
 from fleetmeter.sql.settings import AnalysisSettings
-from fleetmeter.sql.since import parse_since
+from fleetmeter.sql.since import parse_as_of, parse_since
 
 Warehouse = Annotated[str | None, typer.Option(
     help="Warehouse directory or URI (default: from --config, else ./warehouse).")]
@@ -27,12 +28,18 @@ Since = Annotated[str | None, typer.Option(help="Canned queries start here: an a
                                                 "rounded down to a UTC midnight. Default: everything.")]
 
 
-def open_catalog(command: str, warehouse: str | None, config: str | None, since: str | None) -> Catalog:
+AsOf = Annotated[str | None, typer.Option(
+    "--as-of", help="Read an older version: a version of the samples table (every table as of that commit) "
+                    "or a time (2026-11-30T12:00:00Z). Default: the current one.")]
+
+
+def open_catalog(command: str, warehouse: str | None, config: str | None, since: str | None,
+                 as_of: str | None = None) -> Catalog:
     """The warehouse as configured, or a one-line error and exit status 2."""
     try:
         settings = load_settings(AnalysisSettings, config_file=config, warehouse=warehouse)
-        return Catalog.open(settings, parse_since(since))
-    except (ConfigError, WarehouseEmpty, ValueError, OSError) as exc:
+        return Catalog.open(settings, parse_since(since), parse_as_of(as_of))
+    except (ConfigError, WarehouseEmpty, ValueError, OSError, DeltaError) as exc:
         typer.echo(f"fleetmeter {command}: {exc}", err=True)
         raise typer.Exit(2) from exc
 
@@ -55,6 +62,7 @@ def query(
     warehouse: Warehouse = None,
     config: Config = None,
     since: Since = None,
+    as_of: AsOf = None,
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.table,
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout (needed for parquet).")] = None,
     limit: Annotated[int, typer.Option(help="Rows shown in --format table.")] = 100,
@@ -71,7 +79,7 @@ def query(
     except (ValueError, OSError) as exc:
         typer.echo(f"fleetmeter query: {exc}", err=True)
         raise typer.Exit(2) from exc
-    catalog = open_catalog("query", warehouse, config, since)
+    catalog = open_catalog("query", warehouse, config, since, as_of)
     try:
         result = _result(catalog.connect().sql(text))
         write(result, format, output, limit)
@@ -95,11 +103,12 @@ def sql(
     warehouse: Warehouse = None,
     config: Config = None,
     since: Since = None,
+    as_of: AsOf = None,
     print_script: Annotated[bool, typer.Option("--print-script",
                                                help="Print the SQL that loads the views, and exit.")] = False,
 ) -> None:
     """An interactive DuckDB shell with the warehouse's views loaded (local warehouses)."""
-    catalog = open_catalog("sql", warehouse, config, since)
+    catalog = open_catalog("sql", warehouse, config, since, as_of)
     try:
         script = catalog.script()
     except ValueError as exc:

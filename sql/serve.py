@@ -136,7 +136,7 @@ def run(settings: ServeSettings, text: str) -> dict[str, Any]:
 def sandboxed(catalog: Catalog, http: HttpSettings) -> duckdb.DuckDBPyConnection:
     """The catalog's session, unable to touch any file outside the warehouse or change its own settings."""
     connection = catalog.connect()
-    allowed = [catalog.storage.root + "/"] if catalog.storage.is_local else []
+    allowed = [catalog.local_root + "/"] if catalog.local_root is not None else []
     connection.execute(f"SET memory_limit = '{http.memory_limit}'")
     connection.execute("SET allowed_directories = $allowed", {"allowed": allowed})
     connection.execute("SET enable_external_access = false")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from fleetmeter.common.settings import LayeredSettings, Section
-from fleetmeter.pipeline.rollups import HISTOGRAM_BINS
+from fleetmeter.schemas.warehouse import HISTOGRAM_BINS
 
 
 class Price(Section):
@@ -21,6 +21,9 @@ class Price(Section):
 
 class AnalysisSettings(LayeredSettings):
     warehouse: str = Field(default="warehouse", min_length=1, description="Warehouse directory or object-store URI.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="delta-rs object-store options (AWS_ENDPOINT_URL, ...), as the "
+                                          "pipeline's warehouse.storage_options.")
     idle_threshold: float = Field(
         default=0.05, gt=0, le=1,
         description="util_compute below this is idle; a multiple of 0.05 (read off the stored histogram).")

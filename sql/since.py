@@ -1,4 +1,5 @@
-"""``--since``: where a report or a canned query starts, given as an age (``7d``, ``36h``) or a date."""
+"""``--since``: where a report or a canned query starts, given as an age (``7d``, ``36h``) or a date; and
+``--as-of``: which version of the warehouse to read."""
 
 from __future__ import annotations
 
@@ -30,3 +31,19 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def parse_as_of(text: str | None) -> int | datetime | None:
+    """``--as-of``: a version of the ``samples`` table (an integer; every table as of that commit) or a moment
+    (RFC 3339; a time without an offset is UTC); None: the current version."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdecimal():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--as-of {text!r}: give a version of the samples table (42) or a time "
+                         "(2026-11-30T12:00:00Z)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

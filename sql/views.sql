@@ -1,14 +1,14 @@
 -- fleetmeter's analyst views (DuckDB). `fleetmeter sql` and `fleetmeter query` run this file after
 -- defining, from the warehouse and the configuration:
 --
---   stored.<table>   the committed Parquet files of each warehouse table, as stored: samples, util_1m,
---                    util_1h, util_1d, job_devices, jobs, quarantine (docs/warehouse.md)
+--   stored.<table>   each warehouse table's Delta snapshot, as stored: samples, util_1m, util_1h,
+--                    util_1d, job_devices, quarantine (schemas/warehouse.py, docs/warehouse.md)
 --   prices           model_pattern (a GLOB), per_device_hour, per_kwh: the configured price list
 --   idle_threshold   variable: util_compute below it is idle (a multiple of 0.05, a histogram bin edge)
 --   since            variable: where the canned queries (sql/queries/) start, a UTC midnight
 --
--- The stored rollups hold one partial per Kafka partition and key; the views below merge them, so each
--- key appears once. Every ratio is computed from sums (busy_seconds / util_known_seconds), never by
+-- The stored rollups and job_devices hold partials (several rows per key until compaction merges them);
+-- the views below merge them, so each key appears once. Every ratio is computed from sums (busy_seconds / util_known_seconds), never by
 -- averaging ratios. Capacity counts MIG instances, not the MIG-mode GPUs that hold them (schemas/sample_v1.md).
 
 SET TimeZone = 'UTC';
@@ -97,6 +97,7 @@ SELECT window_start AS day, cluster, tenant, job_id, vendor, model, allocated,
 FROM util_1d
 LEFT JOIN model_prices AS p USING (model);
 
+-- One row per job and device: its partials (appended per commit, bucketed by day) merged.
 CREATE OR REPLACE VIEW job_devices AS
 SELECT cluster, tenant, job_id, device_uuid, vendor, model, node,
        min(first_seen) AS first_seen, max(last_seen) AS last_seen,
@@ -106,16 +107,15 @@ SELECT cluster, tenant, job_id, device_uuid, vendor, model, node,
 FROM stored.job_devices
 GROUP BY ALL;
 
--- One row per job: its span, devices and sums (stored per Kafka partition: a device's rows all travel
--- through one, so devices add up), with idle time and cost from the daily rollups.
+-- One row per job: its span, devices and sums from job_devices, with idle time and cost from the daily rollups.
 CREATE OR REPLACE VIEW jobs AS
 WITH merged AS (
     SELECT cluster, tenant, job_id,
-           min(first_seen) AS first_seen, max(last_seen) AS last_seen, sum(devices) AS devices,
+           min(first_seen) AS first_seen, max(last_seen) AS last_seen, count(*) AS devices,
            sum(samples) AS samples, sum(device_seconds) AS device_seconds,
            sum(util_known_seconds) AS util_known_seconds, sum(busy_seconds) AS busy_seconds,
            sum(energy_j) AS energy_j, max(mem_used_max_bytes) AS mem_used_max_bytes
-    FROM stored.jobs
+    FROM job_devices
     GROUP BY ALL
 ), charged AS (
     SELECT cluster, tenant, job_id, sum(idle_device_hours) AS idle_device_hours, sum(cost) AS cost,

@@ -24,7 +24,6 @@ LABEL_CHARS = 256
 EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01
 MAX_POWER_W = 5000.0
 SHARE_RULES = ("process_util", "equal")
-IDLE_THRESHOLD = 0.05
 BINS = 20
 
 
@@ -159,14 +158,15 @@ def deduplicated(rows: Iterable[Row]) -> list[Row]:
 
 # -- rollups --------------------------------------------------------------------------------------
 
-SUMMED = ("samples", "device_seconds", "util_known_seconds", "busy_seconds", "idle_seconds",
+SUMMED = ("samples", "device_seconds", "util_known_seconds", "busy_seconds",
           "sm_active_seconds", "sm_active_known_seconds", "tensor_active_seconds", "tensor_active_known_seconds",
           "energy_j", "ecc_corrected", "ecc_uncorrected", "xid_events")
 WINDOW_MEASURES = (*SUMMED, "mem_used_max_bytes", "util_hist_seconds")
+EVENT_COUNTS = ("ecc_corrected", "ecc_uncorrected", "xid_events")
+MINUTE_MS = 60_000
 
 
-def _floor(ts_ms: int, width: str) -> datetime:
-    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+def _floor(moment: datetime, width: str) -> datetime:
     if width == "1m":
         return moment.replace(second=0, microsecond=0)
     if width == "1h":
@@ -199,36 +199,69 @@ def _new_window() -> dict[str, Any]:
     return window
 
 
-def windows(rows: Iterable[Row], width: str, with_node: bool, idle_threshold: float = IDLE_THRESHOLD,
-            ) -> dict[Key, dict[str, Any]]:
+def row_amounts(row: Row) -> dict[str, Any]:
+    """What one row adds to every measure (``mem_used_max_bytes``: its reading)."""
+    seconds = capacity_seconds(row)
+    amounts = _new_window() | {"samples": 1, "device_seconds": seconds, "energy_j": row.get("energy_j") or 0.0,
+                               "ecc_corrected": row.get("ecc_corrected") or 0,
+                               "ecc_uncorrected": row.get("ecc_uncorrected") or 0,
+                               "xid_events": len(row.get("xid_errors") or []),
+                               "mem_used_max_bytes": row.get("mem_used_bytes")}
+    for ratio in ("sm_active", "tensor_active"):
+        if row.get(ratio) is not None:
+            amounts[f"{ratio}_seconds"] = row[ratio] * seconds
+            amounts[f"{ratio}_known_seconds"] = seconds
+    util = row.get("util_compute")
+    if util is not None:
+        amounts["util_known_seconds"] = seconds
+        amounts["busy_seconds"] = util * seconds
+        amounts["util_hist_seconds"][min(math.floor(util * BINS), BINS - 1)] = seconds
+    return amounts
+
+
+def _half_up(value: float) -> int:
+    return math.floor(value + 0.5)
+
+
+def minute_pieces(row: Row) -> list[tuple[datetime, dict[str, Any]]]:
+    """The row's amounts per minute its interval ``[ts, ts + interval_s)`` overlaps: summed amounts in
+    proportion to the time in each minute, event counts as differences of the running total rounded half up,
+    the sample counted in the minute it starts in."""
+    start, end = row["ts"], row["ts"] + row["interval_s"] * 1000
+    whole = row_amounts(row)
+    pieces = []
+    minute = start // MINUTE_MS
+    while minute * MINUTE_MS < end:
+        before = (max(start, minute * MINUTE_MS) - start) / (end - start)
+        after = (min(end, (minute + 1) * MINUTE_MS) - start) / (end - start)
+        piece = {name: value * (after - before) for name, value in whole.items()
+                 if name in SUMMED and name not in (*EVENT_COUNTS, "samples")}
+        piece |= {name: _half_up(whole[name] * after) - _half_up(whole[name] * before) for name in EVENT_COUNTS}
+        piece |= {"samples": 1 if minute == start // MINUTE_MS else 0,
+                  "mem_used_max_bytes": whole["mem_used_max_bytes"],
+                  "util_hist_seconds": [value * (after - before) for value in whole["util_hist_seconds"]]}
+        pieces.append((datetime.fromtimestamp(minute * 60, tz=UTC), piece))
+        minute += 1
+    return pieces
+
+
+def windows(rows: Iterable[Row], width: str, with_node: bool) -> dict[Key, dict[str, Any]]:
     """``util_1m`` (``width="1m"``, ``with_node=True``), ``util_1h`` and ``util_1d`` keyed like the tables."""
     totals: dict[Key, dict[str, Any]] = defaultdict(_new_window)
     for row in rows:
-        key: Key = (_floor(row["ts"], width), row["cluster"], row["tenant"], row["job_id"], row["vendor"],
-                    row["model"])
-        total = totals[(*key, row["node"]) if with_node else key]
-        seconds = capacity_seconds(row)
-        total["samples"] += 1
-        total["device_seconds"] += seconds
-        total["energy_j"] += row.get("energy_j") or 0.0
-        total["ecc_corrected"] += row.get("ecc_corrected") or 0
-        total["ecc_uncorrected"] += row.get("ecc_uncorrected") or 0
-        total["xid_events"] += len(row.get("xid_errors") or [])
-        total["mem_used_max_bytes"] = max_known(total["mem_used_max_bytes"], row.get("mem_used_bytes"))
-        for ratio in ("sm_active", "tensor_active"):
-            if row.get(ratio) is not None:
-                total[f"{ratio}_seconds"] += row[ratio] * seconds
-                total[f"{ratio}_known_seconds"] += seconds
-        util = row.get("util_compute")
-        if util is not None:
-            total["util_known_seconds"] += seconds
-            total["busy_seconds"] += util * seconds
-            total["idle_seconds"] += seconds if util < idle_threshold else 0.0
-            total["util_hist_seconds"][min(math.floor(util * BINS), BINS - 1)] += seconds
+        for minute, piece in minute_pieces(row):
+            key: Key = (_floor(minute, width), row["cluster"], row["tenant"], row["job_id"], row["vendor"],
+                        row["model"])
+            total = totals[(*key, row["node"]) if with_node else key]
+            for name in SUMMED:
+                total[name] += piece[name]
+            total["mem_used_max_bytes"] = max_known(total["mem_used_max_bytes"], piece["mem_used_max_bytes"])
+            total["util_hist_seconds"] = [a + b for a, b in zip(total["util_hist_seconds"],
+                                                                piece["util_hist_seconds"], strict=True)]
     return dict(totals)
 
 
-JOB_DEVICE_SUMS = ("samples", "device_seconds", "util_known_seconds", "busy_seconds", "idle_seconds", "energy_j")
+JOB_DEVICE_SUMS = ("samples", "device_seconds", "util_known_seconds", "busy_seconds", "energy_j")
 
 
 def add_job_span(total: dict[str, Any], part: dict[str, Any], sums: tuple[str, ...] = JOB_DEVICE_SUMS) -> None:
@@ -240,15 +273,7 @@ def add_job_span(total: dict[str, Any], part: dict[str, Any], sums: tuple[str, .
     total["mem_used_max_bytes"] = max_known(total["mem_used_max_bytes"], part["mem_used_max_bytes"])
 
 
-def with_fractions(job: dict[str, Any]) -> dict[str, Any]:
-    """A job's hours and the fractions readers ask for first, from its sums."""
-    known = job["util_known_seconds"]
-    return job | {"device_hours": job["device_seconds"] / 3600,
-                  "busy_fraction": job["busy_seconds"] / known if known > 0 else None,
-                  "idle_fraction": job["idle_seconds"] / known if known > 0 else None}
-
-
-def job_devices(rows: Iterable[Row], idle_threshold: float = IDLE_THRESHOLD) -> dict[Key, dict[str, Any]]:
+def job_devices(rows: Iterable[Row]) -> dict[Key, dict[str, Any]]:
     """``job_devices``: per job and device, when it was seen and its sums (rows without a job left out)."""
     totals: dict[Key, dict[str, Any]] = {}
     for row in rows:
@@ -257,25 +282,25 @@ def job_devices(rows: Iterable[Row], idle_threshold: float = IDLE_THRESHOLD) -> 
         key = (row["cluster"], row["tenant"], row["job_id"], row["device_uuid"], row["vendor"], row["model"],
                row["node"])
         start = datetime.fromtimestamp(row["ts"] / 1000, tz=UTC)
-        one = windows([row], "1d", with_node=False, idle_threshold=idle_threshold).popitem()[1]
+        amounts = row_amounts(row)
+        one = {name: amounts[name] for name in ("mem_used_max_bytes", *JOB_DEVICE_SUMS)}
         one |= {"first_seen": start, "last_seen": start + timedelta(milliseconds=round(row["interval_s"] * 1000))}
         if key in totals:
             add_job_span(totals[key], one)
         else:
-            totals[key] = {name: one[name] for name in ("first_seen", "last_seen", "mem_used_max_bytes",
-                                                        *JOB_DEVICE_SUMS)}
+            totals[key] = one
     return totals
 
 
-def jobs(rows: Iterable[Row], idle_threshold: float = IDLE_THRESHOLD) -> dict[Key, dict[str, Any]]:
-    """``jobs``: one row per job, with its devices and the fractions readers ask for first."""
+def jobs(rows: Iterable[Row]) -> dict[Key, dict[str, Any]]:
+    """The ``jobs`` view: one row per job, its span, sums and devices."""
     result: dict[Key, dict[str, Any]] = {}
     devices: dict[Key, set[str]] = defaultdict(set)
-    for key, device in job_devices(rows, idle_threshold).items():
+    for key, device in job_devices(rows).items():
         job = key[:3]
         devices[job].add(key[3])
         if job in result:
             add_job_span(result[job], device)
         else:
             result[job] = dict(device)
-    return {job: with_fractions(total | {"devices": len(devices[job])}) for job, total in result.items()}
+    return {job: total | {"devices": len(devices[job])} for job, total in result.items()}

@@ -1,0 +1,156 @@
+"""The warehouse's tables as Delta Lake tables (delta-rs): created with the catalogue's schemas, owned by one
+consumer group, appended to with each Kafka partition's offsets as the commit's application transaction,
+compacted one partition at a time, vacuumed after a retention period.
+
+Delta's own optimistic concurrency does the fencing: two commits of one application id that race (a worker
+the group has replaced, still committing) conflict, and the later one fails with ``CommitFailedError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+
+import polars as pl
+import pyarrow as pa
+import structlog
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
+
+from fleetmeter.schemas.warehouse import OWNER_PROPERTY, TABLES, Table, table_uri
+
+log = structlog.get_logger(__name__)
+
+#: One partition of a table: its partition columns' values, as Delta writes them in paths and predicates.
+PartitionValues = tuple[tuple[str, str], ...]
+
+
+class OwnedByAnotherGroup(Exception):
+    """The warehouse records the offsets of another consumer group: two groups would both store everything."""
+
+
+def writer_properties() -> WriterProperties:
+    """zstd level 3; dictionaries for strings only (floats of readings never repeat), and no encoding that
+    common readers reject (Spark 4's vectorized reader refuses BYTE_STREAM_SPLIT)."""
+    return WriterProperties(compression="ZSTD", compression_level=3,
+                            default_column_properties=ColumnProperties(dictionary_enabled=False),
+                            column_properties={field.name: ColumnProperties(dictionary_enabled=True)
+                                               for table in TABLES.values() for field in table.schema
+                                               if pa.types.is_string(field.type)})
+
+
+def partition_columns(table: Table) -> list[pl.Expr]:
+    """The table's partition columns, derived from its time column (schemas/warehouse.py)."""
+    moment = pl.col(table.time_column)
+    derived = {"date": moment.dt.date(), "hour": moment.dt.hour().cast(pl.Int32),
+               "month": moment.dt.strftime("%Y-%m")}
+    return [derived[name].alias(name) for name in table.partition_by]
+
+
+def partitions_of(table: Table, frame: pl.DataFrame) -> list[PartitionValues]:
+    """The partitions that ``frame``'s rows (with their partition columns) fall into."""
+    values = frame.select(table.partition_by).unique().iter_rows()
+    return [tuple((name, _text(value)) for name, value in zip(table.partition_by, row, strict=True))
+            for row in values]
+
+
+def _filters(partition: PartitionValues) -> list[tuple[str, str, str]]:
+    return [(name, "=", value) for name, value in partition]
+
+
+def _text(value: object) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+class DeltaWarehouse:
+    """Every table of the warehouse at ``uri``, opened once (or created) for one consumer group's worker."""
+
+    def __init__(self, uri: str, storage_options: Mapping[str, str], group: str) -> None:
+        self.uri = uri
+        self.storage_options = dict(storage_options)
+        self.group = group
+        self.tables = {name: self._open(table) for name, table in TABLES.items()}
+
+    def _open(self, table: Table) -> DeltaTable:
+        uri = table_uri(self.uri, table.name)
+        delta = DeltaTable.create(uri, table.schema, mode="ignore", partition_by=list(table.partition_by),
+                                  configuration={OWNER_PROPERTY: self.group}, storage_options=self.storage_options,
+                                  raise_if_key_not_exists=False)
+        owner = delta.metadata().configuration.get(OWNER_PROPERTY)
+        if owner != self.group:
+            raise OwnedByAnotherGroup(
+                f"the warehouse {self.uri} records the offsets of consumer group {owner!r}, and this worker is in "
+                f"group {self.group!r}: run the workers in group {owner!r}, or hand the warehouse over with "
+                f"`fleetmeter pipeline hand-over --to-group {self.group}` (docs/warehouse.md)")
+        return delta
+
+    def refresh(self) -> None:
+        """Read the tables' latest versions (what other workers committed since)."""
+        for delta in self.tables.values():
+            delta.update_incremental()
+
+    def version_of(self, table: str, app_id: str) -> int | None:
+        """The version of ``app_id``'s last transaction in ``table``: the next Kafka offset it has stored."""
+        return self.tables[table].transaction_version(app_id)
+
+    def append(self, table: str, frame: pl.DataFrame, app_id: str, version: int) -> None:
+        """One commit adding ``frame``'s rows (none: only the transaction) to ``table``, recording ``version``."""
+        write_deltalake(self.tables[table], self._arrow(TABLES[table], frame), mode="append",
+                        partition_by=list(TABLES[table].partition_by), writer_properties=writer_properties(),
+                        commit_properties=CommitProperties(app_transactions=[Transaction(app_id, version)]))
+
+    def read(self, table: str, partition: PartitionValues, columns: list[str] | None = None) -> pl.DataFrame:
+        """The rows of one partition of ``table`` at the latest version this worker has read."""
+        dataset = self.tables[table].to_pyarrow_dataset(file_pruning_predicate=_filters(partition))
+        frame = pl.from_arrow(dataset.to_table(columns=columns))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def files_in(self, table: str, partition: PartitionValues) -> int:
+        return len(self.tables[table].file_uris(file_pruning_predicate=_filters(partition)))
+
+    def replace(self, table: str, partition: PartitionValues, frame: pl.DataFrame) -> None:
+        """Replace one partition's rows with ``frame`` in one commit; fails with ``CommitFailedError`` if another
+        commit added rows to the partition meanwhile."""
+        predicate = " AND ".join(f"{name} = '{value}'" for name, value in partition)
+        write_deltalake(self.tables[table], self._arrow(TABLES[table], frame), mode="overwrite",
+                        predicate=predicate, partition_by=list(TABLES[table].partition_by),
+                        writer_properties=writer_properties())
+
+    def bin_pack(self, table: str, partition: PartitionValues, target_bytes: int) -> int:
+        """Merge one partition's small files into files of about ``target_bytes``; the files removed."""
+        metrics = self.tables[table].optimize.compact(
+            partition_filters=_filters(partition), target_size=target_bytes,
+            writer_properties=writer_properties())
+        return int(metrics.get("numFilesRemoved", 0))
+
+    def vacuum(self, retention_hours: float) -> int:
+        """Delete the files no version younger than ``retention_hours`` reads; how many."""
+        deleted = 0
+        for delta in self.tables.values():
+            deleted += len(delta.vacuum(retention_hours=int(retention_hours), dry_run=False,
+                                        enforce_retention_duration=False))
+        return deleted
+
+    @staticmethod
+    def _arrow(table: Table, frame: pl.DataFrame) -> pa.Table:
+        """``frame`` with the table's partition columns, cast to its schema (a missing column fails here)."""
+        with_partitions = frame.with_columns(partition_columns(table))
+        return with_partitions.to_arrow().select(table.schema.names).cast(table.schema)
+
+
+def hand_over(uri: str, storage_options: Mapping[str, str], group: str) -> list[str]:
+    """Make consumer group ``group`` the owner of every existing table of the warehouse; the tables changed."""
+    changed = []
+    for name in TABLES:
+        delta = DeltaTable(table_uri(uri, name), storage_options=dict(storage_options))
+        delta.alter.set_table_properties({OWNER_PROPERTY: group}, raise_if_not_exists=False)
+        changed.append(name)
+    return changed
+
