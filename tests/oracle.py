@@ -229,6 +229,8 @@ def minute_pieces(row: Row) -> list[tuple[datetime, dict[str, Any]]]:
     the sample counted in the minute it starts in."""
     start, end = row["ts"], row["ts"] + row["interval_s"] * 1000
     whole = row_amounts(row)
+    if end <= start:  # an interval too short to move a float of epoch ms: all of it in its minute
+        return [(datetime.fromtimestamp(start // MINUTE_MS * 60, tz=UTC), whole)]
     pieces = []
     minute = start // MINUTE_MS
     while minute * MINUTE_MS < end:

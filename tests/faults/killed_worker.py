@@ -1,12 +1,12 @@
 """``fleetmeter pipeline run`` that SIGKILLs itself at a chosen point: ``FAULT_KILL_AT=<point>:<n>`` kills it at
 the n-th time it reaches the point (counting from 1).
 
-Points (each inside a flush unless it says otherwise):
-- ``data_write``: writing a data file, half of it on disk under its temporary name;
-- ``record_write``: about to write the commit record, every data file of the commit written;
-- ``record_written``: the commit record written, the replaced files not yet deleted;
-- ``compaction_write`` and ``compaction_record``: the same two points inside a compaction;
-- ``rebalance_record``: about to write the commit record of the flush a rebalance asks for.
+Points:
+- ``table_committed``: inside a flush, right after one table's Delta commit (the n-th such commit), the
+  flush's other tables not yet committed: the crash between two tables' commits;
+- ``compaction_replace`` and ``compaction_replaced``: inside a compaction, just before and just after the
+  atomic replace of a partition;
+- ``rebalance_commit``: about to make the first commit of the flush a rebalance asks for.
 
 Run as ``python -m tests.faults.killed_worker --bootstrap-servers ...`` (the flags of ``pipeline run``).
 """
@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from fleetmeter.pipeline import partition
 from fleetmeter.pipeline.cli import app
-from fleetmeter.pipeline.partition import PartitionWriter
-from fleetmeter.pipeline.warehouse import manifest
-from fleetmeter.pipeline.warehouse.storage import TEMPORARY_SUFFIX, Storage
+from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.pipeline.worker import PipelineWorker
 
 _point, _, _nth = os.environ["FAULT_KILL_AT"].partition(":")
@@ -31,17 +29,10 @@ _reached: Counter[str] = Counter()
 _inside: set[str] = set()
 
 
-def _arrive(point: str) -> bool:
+def _arrive(point: str) -> None:
     _reached[point] += 1
-    return point == _point and _reached[point] == int(_nth)
-
-
-def _die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _context() -> str:
-    return "compaction" if "compaction" in _inside else "rebalance" if "rebalance" in _inside else "flush"
+    if point == _point and _reached[point] == int(_nth):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _within(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,33 +45,26 @@ def _within(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-_write_bytes = Storage.write_bytes
-_save_state = manifest.save_state
+_append = DeltaWarehouse.append
+_replace = DeltaWarehouse.replace
 
 
-def write_bytes(self: Storage, path: str, data: bytes | Any) -> None:
-    if path.endswith(".parquet") and _arrive({"compaction": "compaction_write"}.get(_context(), "data_write")):
-        directory, _, name = self.full_path(path).rpartition("/")
-        self.fs.create_dir(directory, recursive=True)
-        with self.fs.open_output_stream(f"{directory}/.{name}.killed{TEMPORARY_SUFFIX}") as stream:
-            stream.write(bytes(data)[: len(data) // 2])
-        _die()
-    _write_bytes(self, path, data)
+def append(self: DeltaWarehouse, *args: Any) -> None:
+    if "rebalance" in _inside:
+        _arrive("rebalance_commit")
+    _append(self, *args)
+    _arrive("table_committed")
 
 
-def save_state(storage: Storage, state: manifest.PartitionState) -> None:
-    context = _context()
-    if _arrive({"compaction": "compaction_record", "rebalance": "rebalance_record"}.get(context, "record_write")):
-        _die()
-    _save_state(storage, state)
-    if context == "flush" and _arrive("record_written"):
-        _die()
+def replace(self: DeltaWarehouse, *args: Any) -> None:
+    _arrive("compaction_replace")
+    _replace(self, *args)
+    _arrive("compaction_replaced")
 
 
-Storage.write_bytes = write_bytes  # type: ignore[method-assign]
-manifest.save_state = partition.save_state = save_state  # partition imports it by name
-PartitionWriter._compact = _within("compaction", PartitionWriter._compact)  # type: ignore[method-assign]
+DeltaWarehouse.append = append  # type: ignore[method-assign]
+DeltaWarehouse.replace = replace  # type: ignore[method-assign]
 PipelineWorker.revoked = _within("rebalance", PipelineWorker.revoked)  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    app()
+    app(["run", *sys.argv[1:]])

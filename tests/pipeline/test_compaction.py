@@ -1,64 +1,110 @@
-"""Compaction merges an hour's small files by size tier, so a row is rewritten a few times, not once per flush."""
+"""Compaction merges one Delta partition's partials into one row per key (rollups) or its small files into
+large ones (samples), in one atomic replace; readers see the same figures before, during and after it, and a
+replace that races another worker's append fails instead of dropping that append. Checked with delta-rs
+read directly."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
+from deltalake import DeltaTable
 from kafka.consumer.fetcher import ConsumerRecord
 
 from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.partition import PartitionWriter
 from fleetmeter.pipeline.settings import PipelineSettings
-from fleetmeter.pipeline.warehouse import layout
-from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from tests.pipeline.test_validate import NOW_MS, message, row
 
-HOUR = layout.bucket(layout.SAMPLES, NOW_MS - 60_000)
+NOW = datetime.fromtimestamp(NOW_MS / 1000, tz=UTC)
+LATER = NOW + timedelta(days=1)  # every partition of NOW's hour is closed by then
 
 
-def writer_with_flushes(warehouse: Path, flushes: int, **warehouse_settings: int) -> PartitionWriter:
+def writer_for(warehouse: Path, partition: int = 0, **warehouse_settings: object) -> PartitionWriter:
     settings = PipelineSettings(warehouse={"uri": str(warehouse), **warehouse_settings})  # type: ignore[arg-type]
-    writer = PartitionWriter(Storage(str(warehouse)), "t", 0, settings, PipelineMetrics(), [])
-    for offset in range(flushes):
-        payload = message(row(device_uuid=f"GPU-{offset}"), row(device_uuid=f"GPU-{offset}", ts=NOW_MS - 70_000))
-        writer.add([ConsumerRecord("t", 0, -1, offset, NOW_MS, 0, b"n", payload, [], None, 1, len(payload), 0)],
-                   NOW_MS)
-        writer.flush(lambda next_offset: None)
-    return writer
+    delta = DeltaWarehouse(str(warehouse), {}, settings.consumer.group_id)
+    return PartitionWriter(delta, "t", partition, "topic-id", settings, PipelineMetrics())
 
 
-def stored_devices(writer: PartitionWriter) -> list[str]:
-    return sorted(writer.storage.read_parquet(writer.files[HOUR])["device_uuid"].to_list())
+def flush(writer: PartitionWriter, offset: int, device: str) -> None:
+    """Two samples of ``device``, in the two minutes before NOW (each flush's a second apart: no duplicates)."""
+    payload = message(row(device_uuid=device, ts=NOW_MS - 60_000 + offset * 1000),
+                      row(device_uuid=device, ts=NOW_MS - 70_000 - offset * 1000))
+    writer.add([ConsumerRecord("t", writer.partition, -1, offset, NOW_MS, 0, b"n", payload, [], None, 1,
+                               len(payload), 0)], NOW_MS)
+    writer.flush(lambda next_offset: None)
 
 
-def test_a_tier_full_of_small_files_is_merged_into_one_with_every_row(tmp_path: Path) -> None:
-    writer = writer_with_flushes(tmp_path, 3, compact_min_files=3)
-    assert len(writer.files[HOUR]) == 3
-    assert writer.compact_next(lambda next_offset: None, NOW_MS)
-    assert len(writer.files[HOUR]) == 1
-    assert stored_devices(writer) == sorted(f"GPU-{n}" for n in range(3) for _ in range(2))
-    merged = writer.storage.read_parquet(writer.files[HOUR])
-    assert merged.equals(merged.sort("device_uuid", "ts", "tenant", "job_id"))  # compaction sorts by key
-    assert not writer.compact_next(lambda next_offset: None, NOW_MS)
+def files(warehouse: Path, table: str) -> int:
+    return len(DeltaTable(f"{warehouse}/{table}").file_uris())
 
 
-def test_files_at_the_target_size_are_left_alone(tmp_path: Path) -> None:
-    writer = writer_with_flushes(tmp_path, 3, compact_min_files=3, compact_target_bytes=1)
-    assert not writer.compact_next(lambda next_offset: None, NOW_MS)
-    assert len(writer.files[HOUR]) == 3
+def totals(warehouse: Path, table: str, version: int | None = None) -> tuple[int, float, int]:
+    """Rows, device-seconds and samples of a table, as delta-rs reads it."""
+    frame = pl.from_arrow(DeltaTable(f"{warehouse}/{table}", version=version).to_pyarrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    seconds = frame["device_seconds"].sum() if "device_seconds" in frame.columns else frame["interval_s"].sum()
+    samples = frame["samples"].sum() if "samples" in frame.columns else frame.height
+    return frame.height, seconds, samples
 
 
-def test_a_merged_file_waits_for_files_of_its_own_tier(tmp_path: Path) -> None:
-    writer = writer_with_flushes(tmp_path, 2, compact_min_files=2)
-    assert writer.compact_next(lambda next_offset: None, NOW_MS)
-    merged = writer.files[HOUR][0]
-    writer.sizes[merged] = 4 << 20  # as if the merged file had grown past the first tier (1 MiB x 2)
-    for offset in (10, 11):
-        payload = message(row(device_uuid=f"GPU-{offset}"))
-        writer.add([ConsumerRecord("t", 0, -1, offset, NOW_MS, 0, b"n", payload, [], None, 1, len(payload), 0)],
-                   NOW_MS)
-        writer.flush(lambda next_offset: None)
-    assert writer.compact_next(lambda next_offset: None, NOW_MS)
-    assert merged in writer.files[HOUR] and len(writer.files[HOUR]) == 2  # the two new ones merged, not it
-    assert len(pl.concat([writer.storage.read_parquet([path]) for path in writer.files[HOUR]])) == 6
+def compact_all(writer: PartitionWriter, now: datetime) -> int:
+    compacted = 0
+    while writer.compact_next(now):
+        compacted += 1
+    return compacted
+
+
+def test_partials_are_merged_into_one_row_per_key_and_samples_into_one_file(tmp_path: Path) -> None:
+    writer = writer_for(tmp_path, compact_min_files=3)
+    for offset in range(3):
+        flush(writer, offset, "GPU-1")
+    for offset in range(3, 5):
+        flush(writer, offset, f"GPU-{offset}")
+    rows, seconds, samples = totals(tmp_path, "util_1m")
+    assert (rows, samples) == (5 * 2, 10)  # five flushes' partials, two minutes each
+    assert compact_all(writer, NOW) == 4  # five appends to each partition of samples and the rollups: all due
+    assert files(tmp_path, "util_1m") == 1
+    assert totals(tmp_path, "util_1m") == (2, seconds, samples)  # one row per minute (one node, tenant, model)
+    assert files(tmp_path, "samples") == 1
+    assert totals(tmp_path, "samples")[0] == 10
+    assert totals(tmp_path, "util_1d")[1:] == (seconds, samples)
+    assert not writer.compact_next(LATER)  # nothing left to do
+
+
+def test_a_reader_of_the_version_before_a_compaction_still_reads_it_until_vacuum(tmp_path: Path) -> None:
+    writer = writer_for(tmp_path, compact_min_files=2)
+    for offset in range(2):
+        flush(writer, offset, f"GPU-{offset}")
+    before = DeltaTable(f"{tmp_path}/util_1m").version()
+    expected = totals(tmp_path, "util_1m")
+    compact_all(writer, LATER)
+    assert totals(tmp_path, "util_1m", version=before) == expected  # time travel to the partials
+    assert writer.warehouse.vacuum(retention_hours=0) > 0
+    with pytest.raises(OSError, match="No such file|not found|does not exist"):
+        totals(tmp_path, "util_1m", version=before)  # its files are gone
+    assert totals(tmp_path, "util_1m")[1:] == expected[1:]
+
+
+def test_a_compaction_that_races_another_workers_append_fails_and_loses_nothing(tmp_path: Path) -> None:
+    """Worker 0 reads util_1m's partition to merge it; worker 1 appends to the same partition before worker 0
+    replaces it. The replace must fail (else worker 1's rows would vanish) and be tried again later."""
+    first, second = writer_for(tmp_path, 0, compact_min_files=2), writer_for(tmp_path, 1, compact_min_files=2)
+    for offset in range(2):
+        flush(first, offset, f"GPU-{offset}")
+    merged = first._merged
+
+    def merged_while_another_worker_appends(table: str, partition: tuple[tuple[str, str], ...]) -> pl.DataFrame:
+        result = merged(table, partition)
+        flush(second, 0, "GPU-9")
+        return result
+
+    first._merged = merged_while_another_worker_appends  # type: ignore[method-assign]
+    first.compact_next(NOW)
+    first._merged = merged  # type: ignore[method-assign]
+    assert totals(tmp_path, "util_1m")[2] == 3 * 2  # three devices' two samples: nothing lost
+    compact_all(first, LATER)
+    assert totals(tmp_path, "util_1m") == (2, 3 * 20.0, 6)  # merged on the next try, with worker 1's rows
