@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import structlog
 from kafka import KafkaProducer
@@ -57,7 +58,11 @@ class KafkaSender(threading.Thread):
     def _deliver(self, batch: list[tuple[Entry, SpooledMessage]]) -> None:
         """Send a window and wait for every message's outcome (each is acknowledged or expires within the
         delivery timeout), so that the producer holds nothing when it is closed after a failure:
-        kafka-python's ``close`` raises, and leaves its thread running, while batches are pending."""
+        kafka-python's ``close`` raises, and leaves its thread running, while batches are pending.
+
+        The window shares one deadline: a producer that stops sending leaves its futures unresolved, and a
+        timeout per future would then hold the sender for that timeout once per message (minutes for a
+        window), long after Kafka is back."""
         try:
             producer = self._producer or self._connect()
             pending = [
@@ -69,9 +74,10 @@ class KafkaSender(threading.Thread):
             self._failed(exc)
             return
         failure: KafkaError | None = None
+        deadline = time.monotonic() + self.kafka.request_timeout_ms / 1000 * 3
         for entry, future in pending:
             try:
-                future.get(timeout=self.kafka.request_timeout_ms / 1000 * 3)
+                future.get(timeout=max(0.0, deadline - time.monotonic()))  # one resolved by now still counts
             except KafkaError as exc:
                 failure = failure or exc
                 continue
@@ -88,6 +94,10 @@ class KafkaSender(threading.Thread):
             **client_kwargs(self.kafka),
             compression_type=self.compression,
             acks="all",
+            # Delivery is at least once and the pipeline removes duplicates, so idempotence buys nothing here,
+            # and kafka-python 3.0's idempotent producer wedges when a batch it already sent expires: it drops
+            # its producer id without asking for a new one, then never sends (nor expires) another batch.
+            enable_idempotence=False,
             linger_ms=5,
             max_block_ms=self.kafka.request_timeout_ms,
             bootstrap_timeout_ms=self.kafka.request_timeout_ms,
