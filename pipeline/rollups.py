@@ -10,8 +10,9 @@ instances' rows report (schemas/sample_v1.md). Rates are never stored: readers d
 Windows are exact: a row whose interval crosses a minute boundary is split between the minutes in
 proportion to time (every summed measure), so a window never holds more device-seconds than devices x its
 length. Hours and days are merged from minutes, whose edges they share. Event counts (ECC, XID) stay
-integers: each piece gets the difference of the running totals rounded half up, so the pieces add up to
-the row's count. ``samples`` counts the rows whose interval starts in the window.
+integers: the events are taken as spread evenly over the interval, and each minute gets those that fall in
+it (the running count at each edge rounded half up, in integer milliseconds), so the pieces add up to the
+row's count. ``samples`` counts the rows whose interval starts in the window.
 """
 
 from __future__ import annotations
@@ -71,39 +72,46 @@ def row_measures(samples: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _half_up(amount: pl.Expr) -> pl.Expr:
-    return (amount + 0.5).floor().cast(pl.Int64)
+def _events_before(count: pl.Expr, offset_ms: pl.Expr, duration_ms: pl.Expr) -> pl.Expr:
+    """Of ``count`` events spread evenly over an interval of ``duration_ms``, those in its first ``offset_ms``:
+    ``count x offset / duration`` rounded half up, in integers (exact; fits int64 for any valid count)."""
+    return (2 * count * offset_ms + duration_ms) // (2 * duration_ms)
 
 
 def _by_minute(measured: pl.DataFrame) -> pl.DataFrame:
     """Each row once per minute its interval overlaps, its measures scaled to the part of it in that minute;
     ``window_start`` is the minute."""
-    start_ms = pl.col("ts").dt.epoch("ms").cast(pl.Float64)
-    end_ms = start_ms + pl.col("interval_s") * 1000
-    first = (start_ms / _MINUTE_MS).floor()
+    start_ms = pl.col("ts").dt.epoch("ms")
+    end_ms = start_ms.cast(pl.Float64) + pl.col("interval_s") * 1000
+    first = start_ms // _MINUTE_MS
     frame = measured.with_columns(_start_ms=start_ms, _end_ms=end_ms, _first=first,
-                                  _minutes=((end_ms / _MINUTE_MS).ceil() - first).clip(1).cast(pl.Int64))
+                                  _minutes=((end_ms / _MINUTE_MS).ceil().cast(pl.Int64) - first).clip(1))
     whole = frame.filter(pl.col("_minutes") == 1).with_columns(_window=pl.col("_first"))
     crossing = frame.filter(pl.col("_minutes") > 1)
     if not crossing.is_empty():
         window = pl.col("_first") + pl.col("_piece")
-        lower = pl.max_horizontal(pl.col("_start_ms"), window * _MINUTE_MS)
-        upper = pl.min_horizontal(pl.col("_end_ms"), (window + 1) * _MINUTE_MS)
-        duration = pl.col("_end_ms") - pl.col("_start_ms")
+        start = pl.col("_start_ms")
+        lower = pl.max_horizontal(start.cast(pl.Float64), (window * _MINUTE_MS).cast(pl.Float64))
+        upper = pl.min_horizontal(pl.col("_end_ms"), ((window + 1) * _MINUTE_MS).cast(pl.Float64))
+        duration = pl.col("_end_ms") - start
+        whole_ms = (pl.col("interval_s") * 1000).round().cast(pl.Int64)  # >= 1: the interval crosses an edge
         pieces = crossing.with_columns(_piece=pl.int_ranges(0, pl.col("_minutes"))).explode("_piece").with_columns(
             _window=window,
-            _done_before=(lower - pl.col("_start_ms")) / duration,
-            _done_after=(upper - pl.col("_start_ms")) / duration,
+            _share=(upper - lower) / duration,
+            _ms_before=(window * _MINUTE_MS - start).clip(0, whole_ms),
+            _ms_after=((window + 1) * _MINUTE_MS - start).clip(0, whole_ms),
+            _whole_ms=whole_ms,
         )
         pieces = pieces.with_columns(
-            *[(pl.col(name) * (pl.col("_done_after") - pl.col("_done_before"))) for name in _PROPORTIONAL],
-            *[(_half_up(pl.col(name) * pl.col("_done_after")) - _half_up(pl.col(name) * pl.col("_done_before"))
-               ).alias(name) for name in _EVENT_COUNTS],
+            *[pl.col(name) * pl.col("_share") for name in _PROPORTIONAL],
+            *[(_events_before(pl.col(name), pl.col("_ms_after"), pl.col("_whole_ms"))
+               - _events_before(pl.col(name), pl.col("_ms_before"), pl.col("_whole_ms"))).alias(name)
+              for name in _EVENT_COUNTS],
             samples=(pl.col("_piece") == 0).cast(pl.Int64),
-        ).drop("_piece", "_done_before", "_done_after")
+        ).drop("_piece", "_share", "_ms_before", "_ms_after", "_whole_ms")
         whole = pl.concat([whole, pieces], how="vertical")
     return whole.with_columns(
-        window_start=(pl.col("_window") * _MINUTE_MS).cast(pl.Int64).cast(pl.Datetime("ms", "UTC")),
+        window_start=(pl.col("_window") * _MINUTE_MS).cast(pl.Datetime("ms", "UTC")),
     )
 
 

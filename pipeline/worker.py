@@ -53,9 +53,9 @@ class PipelineWorker:
 
     def run(self) -> None:
         """Consume until stopped (or, with ``until_idle``, until the assigned partitions are drained)."""
-        warehouse = self.settings.warehouse
-        # opened before joining the group: a worker of another group is refused before it reads anything
-        self._warehouse = DeltaWarehouse(warehouse.uri, warehouse.storage_options, self.settings.consumer.group_id)
+        self._warehouse = self._open_warehouse()
+        if self._warehouse is None:
+            return
         consumer = self._consumer = self._connect()
         idle_since: float | None = None
         lag_checked = 0.0
@@ -82,6 +82,23 @@ class PipelineWorker:
             consumer.close()
             self._consumer = None
         log.info("worker stopped", partitions=sorted(self.writers))
+
+    def _open_warehouse(self) -> DeltaWarehouse | None:
+        """The warehouse's tables (created where missing), before joining the group: a worker of another group
+        is refused before it reads anything. A warehouse that refuses writes (a full disk) is waited for."""
+        settings = self.settings.warehouse
+        while not self.stopping.is_set():
+            try:
+                warehouse = DeltaWarehouse(settings.uri, settings.storage_options, self.settings.consumer.group_id)
+            except (OSError, DeltaError) as exc:
+                delay_s = self.storage_trouble.failed()
+                self.metrics.storage_errors.labels("open").inc()
+                log.error("cannot open the warehouse; retrying", error=str(exc), retry_in_s=round(delay_s, 1))
+                self.stopping.wait(delay_s)
+                continue
+            self.storage_trouble.recovered()
+            return warehouse
+        return None
 
     def _connect(self) -> KafkaConsumer:
         consumer_settings = self.settings.consumer

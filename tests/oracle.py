@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 Row = dict[str, Any]
@@ -219,29 +220,36 @@ def row_amounts(row: Row) -> dict[str, Any]:
     return amounts
 
 
-def _half_up(value: float) -> int:
-    return math.floor(value + 0.5)
+def _events_before(count: int, offset_ms: int, duration_ms: int) -> int:
+    """Of ``count`` events spread evenly over ``duration_ms``, those in its first ``offset_ms`` (half up)."""
+    return math.floor(Fraction(count * offset_ms, duration_ms) + Fraction(1, 2))
 
 
 def minute_pieces(row: Row) -> list[tuple[datetime, dict[str, Any]]]:
     """The row's amounts per minute its interval ``[ts, ts + interval_s)`` overlaps: summed amounts in
-    proportion to the time in each minute, event counts as differences of the running total rounded half up,
-    the sample counted in the minute it starts in."""
+    proportion to the time in each minute, event counts as those of evenly spread events falling in the
+    minute (running counts at the edges rounded half up), the sample counted in the minute it starts in."""
     start, end = row["ts"], row["ts"] + row["interval_s"] * 1000
     whole = row_amounts(row)
     if end <= start:  # an interval too short to move a float of epoch ms: all of it in its minute
         return [(datetime.fromtimestamp(start // MINUTE_MS * 60, tz=UTC), whole)]
+    whole_ms = round(row["interval_s"] * 1000)
     pieces = []
     minute = start // MINUTE_MS
     while minute * MINUTE_MS < end:
-        before = (max(start, minute * MINUTE_MS) - start) / (end - start)
-        after = (min(end, (minute + 1) * MINUTE_MS) - start) / (end - start)
-        piece = {name: value * (after - before) for name, value in whole.items()
+        share = (min(end, (minute + 1) * MINUTE_MS) - max(start, minute * MINUTE_MS)) / (end - start)
+        piece = {name: value * share for name, value in whole.items()
                  if name in SUMMED and name not in (*EVENT_COUNTS, "samples")}
-        piece |= {name: _half_up(whole[name] * after) - _half_up(whole[name] * before) for name in EVENT_COUNTS}
+        if minute * MINUTE_MS <= start and end <= (minute + 1) * MINUTE_MS:
+            piece |= {name: whole[name] for name in EVENT_COUNTS}
+        else:
+            before = min(max(minute * MINUTE_MS - start, 0), whole_ms)
+            after = min(max((minute + 1) * MINUTE_MS - start, 0), whole_ms)
+            piece |= {name: _events_before(whole[name], after, whole_ms) - _events_before(whole[name], before, whole_ms)
+                      for name in EVENT_COUNTS}
         piece |= {"samples": 1 if minute == start // MINUTE_MS else 0,
                   "mem_used_max_bytes": whole["mem_used_max_bytes"],
-                  "util_hist_seconds": [value * (after - before) for value in whole["util_hist_seconds"]]}
+                  "util_hist_seconds": [value * share for value in whole["util_hist_seconds"]]}
         pieces.append((datetime.fromtimestamp(minute * 60, tz=UTC), piece))
         minute += 1
     return pieces

@@ -26,7 +26,7 @@ from kafka import KafkaProducer
 from fleetmeter.demo.broker import EmbeddedBroker
 from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.partition import PartitionWriter
-from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.pipeline.worker import PipelineWorker
 from fleetmeter.schemas import wire
 from fleetmeter.schemas.sample_v1 import SCHEMA_VERSION_METADATA_KEY, rows_to_batch
@@ -144,7 +144,8 @@ def test_hostile_messages_are_stored_or_quarantined_exactly(messages: list[tuple
     with tempfile.TemporaryDirectory() as directory:
         config = pipeline_settings("unused:9092", "t", directory)
         rules = config.validation
-        writer = PartitionWriter(Storage(directory), "t", 0, config, PipelineMetrics(), [])
+        writer = PartitionWriter(DeltaWarehouse(directory, {}, config.consumer.group_id), "t", 0, "topic-id", config,
+                                 PipelineMetrics())
         writer.add(records, NOW_MS)
         writer.flush(lambda next_offset: None)
         stored = [comparable(row) for row in samples_frame(directory).to_dicts()]
