@@ -1,21 +1,19 @@
-"""One Kafka partition's share of the warehouse: buffer its messages, commit them exactly once, compact what
-it wrote.
+"""One Kafka partition's share of the warehouse: buffer its messages and commit them exactly once.
 
 A flush appends to each table of ``schemas/warehouse.py`` (in ``TABLES`` order, ``samples`` last) one Delta
 commit that carries this Kafka partition's application transaction: its id (``app_id``) and, as version,
 the next offset to read. On assignment the writer reads every table's version: reading resumes from
 ``samples``'s, and a table whose version is further on (a crash between two tables' commits) skips the
 rows it already holds, so nothing is lost or counted twice. Rollup and job tables are appended as
-partials; compaction merges one Delta partition's partials into one row per key with an atomic replace.
+partials, which ``compaction.py`` merges later.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
@@ -28,7 +26,7 @@ from fleetmeter.pipeline.messages import MessageReader
 from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.settings import PipelineSettings
 from fleetmeter.pipeline.validate import MessageRejected, check
-from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse, PartitionValues, partition_columns, partitions_of
+from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA
 from fleetmeter.schemas.warehouse import (
     JOB_DEVICES,
@@ -48,7 +46,6 @@ Fence = Callable[[int], None]
 
 _OFFSET = "_kafka_offset"  # each row's message: a table that holds an offset already skips its rows
 _RECEIVED = "_received_ms"  # when each row's poll returned it, for the checks against the clock
-_CLOSED_AFTER = timedelta(hours=2)  # a partition this long past its end gets no more fresh rows: compact it
 
 
 class PartitionLost(Exception):
@@ -82,7 +79,6 @@ class PartitionWriter:
         self.app_id = app_id(settings.consumer.group_id, topic, topic_id, partition)
         #: per table: the next offset it holds rows up to (None: nothing of this partition yet)
         self.stored_up_to = {name: warehouse.version_of(name, self.app_id) for name in TABLES}
-        self.appended: dict[tuple[str, PartitionValues], int] = defaultdict(int)  # appends since last compacted
         self.keys = StoredKeys(self._stored_keys, settings.warehouse.dedup_cache_hours)
         self.pending = _Pending()
         self.reader = MessageReader()
@@ -182,7 +178,7 @@ class PartitionWriter:
             for table, frame in self._commits(fresh, next_offset):
                 self.warehouse.append(table, frame, self.app_id, next_offset)
                 self.stored_up_to[table] = next_offset
-                self._note_appends(table, frame)
+                self.metrics.rows_written.labels(table).inc(frame.height)
         except CommitFailedError as exc:  # a commit of our application id won the race: the partition moved
             raise PartitionLost(f"partition {self.partition}: {exc}") from exc
         self.keys.remember(fresh)
@@ -225,59 +221,6 @@ class PartitionWriter:
         received = pl.lit(pending.arrived_ms).cast(pl.Datetime("ms", "UTC")).alias("received_at")
         return pl.concat(pending.quarantined, how="vertical").filter(pl.col("offset") >= since).with_columns(received)
 
-    def _note_appends(self, table: str, frame: pl.DataFrame) -> None:
-        if frame.is_empty():
-            return
-        self.metrics.rows_written.labels(table).inc(frame.height)
-        for partition in partitions_of(TABLES[table], frame.with_columns(partition_columns(TABLES[table]))):
-            self.appended[(table, partition)] += 1
-
-    # -- compacting ------------------------------------------------------------------------------
-
-    def compact_next(self, now: datetime) -> bool:
-        """Compact one Delta partition this writer appended to, if one is due; True if one was tried.
-
-        A partition is due once it took ``compact_min_files`` appends since it was last compacted, or once it
-        is closed (two hours past its end) with any append since.
-        """
-        for (table, partition), appends in list(self.appended.items()):
-            if appends >= self.settings.warehouse.compact_min_files or _closed(partition, now):
-                self._compact(table, partition)
-                return True
-        return False
-
-    def _compact(self, table: str, partition: PartitionValues) -> None:
-        """Merge a rollup partition's partials into one row per key, or bin-pack samples and quarantine files.
-
-        A replace fails if another worker appended to the partition meanwhile: it is tried again after the
-        next append."""
-        started = time.monotonic()
-        self.warehouse.tables[table].update_incremental()  # other workers' appends are part of what is merged
-        files = self.warehouse.files_in(table, partition)
-        try:
-            if not TABLES[table].keys:
-                removed = self.warehouse.bin_pack(table, partition, self.settings.warehouse.compact_target_bytes)
-            elif files > 1:
-                self.warehouse.replace(table, partition, self._merged(table, partition))
-                removed = files
-            else:
-                removed = 0
-        except CommitFailedError as exc:
-            log.info("compaction lost a race; tried again later", table=table, partition=partition, error=str(exc))
-            self.appended[(table, partition)] = self.settings.warehouse.compact_min_files - 1
-            return
-        del self.appended[(table, partition)]
-        self.metrics.files_compacted.labels(table).inc(removed)
-        self.metrics.commits.labels("compaction").inc()
-        self.metrics.commit_seconds.labels("compaction").observe(time.monotonic() - started)
-        log.debug("compacted", table=table, partition=partition, files=removed)
-
-    def _merged(self, table: str, partition: PartitionValues) -> pl.DataFrame:
-        partials = self.warehouse.read(table, partition)
-        if table == JOB_DEVICES.name:
-            return rollups.merge_job_devices(partials)
-        return rollups.merge(partials, TABLES[table].keys)
-
     # -- stored keys -----------------------------------------------------------------------------
 
     def _stored_keys(self, hour_ms: int) -> pl.DataFrame:
@@ -287,15 +230,3 @@ class PartitionWriter:
         if keys.is_empty():
             return pl.DataFrame(schema=KEY_SCHEMA)
         return keys.cast(KEY_SCHEMA)
-
-
-def _closed(partition: PartitionValues, now: datetime) -> bool:
-    """Whether a Delta partition (date, date and hour, or month) ended more than two hours before ``now``."""
-    values = dict(partition)
-    if "month" in values:
-        end = datetime.strptime(values["month"], "%Y-%m").replace(tzinfo=UTC) + timedelta(days=31)
-    elif "hour" in values:
-        end = datetime.fromisoformat(values["date"]).replace(tzinfo=UTC) + timedelta(hours=int(values["hour"]) + 1)
-    else:
-        end = datetime.fromisoformat(values["date"]).replace(tzinfo=UTC) + timedelta(days=1)
-    return end + _CLOSED_AFTER < now

@@ -23,6 +23,7 @@ from kafka.structs import OffsetAndMetadata
 
 from fleetmeter.common.backoff import Backoff
 from fleetmeter.common.kafka_client import client_kwargs
+from fleetmeter.pipeline.compaction import compact_next
 from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.partition import Fence, PartitionLost, PartitionWriter
 from fleetmeter.pipeline.settings import PipelineSettings
@@ -252,17 +253,12 @@ class PipelineWorker:
             self._storage_failed("flush", exc)
 
     def _compact_one(self) -> bool:
-        """Compact one due Delta partition. Compaction records no offsets and changes no merged figure, so it
-        needs no fence: a replace that races another commit to the partition fails and is tried again."""
-        now = datetime.now(UTC)
-        for writer in list(self.writers.values()):
-            try:
-                if writer.compact_next(now):
-                    return True
-            except (OSError, DeltaError) as exc:
-                self._storage_failed("compaction", exc)
-                return False
-        return False
+        """Compact one due Delta partition (compaction.py)."""
+        try:
+            return compact_next(self._require_warehouse(), self.settings.warehouse, self.metrics, datetime.now(UTC))
+        except (OSError, DeltaError) as exc:
+            self._storage_failed("compaction", exc)
+            return False
 
     def _vacuum(self) -> bool:
         """Every ``vacuum_every_s``: delete the files that no version within ``retain_hours`` reads."""

@@ -8,6 +8,7 @@ the group has replaced, still committing) conflict, and the later one fails with
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from datetime import date
 
@@ -53,11 +54,11 @@ def partition_columns(table: Table) -> list[pl.Expr]:
     return [derived[name].alias(name) for name in table.partition_by]
 
 
-def partitions_of(table: Table, frame: pl.DataFrame) -> list[PartitionValues]:
-    """The partitions that ``frame``'s rows (with their partition columns) fall into."""
-    values = frame.select(table.partition_by).unique().iter_rows()
-    return [tuple((name, _text(value)) for name, value in zip(table.partition_by, row, strict=True))
-            for row in values]
+def partitions_of(table: Table, rows: pa.Table) -> list[PartitionValues]:
+    """The partitions that ``rows`` (with their partition columns) fall into."""
+    columns = list(table.partition_by)
+    values = rows.select(columns).group_by(columns).aggregate([]).to_pylist()
+    return [tuple((name, _text(value[name])) for name in columns) for value in values]
 
 
 def _filters(partition: PartitionValues) -> list[tuple[str, str, str]]:
@@ -76,6 +77,8 @@ class DeltaWarehouse:
         self.storage_options = dict(storage_options)
         self.group = group
         self.tables = {name: self._open(table) for name, table in TABLES.items()}
+        #: appends to each Delta partition since it was last compacted (by this process)
+        self.appends: Counter[tuple[str, PartitionValues]] = Counter()
 
     def _open(self, table: Table) -> DeltaTable:
         uri = table_uri(self.uri, table.name)
@@ -101,9 +104,12 @@ class DeltaWarehouse:
 
     def append(self, table: str, frame: pl.DataFrame, app_id: str, version: int) -> None:
         """One commit adding ``frame``'s rows (none: only the transaction) to ``table``, recording ``version``."""
-        write_deltalake(self.tables[table], self._arrow(TABLES[table], frame), mode="append",
-                        partition_by=list(TABLES[table].partition_by), writer_properties=writer_properties(),
+        rows = self._arrow(TABLES[table], frame)
+        write_deltalake(self.tables[table], rows, mode="append", partition_by=list(TABLES[table].partition_by),
+                        writer_properties=writer_properties(),
                         commit_properties=CommitProperties(app_transactions=[Transaction(app_id, version)]))
+        if rows.num_rows:
+            self.appends.update((table, partition) for partition in partitions_of(TABLES[table], rows))
 
     def read(self, table: str, partition: PartitionValues, columns: list[str] | None = None) -> pl.DataFrame:
         """The rows of one partition of ``table`` at the latest version this worker has read."""
