@@ -72,12 +72,13 @@ def unique_valid(rows: list[Row]) -> list[Row]:
                                if not oracle.broken_rules(row, now_ms, rules.max_future_s, rules.max_lateness_s))
 
 
-def pipeline_settings(bootstrap_servers: str, topic: str, warehouse: Path | str, **overrides: Any) -> PipelineSettings:
+def pipeline_settings(bootstrap_servers: str, topic: str, warehouse_uri: Path | str, **overrides: Any,
+                      ) -> PipelineSettings:
     values: dict[str, Any] = {
         "kafka": {"bootstrap_servers": [bootstrap_servers], "topic": topic, "request_timeout_ms": 5000},
         "consumer": {"group_id": f"{topic}.workers", "max_poll_interval_ms": 3000, "session_timeout_ms": 3000,
                      "heartbeat_interval_ms": 500, "max_poll_records": 50},
-        "warehouse": {"uri": str(warehouse)},
+        "warehouse": {"uri": str(warehouse_uri)},
         "metrics": {"address": "127.0.0.1", "port": 0},
         "until_idle": True,
         "idle_s": 1.0,

@@ -1,69 +1,117 @@
-"""The warehouse on an object store: the same worker code path, against moto's S3-protocol HTTP server."""
+"""The warehouse on an object store: the same worker code path and the same Delta tables, against moto's
+S3-protocol HTTP server; two workers of one group commit to the same tables at once (delta-rs commits with
+S3 conditional writes), and readers (delta-rs directly, and the analyst views) see every sample once."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import polars as pl
-import pyarrow.fs as pafs
 import pytest
 from moto.server import ThreadedMotoServer
 
 from fleetmeter.demo.broker import EmbeddedBroker, free_port
-from fleetmeter.pipeline.warehouse.manifest import live_files
-from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.worker import PipelineWorker
 from fleetmeter.sql.catalog import Catalog
 from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.sql.since import EVERYTHING
-from tests.pipeline.fleet import hours_ago, pipeline_settings, run_collectors, topic_rows, unique_valid
+from tests.pipeline.fleet import (
+    assert_rollups_match,
+    delta_frame,
+    hours_ago,
+    pipeline_settings,
+    run_collectors,
+    topic_rows,
+    unique_valid,
+)
+
+
+class S3:
+    def __init__(self, uri: str, endpoint: str) -> None:
+        self.uri = uri
+        self.options = {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+                        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 
 @pytest.fixture
-def s3_warehouse(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def s3() -> Iterator[S3]:
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
     endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="fleet")
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                 region_name="us-east-1").create_bucket(Bucket="fleet")
     # moto keeps its buckets per process, not per server: each test gets its own prefix
-    prefix = f"warehouse-{uuid.uuid4().hex[:8]}"
-    yield f"s3://fleet/{prefix}?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    yield S3(f"s3://fleet/warehouse-{uuid.uuid4().hex[:8]}", endpoint)
     server.stop()
 
 
-def test_worker_keeps_the_warehouse_on_s3(kafka_broker: EmbeddedBroker, topic: str, tmp_path: Path,
-                                          s3_warehouse: str) -> None:
-    kafka_broker.create_topic(topic, partitions=2)
-    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(2), scrapes=40)
-    PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, s3_warehouse)).run()
+def stored(s3: S3, table: str) -> list[dict[str, object]]:
+    return delta_frame(s3.uri, table, s3.options).to_dicts()
 
-    storage = Storage(s3_warehouse)
+
+def test_two_workers_commit_to_the_same_tables_on_s3_at_once(kafka_broker: EmbeddedBroker, topic: str,
+                                                             tmp_path: Path, s3: S3) -> None:
+    kafka_broker.create_topic(topic, partitions=4)
+    consumer = {"group_id": f"{topic}.workers", "max_poll_interval_ms": 3000, "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 500, "max_poll_records": 50}
+    metrics = [PipelineMetrics(), PipelineMetrics()]
+    workers = [PipelineWorker(pipeline_settings(
+        kafka_broker.bootstrap_servers, topic, s3.uri, until_idle=False, consumer=consumer,
+        flush={"max_rows": 100, "max_delay_s": 0.5},
+        warehouse={"uri": s3.uri, "storage_options": s3.options, "compact_min_files": 3}), m) for m in metrics]
+    threads = [threading.Thread(target=worker.run) for worker in workers]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while not all(worker.writers for worker in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(2), scrapes=40, nodes=6)
     expected = unique_valid(topic_rows(kafka_broker.bootstrap_servers, topic))
-    samples = storage.read_parquet(live_files(storage, "samples"))
-    assert samples.height == len(expected) == 3 * 4 * 39
-    util = storage.read_parquet(live_files(storage, "util_1h"))
-    assert util["device_seconds"].sum() == pytest.approx(sum(row["interval_s"] for row in expected))
-    assert storage.list_files("_state")  # commit records are objects too
-    objects = storage.fs.get_file_info(pafs.FileSelector(storage.root, recursive=True))
-    assert not [info.path for info in objects if info.path.endswith(".tmp")]  # no temporary objects left
-    assert pl.DataFrame(samples).select(pl.struct("device_uuid", "ts").n_unique()).item() == samples.height
+    deadline = time.monotonic() + 120
+    while sum(_stored(m) for m in metrics) < len(expected) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for worker in workers:
+        worker.stopping.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert all(_stored(m) > 0 for m in metrics), "both workers committed"
+    samples = stored(s3, "samples")
+    assert len(samples) == len({(row["device_uuid"], row["ts"]) for row in samples}) == len(expected)
+    assert_rollups_match_on(s3, expected)
+
+
+def assert_rollups_match_on(s3: S3, expected: list[dict[str, object]]) -> None:
+    """tests/pipeline/fleet.py's oracle comparison, reading the S3 tables."""
+    from tests.pipeline import fleet
+
+    original = fleet.read_table
+    fleet.read_table = lambda warehouse, table: stored(s3, table)  # type: ignore[assignment]
+    try:
+        assert_rollups_match(s3.uri, expected)
+    finally:
+        fleet.read_table = original
+
+
+def _stored(metrics: PipelineMetrics) -> float:
+    return metrics.registry.get_sample_value("fleetmeter_pipeline_rows_total", {"outcome": "stored"}) or 0.0
 
 
 def test_the_analyst_views_read_an_object_store_warehouse(kafka_broker: EmbeddedBroker, topic: str, tmp_path: Path,
-                                                          s3_warehouse: str) -> None:
+                                                          s3: S3) -> None:
     kafka_broker.create_topic(topic, partitions=2)
     run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(2), scrapes=20)
-    PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, s3_warehouse)).run()
+    PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, s3.uri,
+                                     warehouse={"uri": s3.uri, "storage_options": s3.options})).run()
 
     expected = unique_valid(topic_rows(kafka_broker.bootstrap_servers, topic))
-    catalog = Catalog.open(AnalysisSettings(warehouse=s3_warehouse), EVERYTHING)
+    catalog = Catalog.open(AnalysisSettings(warehouse=s3.uri, storage_options=s3.options), EVERYTHING)
     connection = catalog.connect()
     [(samples, hours)] = connection.sql(
         "SELECT (SELECT count(*) FROM samples), (SELECT sum(device_hours) FROM util_1h)").fetchall()
