@@ -140,5 +140,5 @@ def _commit_time(settings: AnalysisSettings, version: int) -> datetime:
                              or None, version=version)
     except DeltaError as exc:
         raise ValueError(f"--as-of {version}: no such version of the samples table ({exc})") from exc
-    (commit,) = samples.history(1)
+    (commit,) = [commit for commit in samples.history() if commit["version"] == version]
     return datetime.fromtimestamp(commit["timestamp"] / 1000, tz=UTC)

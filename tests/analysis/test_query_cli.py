@@ -7,16 +7,20 @@ import io
 import json
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from deltalake import DeltaTable
 from typer.testing import CliRunner
 
 from fleetmeter.cli import app
 from tests.analysis.conftest import Fleet
 from tests.analysis.fleet import PRICES, group
+from tests.pipeline.test_compaction import flush, writer_for
 
 runner = CliRunner()
 BY_TENANT = "SELECT tenant, sum(device_hours) AS device_hours, sum(cost) AS cost FROM costs GROUP BY tenant"
@@ -76,7 +80,7 @@ def test_changing_a_price_changes_the_answer_and_nothing_stored(fleet: Fleet, tm
 
 
 @pytest.mark.parametrize(("args", "status", "message"), [
-    (["query", "--warehouse", "/nonexistent/warehouse", "SELECT 1"], 2, "no committed data"),
+    (["query", "--warehouse", "/nonexistent/warehouse", "SELECT 1"], 2, "no fleetmeter Delta tables"),
     (["query", "--warehouse", "{warehouse}", "SELEKT 1"], 1, "syntax error"),
     (["query", "--warehouse", "{warehouse}"], 2, "give either SQL or --file"),
     (["query", "--warehouse", "{warehouse}", "SELECT 1", "--format", "parquet"], 1, "needs --output"),
@@ -110,3 +114,25 @@ def test_the_printed_script_loads_the_views_in_the_duckdb_cli(fleet: Fleet, tmp_
     expected = expected_by_tenant(fleet)
     assert {row["tenant"]: pytest.approx(float(row["cost"])) for row in rows} == \
         {tenant: cost for tenant, (_, cost) in expected.items()}
+
+
+def test_as_of_reads_the_warehouse_as_it_was(tmp_path: Path) -> None:
+    """``--as-of`` a samples version or a moment gives every table as of then (read by delta-rs's time travel);
+    without it, the current version."""
+    writer = writer_for(tmp_path)
+    flush(writer, 0, "GPU-1")
+    (first_commit,) = DeltaTable(f"{tmp_path}/samples").history(1)
+    time.sleep(0.05)
+    flush(writer, 1, "GPU-2")
+    moment = datetime.fromtimestamp(first_commit["timestamp"] / 1000, tz=UTC).isoformat()
+    sql = "SELECT (SELECT count(*) FROM samples) AS samples, (SELECT sum(samples)::BIGINT FROM util_1h) AS rolled_up"
+    answers = {}
+    for as_of in (None, str(first_commit["version"]), moment):
+        result = runner.invoke(app, ["query", "--warehouse", str(tmp_path), "--format", "json", sql,
+                                     *(["--as-of", as_of] if as_of else [])])
+        assert result.exit_code == 0, result.output
+        answers[as_of] = json.loads(result.output)
+    assert answers[None] == [{"samples": 4, "rolled_up": 4}]
+    assert answers[str(first_commit["version"])] == answers[moment] == [{"samples": 2, "rolled_up": 2}]
+    refused = runner.invoke(app, ["query", "--warehouse", str(tmp_path), "--as-of", "yesterday", sql])
+    assert refused.exit_code == 2 and "--as-of 'yesterday'" in refused.output
