@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import TableNotFoundError
 
 from fleetmeter.schemas.warehouse import PARTITION_COLUMNS, SAMPLES, TABLES, table_uri
 from fleetmeter.sql.settings import AnalysisSettings
@@ -134,11 +134,13 @@ def _load(settings: AnalysisSettings, name: str, as_of: datetime | None) -> Delt
 
 
 def _commit_time(settings: AnalysisSettings, version: int) -> datetime:
-    """When version ``version`` of the ``samples`` table was committed: the warehouse as of that commit."""
-    try:
-        samples = DeltaTable(table_uri(settings.warehouse, SAMPLES.name), storage_options=settings.storage_options
-                             or None, version=version)
-    except DeltaError as exc:
-        raise ValueError(f"--as-of {version}: no such version of the samples table ({exc})") from exc
-    (commit,) = [commit for commit in samples.history() if commit["version"] == version]
-    return datetime.fromtimestamp(commit["timestamp"] / 1000, tz=UTC)
+    """When version ``version`` of the ``samples`` table was committed: the warehouse as of that commit.
+
+    Read from the current table's history: delta-rs 1.6 numbers the history of a table opened at an older
+    version from that version down, wrongly."""
+    samples = DeltaTable(table_uri(settings.warehouse, SAMPLES.name), storage_options=settings.storage_options or None)
+    commits = [commit for commit in samples.history() if commit["version"] == version]
+    if not commits:
+        raise ValueError(f"--as-of {version}: the samples table has versions 0 to {samples.version()} "
+                         "(older ones may have been cleaned up)")
+    return datetime.fromtimestamp(commits[0]["timestamp"] / 1000, tz=UTC)
