@@ -1,4 +1,5 @@
-"""Simulated collectors -> real broker -> pipeline worker -> Parquet, checked against figures computed here."""
+"""Simulated collectors -> real broker -> pipeline worker -> Delta tables, read with delta-rs and checked against
+figures computed here."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from fleetmeter.demo.broker import EmbeddedBroker
 from fleetmeter.pipeline.worker import PipelineWorker
@@ -76,6 +79,21 @@ def test_job_tables_match_the_samples(kafka_broker: EmbeddedBroker, fed_topic: s
     expected = unique_valid(topic_rows(kafka_broker.bootstrap_servers, fed_topic))
     assert len({row["job_id"] for row in expected} - {None}) >= 3
     assert_rollups_match(warehouse, expected)
+
+
+def test_every_file_uses_encodings_that_spark_and_trino_read(kafka_broker: EmbeddedBroker, fed_topic: str,
+                                                             tmp_path: Path) -> None:
+    """Spark 4's vectorized Parquet reader rejects BYTE_STREAM_SPLIT; no column of any committed file uses it
+    (or any encoding beyond plain, dictionary and the RLE of levels and dictionary indices)."""
+    warehouse = tmp_path / "warehouse"
+    PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, fed_topic, warehouse)).run()
+    used: set[str] = set()
+    for table in ("samples", "util_1m", "util_1h", "util_1d", "job_devices", "quarantine"):
+        for path in DeltaTable(f"{warehouse}/{table}").file_uris():
+            metadata = pq.ParquetFile(path).metadata
+            used |= {encoding for group in range(metadata.num_row_groups) for column in range(metadata.num_columns)
+                     for encoding in metadata.row_group(group).column(column).encodings}
+    assert used and used <= {"PLAIN", "PLAIN_DICTIONARY", "RLE", "RLE_DICTIONARY"}, used
 
 
 def test_late_rows_land_in_their_windows_and_correct_them(kafka_broker: EmbeddedBroker, topic: str,
