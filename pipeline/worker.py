@@ -48,6 +48,7 @@ class PipelineWorker:
         self._consumer: KafkaConsumer | None = None
         self._assignment_changed: float | None = None  # None until the group has given this worker its share
         self._warehouse: DeltaWarehouse | None = None
+        self._topic_read: dict[int, str] = {}  # partition -> id of the topic it was last read from
         self._vacuumed = time.monotonic()
         self.storage_trouble = Backoff()
         self.kafka_trouble = Backoff(first_s=0.5, most_s=10.0)
@@ -131,11 +132,20 @@ class PipelineWorker:
         """(Re)start a partition from the warehouse's transactions: never from Kafka's committed offset, which
         a fenced commit may have moved past what reached the warehouse."""
         consumer = self._require_consumer()
-        writer = PartitionWriter(self._require_warehouse(), tp.topic, tp.partition, self._topic_id(), self.settings,
+        topic_id = self._topic_id()
+        writer = PartitionWriter(self._require_warehouse(), tp.topic, tp.partition, topic_id, self.settings,
                                  self.metrics)
         self.writers[tp.partition] = writer
+        read_before = self._topic_read.get(tp.partition)
+        if topic_id is not None:
+            self._topic_read[tp.partition] = topic_id
         if writer.next_offset is not None:
             consumer.seek(tp, writer.next_offset)
+        elif read_before not in (None, topic_id):
+            log.error("the topic was created anew (its id changed): reading the partition again from its start",
+                      partition=tp.partition, topic_id=topic_id)
+            self.metrics.log_resets.labels("topic_recreated").inc()
+            consumer.seek_to_beginning(tp)
         elif writer.partly_stored or self.settings.consumer.start_from == "earliest":
             consumer.seek_to_beginning(tp)
         else:
@@ -210,19 +220,16 @@ class PipelineWorker:
     def _check_topic(self) -> None:
         """Restart the partitions from the beginning if the topic was created anew since they were read: what
         was read from the old topic is committed first. Their offsets in the new topic are recorded under an
-        application id of their own (``schemas.warehouse.app_id``); replayed samples are duplicates, dropped."""
+        application id of their own (``schemas.warehouse.app_id``); replayed samples are duplicates, dropped.
+
+        The ids a partition was read from are known to this process only: a worker started after the topic
+        was recreated finds no offsets for the new id and starts where ``consumer.start_from`` says."""
         topic_id = self._topic_id()
         for writer in list(self.writers.values()):
             if None in (topic_id, writer.topic_id) or writer.topic_id == topic_id:
                 continue
             self._flush(writer)
-            log.error("the topic was created anew (its id changed): reading the partition again from its start",
-                      partition=writer.partition, topic_id=topic_id)
-            self.metrics.log_resets.labels("topic_recreated").inc()
-            tp = TopicPartition(writer.topic, writer.partition)
-            self.writers[writer.partition] = PartitionWriter(self._require_warehouse(), tp.topic, tp.partition,
-                                                             topic_id, self.settings, self.metrics)
-            self._require_consumer().seek_to_beginning(tp)
+            self._open(TopicPartition(writer.topic, writer.partition))
 
     # -- the loop's steps --------------------------------------------------------------------------
 

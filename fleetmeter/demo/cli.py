@@ -2,7 +2,7 @@
 
 An embedded Kafka-compatible broker; a simulated fleet (50 nodes x 8 GPUs, a few tenants and jobs, some
 idle allocations and a failing GPU) compressed in time; the collector daemon streaming it; a pipeline
-worker keeping a Parquet warehouse at the same time; then the report, and the commands to go on
+worker keeping the Delta Lake warehouse at the same time; then the report, and the commands to go on
 exploring the warehouse it leaves behind (``fleetmeter-demo/``).
 """
 
@@ -226,5 +226,8 @@ def _next_steps(config: Path, html: Path) -> None:
   {cmd} query --config {config} "SELECT tenant, sum(cost) AS cost FROM costs GROUP BY ALL ORDER BY cost DESC"
   {cmd} query --config {config} --file utilization_by_tenant_day --format csv > tenants.csv
   {cmd} sql --config {config}          (a DuckDB shell with the views loaded)
+  {cmd} query --config {config} --as-of 3 "SELECT count(*) FROM samples"   (as of an older version)
+  python -c "import polars as pl; print(pl.read_delta('{config.parent / "warehouse" / "util_1h"}'))"
+      (the tables are Delta Lake tables: Spark, Trino, DuckDB and polars read them; docs/warehouse.md)
   {cmd} report --config {config} --since 7d --html report.html
   {cmd} collect --help · {cmd} pipeline run --help   (the two daemons, for real hardware and Kafka)""")

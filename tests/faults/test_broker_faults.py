@@ -41,11 +41,9 @@ def worker_for(servers: str, topic: str, warehouse: Path) -> WorkerThread:
 
 
 def drain(servers: str, topic: str, warehouse: Path) -> None:
-    """A last worker reads what the one that ran through the fault left (in a group of its own, so that it
-    need not wait for the group to expel a member that stopped while joining)."""
-    consumer = {"group_id": f"{topic}.drain", "max_poll_interval_ms": 3000, "session_timeout_ms": 3000,
-                "heartbeat_interval_ms": 500}
-    PipelineWorker(pipeline_settings(servers, topic, warehouse, consumer=consumer)).run()
+    """A last worker of the same group (the warehouse refuses any other) reads what the one that ran through
+    the fault left."""
+    PipelineWorker(pipeline_settings(servers, topic, warehouse)).run()
 
 
 def scrape_for(collectors: Collectors, seconds: float) -> int:
