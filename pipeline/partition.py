@@ -80,6 +80,7 @@ class PartitionWriter:
         #: per table: the next offset it holds rows up to (None: nothing of this partition yet)
         self.stored_up_to = {name: warehouse.version_of(name, self.app_id) for name in TABLES}
         self.keys = StoredKeys(self._stored_keys, settings.warehouse.dedup_cache_hours)
+        self._restarted = False  # the log's offsets restarted: commit every table at the next flush
         self.pending = _Pending()
         self.reader = MessageReader()
 
@@ -87,6 +88,13 @@ class PartitionWriter:
     def next_offset(self) -> int | None:
         """Where reading resumes: the offset after the last one ``samples`` holds; None when it holds none."""
         return self.stored_up_to[SAMPLES.name]
+
+    def offsets_restarted(self) -> None:
+        """The log was cut back: its offsets start again below what the tables record. The next flush commits
+        every table, rows or not, so that all their versions restart with it (a table left at the old, higher
+        version would skip rows of the new offsets after a crash)."""
+        self.stored_up_to = dict.fromkeys(TABLES)
+        self._restarted = True
 
     @property
     def partly_stored(self) -> bool:
@@ -182,6 +190,7 @@ class PartitionWriter:
         except CommitFailedError as exc:  # a commit of our application id won the race: the partition moved
             raise PartitionLost(f"partition {self.partition}: {exc}") from exc
         self.keys.remember(fresh)
+        self._restarted = False
         self.metrics.commits.labels("flush").inc()
         self.metrics.committed_offset.labels(str(self.partition)).set(next_offset)
         self.metrics.rows.labels("stored").inc(fresh.height)
@@ -211,15 +220,15 @@ class PartitionWriter:
                     minutes[since] = rollups.minute_partials(rows)
                 width = ROLLUP_WIDTHS[name]
                 frame = minutes[since] if name == UTIL_1M.name else rollups.merge(minutes[since], WINDOW_KEYS, width)
-            if not frame.is_empty() or name == SAMPLES.name:  # samples' version is where reading resumes
+            if not frame.is_empty() or name == SAMPLES.name or self._restarted:  # samples': where reading resumes
                 yield name, frame
 
     def _quarantine(self, since: int) -> pl.DataFrame:
         pending = self.pending
-        if not pending.quarantined:
-            return pl.DataFrame()
         received = pl.lit(pending.arrived_ms).cast(pl.Datetime("ms", "UTC")).alias("received_at")
-        return pl.concat(pending.quarantined, how="vertical").filter(pl.col("offset") >= since).with_columns(received)
+        rows = pl.concat(pending.quarantined, how="vertical") if pending.quarantined else pl.DataFrame(
+            schema=quarantine.SCHEMA)
+        return rows.filter(pl.col("offset") >= since).with_columns(received)
 
     # -- stored keys -----------------------------------------------------------------------------
 

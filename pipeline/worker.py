@@ -207,6 +207,9 @@ class PipelineWorker:
                 log.error("offset past the end of the log: the log was truncated; reading it again from its start",
                           partition=tp.partition, offset=offset, start=start)
                 self.metrics.log_resets.labels("truncated").inc()
+                if tp.partition in self.writers:
+                    self._flush(self.writers[tp.partition])  # what was read before the cut, at the old offsets
+                    self.writers[tp.partition].offsets_restarted()
             consumer.seek(tp, start)
 
     def _topic_id(self) -> str | None:
