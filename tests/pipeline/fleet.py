@@ -4,7 +4,9 @@ reading the committed warehouse, and comparing its rollups with tests/oracle.py.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from deltalake import DeltaTable
 from kafka import KafkaConsumer, KafkaProducer
 
 from fleetmeter.pipeline.settings import PipelineSettings, ValidationSettings
+from fleetmeter.pipeline.worker import PipelineWorker
 from fleetmeter.schemas import wire
 from tests import oracle
 from tests.conftest import StepClock, collector_settings
@@ -37,6 +40,33 @@ def run_collectors(tmp_path: Path, bootstrap_servers: str, topic: str, start_ms:
     daemon.sender.start()
     run_scrapes(daemon, scrapes)
     daemon.shutdown()
+
+
+def run_group(workers: list[PipelineWorker], feed: Callable[[], None], expected_rows: int) -> None:
+    """Run ``workers`` (one consumer group, until stopped) in threads; once the group has split the partitions
+    (one worker alone drains a small topic in less time than the group takes to let a second member in),
+    ``feed`` the topic; stop them once they have stored ``expected_rows`` between them (or after 2 minutes).
+
+    Until stopped, not until idle: on a loaded machine both could stop before the first message (seen in CI).
+    """
+    threads = [threading.Thread(target=worker.run) for worker in workers]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while not all(worker.writers for worker in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    feed()
+    deadline = time.monotonic() + 120
+    while sum(stored_rows(worker) for worker in workers) < expected_rows and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for worker in workers:
+        worker.stopping.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+
+def stored_rows(worker: PipelineWorker) -> float:
+    return worker.metrics.registry.get_sample_value("fleetmeter_pipeline_rows_total", {"outcome": "stored"}) or 0.0
 
 
 def produce_raw(bootstrap_servers: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:

@@ -6,6 +6,7 @@ the true device-seconds (the files that compaction and rollup rewrites replaced 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_a_reader_never_counts_a_sample_twice_while_the_worker_flushes_and_compa
 
     assert worker.metrics.commits.labels("compaction")._value.get() > 0  # compactions ran under the reader
     assert len(readings) > 10
-    for earlier, later in zip(readings, readings[1:], strict=False):
+    for earlier, later in itertools.pairwise(readings):
         assert later[0] >= earlier[0] and later[1] >= earlier[1], (earlier, later)
     assert max(max(reading) for reading in readings) <= expected
     assert sample_counts(warehouse) == (expected, expected)

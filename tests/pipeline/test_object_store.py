@@ -4,10 +4,9 @@ S3 conditional writes), and readers (delta-rs directly, and the analyst views) s
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import boto3
@@ -15,7 +14,6 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from fleetmeter.demo.broker import EmbeddedBroker, free_port
-from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.worker import PipelineWorker
 from fleetmeter.sql.catalog import Catalog
 from fleetmeter.sql.settings import AnalysisSettings
@@ -26,6 +24,8 @@ from tests.pipeline.fleet import (
     hours_ago,
     pipeline_settings,
     run_collectors,
+    run_group,
+    stored_rows,
     topic_rows,
     unique_valid,
 )
@@ -60,28 +60,15 @@ def test_two_workers_commit_to_the_same_tables_on_s3_at_once(kafka_broker: Embed
     kafka_broker.create_topic(topic, partitions=4)
     consumer = {"group_id": f"{topic}.workers", "max_poll_interval_ms": 3000, "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 500, "max_poll_records": 50}
-    metrics = [PipelineMetrics(), PipelineMetrics()]
     workers = [PipelineWorker(pipeline_settings(
         kafka_broker.bootstrap_servers, topic, s3.uri, until_idle=False, consumer=consumer,
         flush={"max_rows": 100, "max_delay_s": 0.5},
-        warehouse={"uri": s3.uri, "storage_options": s3.options, "compact_min_files": 3}), m) for m in metrics]
-    threads = [threading.Thread(target=worker.run) for worker in workers]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 60
-    while not all(worker.writers for worker in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(2), scrapes=40, nodes=6)
-    expected = unique_valid(topic_rows(kafka_broker.bootstrap_servers, topic))
-    deadline = time.monotonic() + 120
-    while sum(_stored(m) for m in metrics) < len(expected) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for worker in workers:
-        worker.stopping.set()
-    for thread in threads:
-        thread.join(timeout=60)
+        warehouse={"uri": s3.uri, "storage_options": s3.options, "compact_min_files": 3})) for _ in range(2)]
+    feed = partial(run_collectors, tmp_path, kafka_broker.bootstrap_servers, topic, hours_ago(2), 40, 6)
+    run_group(workers, feed, expected_rows=6 * 4 * 39)
 
-    assert all(_stored(m) > 0 for m in metrics), "both workers committed"
+    assert all(stored_rows(worker) > 0 for worker in workers), "both workers committed"
+    expected = unique_valid(topic_rows(kafka_broker.bootstrap_servers, topic))
     samples = stored(s3, "samples")
     assert len(samples) == len({(row["device_uuid"], row["ts"]) for row in samples}) == len(expected)
     assert_rollups_match_on(s3, expected)
@@ -97,10 +84,6 @@ def assert_rollups_match_on(s3: S3, expected: list[dict[str, object]]) -> None:
         assert_rollups_match(s3.uri, expected)
     finally:
         fleet.read_table = original
-
-
-def _stored(metrics: PipelineMetrics) -> float:
-    return metrics.registry.get_sample_value("fleetmeter_pipeline_rows_total", {"outcome": "stored"}) or 0.0
 
 
 def test_the_analyst_views_read_an_object_store_warehouse(kafka_broker: EmbeddedBroker, topic: str, tmp_path: Path,

@@ -4,8 +4,6 @@ and a draining worker waits until the group has given it its share."""
 from __future__ import annotations
 
 import re
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from tests.pipeline.fleet import (
     pipeline_settings,
     read_table,
     run_collectors,
+    run_group,
     samples_frame,
     stored_windows,
 )
@@ -39,26 +38,10 @@ def test_two_workers_build_the_same_warehouse_as_one(kafka_broker: EmbeddedBroke
     consumer = {"group_id": f"{topic}.workers", "max_poll_interval_ms": 3000, "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 500, "max_poll_records": 50}
     expected_rows = 6 * 4 * 199  # 6 nodes x 4 GPUs; the first of 200 scrapes has no interval behind it
-    # Run until stopped: with until_idle both could stop before the collectors' first message on a loaded
-    # machine (seen in CI), leaving the lone worker below to do all the work.
     workers = [PipelineWorker(pipeline_settings(kafka_broker.bootstrap_servers, topic, shared, flush=flush,
                                                 consumer=consumer, until_idle=False), m) for m in metrics]
-    threads = [threading.Thread(target=worker.run) for worker in workers]
-    for thread in threads:
-        thread.start()
-    # The samples are sent once the group has split the partitions: one worker alone drains them in less
-    # time than the group takes to let a second member in.
-    deadline = time.monotonic() + 60
-    while not all(worker.writers for worker in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic, start_ms=hours_ago(3), scrapes=200, nodes=6)
-    deadline = time.monotonic() + 120
-    while sum(_stored_rows(m) for m in metrics) < expected_rows and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for worker in workers:
-        worker.stopping.set()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_group(workers, lambda: run_collectors(tmp_path, kafka_broker.bootstrap_servers, topic,
+                                              start_ms=hours_ago(3), scrapes=200, nodes=6), expected_rows)
     single = pipeline_settings(kafka_broker.bootstrap_servers, topic, alone, flush=flush,
                                consumer={"group_id": f"{topic}.alone", "max_poll_interval_ms": 3000,
                                          "session_timeout_ms": 3000, "heartbeat_interval_ms": 500})
@@ -86,10 +69,6 @@ def rounded(value: Any) -> Any:
     if isinstance(value, list):
         return [rounded(item) for item in value]
     return value
-
-
-def _stored_rows(metrics: PipelineMetrics) -> float:
-    return metrics.registry.get_sample_value("fleetmeter_pipeline_rows_total", {"outcome": "stored"}) or 0.0
 
 
 def _labels(metrics: PipelineMetrics, name: str) -> list[dict[str, str]]:
