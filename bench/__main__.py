@@ -23,9 +23,11 @@ import pyarrow as pa
 import typer
 from rich.console import Console
 
-from bench import collector, freshness, ingest, queries, storage
-from bench.fleet import messages
+from bench import collector, commits, freshness, ingest, queries, storage
+from bench.fleet import DEVICES_PER_NODE, messages
 from bench.report import machine, splice, table
+from fleetmeter.common import logs
+from fleetmeter.common.settings import LoggingSettings
 from fleetmeter.demo.broker import EmbeddedBroker
 
 ROWS_PER_MESSAGE = {1: "8 (one scrape)", 8: "64 (8 scrapes)", 64: "512 (64 scrapes)"}
@@ -100,16 +102,17 @@ def ingest_section(broker: EmbeddedBroker, devices: list[int], scrapes: int, rep
     return "\n\n".join([
         "### 1. Ingest throughput (one worker, one core)",
         f"Processing rate, messages already fetched, median of {repeats}. *Flush path*: decode, check, dedup, "
-        "raw Parquet, rollups, jobs, in 8 commits. *Compaction*: the hour's 8 sample files merged into one. "
+        "Delta appends to samples, rollups and job_devices, in about 8 flushes. *Compaction*: each Delta "
+        "partition's appends compacted once (rollup and job partials merged, sample files bin-packed). "
         "*Steady state*: both, every row flushed once and compacted once:",
         table(["devices", "rows/message", "samples", "flush path samples/s", "messages/s", "compaction samples/s",
                "steady state samples/s"], processing),
-        f"Through the embedded broker ({devices[-1]} devices, the same 8 commits; the worker pinned to one "
+        f"Through the embedded broker ({devices[-1]} devices, the same 8 flushes; the worker pinned to one "
         "core, the broker to the other; a worker compacts only when idle, so no compaction here):",
         table(["rows/message", "samples/s", "messages/s", "flush path alone, samples/s", "worker cores"],
               through_broker),
         "Baseline: one JSON object per sample, `json.loads` and per-minute sums in dicts (no validation, dedup, "
-        "histograms or raw storage):",
+        "histograms, idle time or raw storage):",
         table(["devices", "processing samples/s", "through the broker samples/s"], baseline),
         f"Ratio to the baseline at {devices[-1]} devices (processing: steady state; broker: flush path through "
         "the broker against the baseline through the broker):",
@@ -159,45 +162,71 @@ def query_section(devices: list[int], days: int, sample_days: int, repeats: int)
                 rows.append((count, result.name, result.rollups_ms, result.rollups_recent_ms, result.samples_ms,
                              result.ratio))
     return "\n\n".join([
-        f"### 4. Query latency in DuckDB ({days} days of rollups; samples/ for the last {sample_days})",
-        table(["devices", "util_1h rows", "util_1d rows", "samples/ rows", "build s"], built),
-        f"Median of {repeats} runs, ms. The samples/ column answers the same question over the last {sample_days} "
+        f"### 4. Query latency in DuckDB ({days} days of rollups; samples for the last {sample_days})",
+        table(["devices", "util_1h rows", "util_1d rows", "samples rows", "build s"], built),
+        f"Median of {repeats} runs, ms. The samples column answers the same question over the last {sample_days} "
         "day(s) (answers compared equal first):",
         table(["devices", "query", f"rollups, {days} days", f"rollups, {sample_days} day(s)",
-               f"samples/, {sample_days} day(s)", "samples / rollups"], rows),
+               f"samples, {sample_days} day(s)", "samples / rollups"], rows),
     ])
 
 
 def storage_section() -> str:
     footprints = [step(f"storage: {nodes * 8} devices, 1 hour", lambda n=nodes: storage.footprint(n, 1.0))
                   for nodes in (8, 32)]
-    tables = list(footprints[-1].bytes_by_table)
     return "\n\n".join([
         "### 5. Storage (bytes per device-sample, after compaction; 10 s samples, one hour)",
-        table(["devices", "samples", *tables],
-              [(f.devices, f.samples, *[f.per_sample(t) for t in tables]) for f in footprints]),
+        "Data files of each table's current Delta version (not the Delta log, nor files awaiting vacuum):",
+        table(["devices", "device-samples", *storage.MEASURED],
+              [(f.devices, f.samples, *[f.per_sample(t) for t in storage.MEASURED]) for f in footprints]),
+    ])
+
+
+def commits_section(devices: int, days: int, flushes: int, log_commits: int) -> str:
+    day_one, history = step(f"commit latency: {devices} devices, day one and {days} days of history",
+                            lambda: commits.measure(devices, days, flushes, log_commits))
+    rows = [(latency.warehouse, latency.files, latency.samples_version, latency.median_s * 1000,
+             max(latency.flush_s) * 1000, latency.checkpoint_s * 1000) for latency in (day_one, history)]
+    return "\n\n".join([
+        f"### 6. Commit latency with history (one flush of one scrape of {devices} devices)",
+        f"`PartitionWriter.flush` of one scrape ({devices // DEVICES_PER_NODE} messages of {DEVICES_PER_NODE} rows), "
+        f"{flushes} flushes timed after an untimed first one. The history: {days} days in every table, one commit "
+        f"per table and day, then {log_commits} transaction-only commits per table (see `bench/commits.py`). "
+        "Every 100th commit of a table also writes a checkpoint, timed apart:",
+        table(["warehouse before", "data files", "samples commits", "median flush ms", "max flush ms",
+               "samples checkpoint ms"], rows),
+        f"Median with history / day one: {history.median_s / day_one.median_s:.2f} (target: at most 1.25).",
     ])
 
 
 def main(
     out: Annotated[Path, typer.Option(help="Markdown file whose results block is rewritten.")] = Path(
         "docs/benchmarks.md"),
-    only: Annotated[str, typer.Option(help="Sections to run: ingest,freshness,collector,queries,storage.")] = (
-        "ingest,freshness,collector,queries,storage"),
+    only: Annotated[str, typer.Option(help="Sections to run: ingest,freshness,collector,queries,storage,commits.")] = (
+        "ingest,freshness,collector,queries,storage,commits"),
     ingest_devices: Annotated[str, typer.Option(help="Fleet sizes for ingest (multiples of 128).")] = "1024,2048,4096",
     ingest_scrapes: Annotated[int, typer.Option(help="10 s intervals of samples per ingest run.")] = 90,
     fresh_devices: Annotated[str, typer.Option(help="Fleet sizes for freshness.")] = "10240,30720,102400",
     fresh_seconds: Annotated[float, typer.Option(help="How long each live fleet runs.")] = 60.0,
     query_devices: Annotated[str, typer.Option(help="Fleet sizes for the query warehouse.")] = "1024,3072,10240",
     query_days: Annotated[int, typer.Option(help="Days of rollups in the query warehouse.")] = 30,
-    sample_days: Annotated[int, typer.Option(help="Days of samples/ in it, for the comparison.")] = 1,
+    sample_days: Annotated[int, typer.Option(help="Days of samples in it, for the comparison.")] = 1,
+    commit_devices: Annotated[int, typer.Option(
+        help="Devices in each timed flush (one scrape; a multiple of 128).", min=128)] = 10240,
+    commit_days: Annotated[int, typer.Option(help="Days of history for the commit latency.", min=1)] = 30,
+    commit_flushes: Annotated[int, typer.Option(help="Flushes timed on each warehouse.", min=1)] = 5,
+    commit_log_commits: Annotated[int, typer.Option(
+        help="Transaction-only commits per table after the history.", min=0)] = 120,
     repeats: Annotated[int, typer.Option(help="Runs per figure; the median is reported.")] = 3,
 ) -> None:
     """Run the benchmarks and write their figures."""
+    logs.configure(LoggingSettings(level="warning", format="console"))  # no log line per commit in the timings
     chosen = set(only.split(","))
     command = (f"`python -m bench --only {only} --ingest-devices {ingest_devices} --ingest-scrapes {ingest_scrapes} "
                f"--fresh-devices {fresh_devices} --fresh-seconds {fresh_seconds:g} --query-devices {query_devices} "
-               f"--query-days {query_days} --sample-days {sample_days} --repeats {repeats}`")
+               f"--query-days {query_days} --sample-days {sample_days} --commit-devices {commit_devices} "
+               f"--commit-days {commit_days} --commit-flushes {commit_flushes} "
+               f"--commit-log-commits {commit_log_commits} --repeats {repeats}`")
     sections: list[str] = []
     with EmbeddedBroker() as broker:
         if "ingest" in chosen:
@@ -210,6 +239,8 @@ def main(
         sections.append(query_section(sizes(query_devices), query_days, sample_days, repeats))
     if "storage" in chosen:
         sections.append(storage_section())
+    if "commits" in chosen:
+        sections.append(commits_section(commit_devices, commit_days, commit_flushes, commit_log_commits))
     splice(out, [f"{section}\n\nMeasured {machine()} by {command}." for section in sections])
     console.log(f"figures written to {out}")
 

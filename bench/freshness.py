@@ -3,9 +3,14 @@
 A producer process plays a fleet of 8-GPU nodes scraping every 10 s in real time, each node at its own
 phase in the interval, and sends each node's scrape as one message, keyed by node, to a topic of several
 partitions. A real worker (``fleetmeter pipeline run``, its own process, default flush policy) consumes it.
-A sample is visible once the commit record of its partition covers its offset: that commit wrote the
-``util_1m`` file holding it. The delay is that moment minus the sample's collection time (the end of its
-interval, when the collector builds the row). The worker's CPU time comes from /proc.
+A sample is visible once a commit of the ``samples`` table covers its offset: each flush commits ``samples``
+last, with its Kafka partition's application transaction (the next offset) as the commit's ``txn`` action,
+so by then ``util_1m`` holds the sample too. The commits are read as they appear from the table's Delta log,
+each with the time its writer gave it (``commitInfo.timestamp``; the worker runs on this machine's clock):
+the offsets come from the log without knowing the topic's id that the worker puts in its application ids,
+and the times are the commits' own, not those of a poll. The delay is that moment minus the sample's
+collection time (the end of its interval, when the collector builds the row). The worker's CPU time comes
+from /proc.
 """
 
 from __future__ import annotations
@@ -27,8 +32,7 @@ from kafka import KafkaProducer
 
 from bench.fleet import DEVICES_PER_NODE, TEMPLATE_NODES, messages, replicate, template_rows
 from fleetmeter.demo.broker import EmbeddedBroker
-from fleetmeter.pipeline.warehouse.manifest import committed_states
-from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.schemas.warehouse import SAMPLES, table_uri
 from fleetmeter.sql.catalog import Catalog
 from fleetmeter.sql.settings import AnalysisSettings
 
@@ -61,7 +65,7 @@ def produce_fleet(bootstrap: str, topic: str, devices: int, intervals: int, star
     sent: list[tuple[int, int, int, int]] = []
     for seq in range(1, intervals + 1):
         scrape = fleet.filter(pl.col("seq") == seq)
-        for phase in range(PHASES):
+        for phase in range(min(PHASES, len(nodes))):  # fewer nodes than phases leave the last phases empty
             part = scrape.filter(pl.col("_phase") == phase * step_ms).drop("_phase")
             batch = messages(part, 1)
             collected_ms = max(m.collected_ms for m in batch)
@@ -90,37 +94,57 @@ def measure(broker: EmbeddedBroker, devices: int, duration_s: float, partitions:
         producer = multiprocessing.get_context("spawn").Process(
             target=produce_fleet, args=(broker.bootstrap_servers, topic, devices, intervals, start_s, str(log)))
         producer.start()
-        storage = Storage(str(warehouse))
-        commits: list[tuple[float, dict[int, int]]] = []
+        commits = SampleCommits(Path(table_uri(str(warehouse), SAMPLES.name)) / "_delta_log")
         cpu_at_start = None
-        while producer.is_alive() or not _covers(commits, log):
-            now = time.time()
-            if cpu_at_start is None and now >= start_s:
-                cpu_at_start = (_cpu_s(worker.pid), now)
-            states = committed_states(storage)
-            commits.append((now, {partition: state.next_offset or 0 for (_, partition), state in states.items()}))
-            time.sleep(0.25)
-            if now > start_s + duration_s + 120:
-                raise RuntimeError("the worker did not commit everything within two minutes of the last scrape")
-        assert cpu_at_start is not None
-        cores = (_cpu_s(worker.pid) - cpu_at_start[0]) / (time.time() - cpu_at_start[1])
-        visible = _util_1m_samples(warehouse)
-        worker.terminate()
-        worker.wait()
+        try:
+            while producer.is_alive() or not _covers(commits.offsets, log):
+                now = time.time()
+                if cpu_at_start is None and now >= start_s:
+                    cpu_at_start = (_cpu_s(worker.pid), now)
+                commits.read()
+                time.sleep(0.25)
+                if now > start_s + duration_s + 120:
+                    raise RuntimeError("the worker did not commit everything within two minutes of the last scrape")
+            assert cpu_at_start is not None
+            cores = (_cpu_s(worker.pid) - cpu_at_start[0]) / (time.time() - cpu_at_start[1])
+            visible = _util_1m_samples(warehouse)
+        finally:  # a failed run leaves no worker behind
+            worker.terminate()
+            worker.wait()
         sent = json.loads(log.read_text())
-    delays, weights = _delays(sent, commits)
+    delays, weights = _delays(sent, commits.seen)
     return Freshness(devices, int(weights.sum()), _quantile(delays, weights, 0.5), _quantile(delays, weights, 0.99),
                      float(delays.max()), cores, visible)
 
 
-def _covers(commits: list[tuple[float, dict[int, int]]], log: Path) -> bool:
-    if not log.exists() or not commits:
+class SampleCommits:
+    """The commits of the ``samples`` table, read from its Delta log as they appear."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.version = 0  # the next commit file to read
+        self.offsets: dict[int, int] = {}  # per Kafka partition, the next offset committed so far
+        self.seen: list[tuple[float, dict[int, int]]] = []  # each commit's time and ``offsets`` after it
+
+    def read(self) -> None:
+        """Read the commits written since the last call (a commit file appears whole: delta-rs renames it)."""
+        while (path := self.log / f"{self.version:020d}.json").exists():
+            actions = [json.loads(line) for line in path.read_text().splitlines() if line]
+            at = next(action["commitInfo"]["timestamp"] for action in actions if "commitInfo" in action) / 1000
+            for action in actions:
+                if "txn" in action:  # app id fleetmeter/<group>/<topic>/<topic id>/<partition>
+                    self.offsets[int(action["txn"]["appId"].rsplit("/", 1)[1])] = action["txn"]["version"]
+            self.seen.append((at, dict(self.offsets)))
+            self.version += 1
+
+
+def _covers(offsets: dict[int, int], log: Path) -> bool:
+    if not log.exists() or not offsets:
         return False
     ends: dict[int, int] = {}
     for partition, offset, _, _ in json.loads(log.read_text()):
         ends[partition] = max(ends.get(partition, 0), offset + 1)
-    latest = commits[-1][1]
-    return all(latest.get(partition, 0) >= end for partition, end in ends.items())
+    return all(offsets.get(partition, 0) >= end for partition, end in ends.items())
 
 
 def _delays(sent: list[list[int]], commits: list[tuple[float, dict[int, int]]]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
-"""Pipeline ingest: how many device-samples a worker turns into raw Parquet and rollups per second.
+"""Pipeline ingest: how many device-samples a worker turns into Delta commits of samples and rollups per second.
 
 Two rates, as the issue asks: the worker's own processing rate (messages already fetched, so only
-decode -> validate -> dedup -> Parquet -> rollups -> compaction is timed) and the rate through the broker
+decode -> validate -> dedup -> Delta appends -> compaction is timed) and the rate through the broker
 (a real ``PipelineWorker`` consuming a topic filled beforehand). Beside them, the baseline: the same rows
 as one JSON object per sample, aggregated per minute and key in plain Python dicts.
 """
@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -27,14 +28,16 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from bench.fleet import Message, replicate, template_rows
 from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.pipeline.compaction import compact_next
 from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.partition import PartitionWriter
 from fleetmeter.pipeline.settings import PipelineSettings
-from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.pipeline.worker import PipelineWorker
 
 POLL = 2000  # records per poll at most: the worker's default max_poll_records
 POLL_BYTES = 1 << 20  # and about this many bytes: kafka-python's default max_partition_fetch_bytes
+ROOT = f"{Path(__file__).parent.parent}/"  # of the checkout, left out of the profile's paths
 
 
 @dataclass(frozen=True)
@@ -71,31 +74,42 @@ def records(batch: Sequence[Message], topic: str = "bench", partition: int = 0) 
             for offset, m in enumerate(batch)]
 
 
-FLUSHES = 8  # per run: the files one compaction merges, so that every row is written twice, as in steady state
+#: Flushes per run: a worker compacts a Delta partition after ``compact_min_files`` (8 by default) appends to
+#: it, so that every sample is written twice (flush, then bin-packing) as in steady state.
+FLUSHES = 8
 
 
-def process(fetched: list[ConsumerRecord], warehouse: str, rows: int) -> PartitionWriter:
-    """What the worker does with the fetched records of ``rows`` samples: add each poll and flush when due,
-    ``FLUSHES`` times a run. Returns the writer, whose hour of samples is then ready for compaction."""
-    writer = PartitionWriter(Storage(warehouse), "bench", 0, settings_for(warehouse, rows), PipelineMetrics(), [])
+def writer_for(warehouse: str, rows: int) -> PartitionWriter:
+    """A worker's writer of partition 0 of topic ``bench``. Every Delta partition appended to twice or more is
+    due for compaction: polls do not split a run into exactly ``FLUSHES`` flushes, and a partition that took
+    one fewer must still be compacted once after the run."""
+    settings = settings_for(warehouse, rows, compact_min_files=2)
+    return PartitionWriter(DeltaWarehouse(warehouse, {}, settings.consumer.group_id), "bench", 0, None, settings,
+                           PipelineMetrics())
+
+
+def process(fetched: list[ConsumerRecord], writer: PartitionWriter) -> PartitionWriter:
+    """What the worker does with the fetched records: add each poll and flush when due, about ``FLUSHES``
+    times a run. Returns the writer, whose partitions are then due for compaction."""
     now_ms = int(time.time() * 1000)
     for poll in polls(fetched):
         writer.add(poll, now_ms)
         if writer.due():
-            writer.flush(_no_fence)
-    writer.flush(_no_fence)
+            writer.flush(no_fence)
+    writer.flush(no_fence)
     return writer
 
 
 def compact(writer: PartitionWriter) -> None:
-    while writer.compact_next(_no_fence, int(time.time() * 1000)):
+    """Compact every Delta partition the run appended to, once each, as the worker does between polls."""
+    while compact_next(writer.warehouse, writer.settings.warehouse, writer.metrics, datetime.now(UTC)):
         pass
 
 
-def settings_for(warehouse: str, rows: int, **sections: Any) -> PipelineSettings:
+def settings_for(warehouse: str, rows: int, compact_min_files: int = FLUSHES, **sections: Any) -> PipelineSettings:
     """Default settings but for a flush every ``rows / FLUSHES`` rows."""
-    return PipelineSettings(warehouse={"uri": warehouse}, flush={"max_rows": rows // FLUSHES + 1},  # type: ignore[arg-type]
-                            **sections)
+    return PipelineSettings(warehouse={"uri": warehouse, "compact_min_files": compact_min_files},  # type: ignore[arg-type]
+                            flush={"max_rows": rows // FLUSHES + 1}, **sections)  # type: ignore[arg-type]
 
 
 def polls(fetched: list[ConsumerRecord]) -> list[list[ConsumerRecord]]:
@@ -111,7 +125,7 @@ def polls(fetched: list[ConsumerRecord]) -> list[list[ConsumerRecord]]:
     return out
 
 
-def _no_fence(next_offset: int) -> None:
+def no_fence(next_offset: int) -> None:
     """A partition that no other worker can take (there is no consumer group here)."""
 
 
@@ -123,8 +137,8 @@ def timed(run: Callable[[], Any], rows: int, message_count: int) -> Rate:
 
 @dataclass(frozen=True)
 class Processing:
-    flushing: Rate  # decode, check, dedup, raw Parquet, rollups and jobs, FLUSHES commits
-    compaction: Rate  # the FLUSHES sample files of the hour merged into one
+    flushing: Rate  # decode, check, dedup, appends to samples, rollups and job_devices, FLUSHES flushes
+    compaction: Rate  # each partition's FLUSHES appends: rollup partials merged, sample files bin-packed
 
     @property
     def steady_rows_per_s(self) -> float:
@@ -136,9 +150,9 @@ def processing_rate(batch: list[Message]) -> Processing:
     fetched = records(batch)
     rows = sum(m.rows for m in batch)
     with tempfile.TemporaryDirectory() as warehouse:
-        writers: list[PartitionWriter] = []
-        flushing = timed(lambda: writers.append(process(fetched, warehouse, rows)), rows, len(batch))
-        return Processing(flushing, timed(lambda: compact(writers[0]), rows, len(batch)))
+        writer = writer_for(warehouse, rows)  # opens (creates) the tables, as a worker does once when it starts
+        flushing = timed(lambda: process(fetched, writer), rows, len(batch))
+        return Processing(flushing, timed(lambda: compact(writer), rows, len(batch)))
 
 
 def profile(batch: list[Message], top: int = 14) -> str:
@@ -146,12 +160,13 @@ def profile(batch: list[Message], top: int = 14) -> str:
     fetched = records(batch)
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory() as warehouse:
-        profiler.runcall(lambda: compact(process(fetched, warehouse, sum(m.rows for m in batch))))
+        writer = writer_for(warehouse, sum(m.rows for m in batch))
+        profiler.runcall(lambda: compact(process(fetched, writer)))
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
     lines = out.getvalue().splitlines()
     start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls"))
-    return "\n".join(line.replace("/work/main/", "") for line in lines[start:start + top + 1])
+    return "\n".join(line.replace(ROOT, "") for line in lines[start:start + top + 1])
 
 
 # -- through the broker -----------------------------------------------------------------------------
@@ -205,10 +220,11 @@ def json_messages(rows: pl.DataFrame) -> list[tuple[bytes, bytes]]:
     return [(row["node"].encode(), json.dumps(row).encode()) for row in plain.iter_rows(named=True)]
 
 
-def aggregate_json(payloads: Sequence[bytes], idle_threshold: float = 0.05) -> dict[tuple[Any, ...], list[float]]:
-    """Per minute and (cluster, tenant, job, vendor, model, node): samples, device, busy and idle seconds,
-    energy and peak memory, summed in dicts: the job the pipeline's ``util_1m`` does."""
-    totals: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0, 0])
+def aggregate_json(payloads: Sequence[bytes]) -> dict[tuple[Any, ...], list[float]]:
+    """Per minute and (cluster, tenant, job, vendor, model, node): samples, device and busy seconds, energy and
+    peak memory, summed in dicts: the job the pipeline's ``util_1m`` does (which stores no idle seconds either:
+    readers take them off its histogram)."""
+    totals: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0])
     for payload in payloads:
         row = json.loads(payload)
         key = (row["ts"] // 60_000, row["cluster"], row["tenant"], row["job_id"], row["vendor"], row["model"],
@@ -220,9 +236,8 @@ def aggregate_json(payloads: Sequence[bytes], idle_threshold: float = 0.05) -> d
         total[1] += seconds
         if util is not None:
             total[2] += util * seconds
-            total[3] += seconds if util < idle_threshold else 0.0
-        total[4] += row["energy_j"] or 0.0
-        total[5] = max(total[5], row["mem_used_bytes"] or 0)
+        total[3] += row["energy_j"] or 0.0
+        total[4] = max(total[4], row["mem_used_bytes"] or 0)
     return totals
 
 

@@ -1,21 +1,24 @@
 """Query latency in DuckDB on a warehouse of ``days`` days of a ``devices``-GPU fleet.
 
 Building such a warehouse through the worker would take hours here (30 days of 10,000 devices at 10 s is
-2.6 billion samples), so its files are made with the pipeline's own rollup code: one template day of
-128 simulated GPUs is rolled up (``rollups.minute_partials`` and ``merge``, as a flush does), and the
-rollup rows are copied per device group (node and job names made unique) and per day. The rollups hold
-what the worker would store for such a fleet, as many rows per key and window; the template is sampled
-every 60 s instead of 10 s, which changes only the ``samples`` counts, not the device-seconds or the
-number of rollup rows. ``samples/`` and ``util_1m`` are written for the last ``sample_days`` days only
-(``samples/`` from the same 60 s rows, so it holds a sixth of what a 10 s fleet would: its query times are
-a lower bound); none of the three questions reads ``util_1m``.
+2.6 billion samples), so its tables are written with the pipeline's own rollup code and Delta appends: one
+template day of 128 simulated GPUs is rolled up (``rollups.minute_partials`` and ``merge``, as a flush
+does), and the rollup rows are copied per device group (node and job names made unique) and per day, one
+Delta commit per table and day (``DeltaWarehouse.append``: the catalogue's schema and partitions), so that
+each partition holds one file, as after compaction. The rollups hold what the worker would store for such
+a fleet, one row per key and window; the template is sampled every 60 s instead of 10 s, which changes only
+the ``samples`` counts, not the device-seconds or the number of rollup rows. ``samples`` and ``util_1m`` are
+written for the last ``sample_days`` days only (``samples`` from the same 60 s rows, so it holds a sixth of
+what a 10 s fleet would: its query times are a lower bound); none of the three questions reads ``util_1m``.
+``job_devices`` stays empty: no question reads it.
 
 The three questions are asked of the rollups (the canned queries, or the rollup part of the capacity
-one) and of ``samples/`` with the same filters; the answers are compared before the times are reported.
+one) and of ``samples`` with the same filters; the answers are compared before the times are reported.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -27,18 +30,17 @@ import numpy as np
 import polars as pl
 
 from bench.fleet import DEVICES_PER_NODE, TEMPLATE_NODES, template_rows
+from bench.storage import stored
 from fleetmeter.pipeline import rollups
-from fleetmeter.pipeline.warehouse import layout
-from fleetmeter.pipeline.warehouse.layout import FileName
-from fleetmeter.pipeline.warehouse.manifest import PartitionState, save_state
-from fleetmeter.pipeline.warehouse.storage import Storage
+from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
+from fleetmeter.schemas.warehouse import SAMPLES, UTIL_1D, UTIL_1H, UTIL_1M, WINDOW_KEYS, app_id
 from fleetmeter.sql.catalog import Catalog, canned_queries
 from fleetmeter.sql.settings import AnalysisSettings, Price
 
 TEMPLATE_INTERVAL_S = 60.0
 DAY = timedelta(days=1)
 
-#: The three questions asked of samples/: the same answers as the rollup queries, computed row by row.
+#: The three questions asked of samples: the same answers as the rollup queries, computed row by row.
 FROM_SAMPLES = {
     "utilization_by_tenant_day": """
         SELECT date_trunc('day', ts) AS day, tenant,
@@ -58,7 +60,7 @@ FROM_SAMPLES = {
                sum(util_compute * interval_s * coalesce(share, 1)) / 3600 AS busy_equivalents
         FROM samples WHERE ts >= getvariable('since') GROUP BY ALL ORDER BY hour, cluster, model""",
 }
-#: The rollup side of the capacity question (the canned query adds devices seen, counted from samples/).
+#: The rollup side of the capacity question (the canned query adds devices seen, counted from samples).
 CAPACITY_FROM_ROLLUPS = """
     SELECT window_start AS hour, cluster, model, sum(device_hours) AS device_equivalents,
            sum(busy_seconds) / 3600 AS busy_equivalents
@@ -74,7 +76,7 @@ class QueryTimes:
     name: str
     rollups_ms: float  # over every day
     rollups_recent_ms: float  # over the days samples/ holds
-    samples_ms: float  # the same, from samples/
+    samples_ms: float  # the same, from samples
     rows: int
 
     @property
@@ -98,33 +100,25 @@ def build(root: str, devices: int, days: int, sample_days: int, end: datetime) -
     copies = max(1, devices // (TEMPLATE_NODES * DEVICES_PER_NODE))
     first_day = end - days * DAY
     template = template_rows(int(86_400 / TEMPLATE_INTERVAL_S), TEMPLATE_INTERVAL_S, first_day)
-    minutes = rollups.minute_partials(template, 0.05)
-    tables = {layout.UTIL_1M: minutes, layout.UTIL_1H: rollups.merge(minutes, rollups.WINDOW_KEYS, "1h"),
-              layout.UTIL_1D: rollups.merge(minutes, rollups.WINDOW_KEYS, "1d")}
-    storage = Storage(root)
-    name = FileName("bench", 0, 1, 0, 0)
-    written: dict[str, int] = {}
-    rows: dict[str, int] = {}
+    minutes = rollups.minute_partials(template)
+    daily = {UTIL_1H.name: rollups.merge(minutes, WINDOW_KEYS, "1h"), UTIL_1M.name: minutes, SAMPLES.name: template}
+    warehouse = DeltaWarehouse(root, {}, "bench")
+    writer, versions = app_id("bench", "bench", None, 0), itertools.count(1)  # a transaction, as a worker's
     for day in range(days):
-        shift = pl.duration(days=day)
-        for table, frame in tables.items():
-            if (table == layout.UTIL_1D and day > 0) or (table == layout.UTIL_1M and day < days - sample_days):
-                continue  # daily rows are written together below; no question here reads util_1m
-            copied = _copies(frame.with_columns(pl.col("window_start") + shift), copies, day)
-            written[table] = written.get(table, 0) + _write(storage, table, copied, name)
-            rows[table] = rows.get(table, 0) + copied.height
-        if day >= days - sample_days:
-            copied = _copies(template.with_columns(pl.col("ts") + shift), copies, day)
-            written[layout.SAMPLES] = written.get(layout.SAMPLES, 0) + _write(storage, layout.SAMPLES, copied, name)
-            rows[layout.SAMPLES] = rows.get(layout.SAMPLES, 0) + copied.height
-    daily = tables[layout.UTIL_1D]
-    all_days = pl.concat([_copies(daily.with_columns(pl.col("window_start") + pl.duration(days=d)), copies, d)
-                          for d in range(1, days)]) if days > 1 else None
-    if all_days is not None:
-        written[layout.UTIL_1D] += _write(storage, layout.UTIL_1D, all_days, FileName("bench", 0, 1, 1, 1))
-        rows[layout.UTIL_1D] += all_days.height
-    save_state(storage, PartitionState("bench", 0, 1, 1))
-    return Warehouse(devices, days, sample_days, written, rows, time.perf_counter() - started)
+        for table, frame in daily.items():
+            if table != UTIL_1H.name and day < days - sample_days:
+                continue  # no question reads util_1m; samples only for the comparison
+            time_column = "ts" if table == SAMPLES.name else "window_start"
+            copied = _copies(frame.with_columns(pl.col(time_column) + day * DAY), copies, day)
+            warehouse.append(table, copied, writer, next(versions))
+    one_day = rollups.merge(minutes, WINDOW_KEYS, "1d")
+    all_days = pl.concat([_copies(one_day.with_columns(pl.col("window_start") + day * DAY), copies, day)
+                          for day in range(days)])
+    warehouse.append(UTIL_1D.name, all_days, writer, next(versions))  # a file per month, as after compaction
+    tables = [UTIL_1M.name, UTIL_1H.name, UTIL_1D.name, SAMPLES.name]
+    sizes = {table: stored(root, table) for table in tables}
+    return Warehouse(devices, days, sample_days, {table: size.bytes for table, size in sizes.items()},
+                     {table: size.rows for table, size in sizes.items()}, time.perf_counter() - started)
 
 
 def _copies(frame: pl.DataFrame, copies: int, day: int) -> pl.DataFrame:
@@ -132,19 +126,6 @@ def _copies(frame: pl.DataFrame, copies: int, day: int) -> pl.DataFrame:
     names = [name for name in ("node", "device_uuid", "job_id") if name in frame.columns]
     return pl.concat([frame.with_columns(pl.col(name) + f"-d{day:02d}c{copy:04d}" for name in names)
                       for copy in range(copies)])
-
-
-def _write(storage: Storage, table: str, frame: pl.DataFrame, name: FileName) -> int:
-    time_column = "ts" if table == layout.SAMPLES else "window_start"
-    total = 0
-    width = layout.BUCKET_WIDTH[table]
-    keyed = frame.with_columns(pl.col(time_column).dt.truncate(width).dt.epoch("ms").alias("_bucket"))
-    for (start_ms,), part in keyed.partition_by("_bucket", as_dict=True).items():
-        directory = layout.bucket(table, int(start_ms))  # type: ignore[arg-type]
-        existing = len(storage.list_files(directory))
-        path = f"{directory}/{FileName(name.topic, name.partition, name.generation, existing, existing)}"
-        total += storage.write_parquet(path, part.drop("_bucket"))
-    return total
 
 
 def measure(root: str, since_all: datetime, since_recent: datetime, repeats: int = 5) -> list[QueryTimes]:
@@ -187,7 +168,7 @@ def _same_answer(name: str, from_rollups: duckdb.DuckDBPyRelation, from_samples:
         np.allclose(left[c].fill_null(0).to_numpy(), right[c].fill_null(0).to_numpy(), rtol=1e-9)
         for c in columns if c not in keys)
     if not same:
-        raise AssertionError(f"{name}: the rollups and samples/ answer differently ({left.height} and "
+        raise AssertionError(f"{name}: the rollups and samples answer differently ({left.height} and "
                              f"{right.height} rows)")
 
 

