@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from deltalake.exceptions import CommitFailedError
 
@@ -34,6 +35,7 @@ from fleetmeter.schemas.warehouse import (
     ROLLUP_WIDTHS,
     SAMPLES,
     TABLES,
+    TIMESTAMP,
     UTIL_1M,
     WINDOW_KEYS,
     app_id,
@@ -234,8 +236,9 @@ class PartitionWriter:
 
     def _stored_keys(self, hour_ms: int) -> pl.DataFrame:
         hour = datetime.fromtimestamp(hour_ms / 1000, tz=UTC)
-        partition = (("date", hour.date().isoformat()), ("hour", str(hour.hour)))
-        keys = self.warehouse.read(SAMPLES.name, partition, columns=list(KEY))
+        within = (pc.field("ts") >= pa.scalar(hour, TIMESTAMP)) & (pc.field("ts") < pa.scalar(
+            hour + timedelta(hours=1), TIMESTAMP))
+        keys = self.warehouse.read(SAMPLES.name, (("date", hour.date().isoformat()),), list(KEY), within)
         if keys.is_empty():
             return pl.DataFrame(schema=KEY_SCHEMA)
         return keys.cast(KEY_SCHEMA)

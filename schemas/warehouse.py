@@ -108,8 +108,8 @@ def _rollup(name: str, keys: tuple[str, ...], partition_by: tuple[str, ...]) -> 
 
 SAMPLES = Table(
     "samples",
-    _schema(tuple(SAMPLE_SCHEMA.names), (), ("date", "hour")),
-    ("date", "hour"), "ts", (), ())
+    _schema(tuple(SAMPLE_SCHEMA.names), (), ("date",)),
+    ("date",), "ts", (), ())
 UTIL_1M = _rollup("util_1m", MINUTE_KEYS, ("date", "hour"))
 UTIL_1H = _rollup("util_1h", WINDOW_KEYS, ("date",))
 UTIL_1D = _rollup("util_1d", WINDOW_KEYS, ("month",))

@@ -14,6 +14,7 @@ from datetime import date
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from deltalake import (
     ColumnProperties,
@@ -111,10 +112,12 @@ class DeltaWarehouse:
         if rows.num_rows:
             self.appends.update((table, partition) for partition in partitions_of(TABLES[table], rows))
 
-    def read(self, table: str, partition: PartitionValues, columns: list[str] | None = None) -> pl.DataFrame:
-        """The rows of one partition of ``table`` at the latest version this worker has read."""
+    def read(self, table: str, partition: PartitionValues, columns: list[str] | None = None,
+             where: pc.Expression | None = None) -> pl.DataFrame:
+        """The rows of one partition of ``table`` at the latest version this worker has read (those ``where``
+        holds: files and row groups whose statistics rule it out are not read)."""
         dataset = self.tables[table].to_pyarrow_dataset(file_pruning_predicate=_filters(partition))
-        frame = pl.from_arrow(dataset.to_table(columns=columns))
+        frame = pl.from_arrow(dataset.to_table(columns=columns, filter=where))
         assert isinstance(frame, pl.DataFrame)
         return frame
 
