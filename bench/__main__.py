@@ -214,7 +214,7 @@ def main(
     commit_devices: Annotated[int, typer.Option(
         help="Devices in each timed flush (one scrape; a multiple of 128).", min=128)] = 10240,
     commit_days: Annotated[int, typer.Option(help="Days of history for the commit latency.", min=1)] = 30,
-    commit_flushes: Annotated[int, typer.Option(help="Flushes timed on each warehouse.", min=1)] = 5,
+    commit_flushes: Annotated[int, typer.Option(help="Flushes timed on each warehouse.", min=1)] = 15,
     commit_log_commits: Annotated[int, typer.Option(
         help="Transaction-only commits per table after the history.", min=0)] = 120,
     repeats: Annotated[int, typer.Option(help="Runs per figure; the median is reported.")] = 3,

@@ -14,9 +14,9 @@ The history is written directly (30 days of 10,000 devices at 10 s would take th
 
 - one day of each table, made with the pipeline's own rollup code from one scrape an hour of the fleet (the
   128-GPU template copied per device group), appended as one commit per table and day with
-  ``DeltaWarehouse.append`` (``util_1d``: every day in one commit). Every hourly partition of ``samples``
-  and ``util_1m``, daily one of ``util_1h`` and ``job_devices`` and monthly one of ``util_1d`` then holds
-  one file, as after compaction. The rows are thinned (one scrape an hour, not 360): no flush reads a past
+  ``DeltaWarehouse.append`` (``util_1d``: every day in one commit). Every hourly partition of ``util_1m``,
+  daily one of ``samples``, ``util_1h`` and ``job_devices`` and monthly one of ``util_1d`` then holds one
+  file, as after compaction. The rows are thinned (one scrape an hour, not 360): no flush reads a past
   day's rows, and the files and partitions a commit goes through do not depend on the rows in them.
 - then ``log_commits`` commits of no rows per table, each recording the application transaction of one of
   ``OTHER_PARTITIONS`` Kafka partitions (other workers'), as their flushes do. With the defaults (30 days,
