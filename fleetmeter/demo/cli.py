@@ -227,7 +227,7 @@ def _next_steps(config: Path, html: Path) -> None:
   {cmd} query --config {config} --file utilization_by_tenant_day --format csv > tenants.csv
   {cmd} sql --config {config}          (a DuckDB shell with the views loaded)
   {cmd} query --config {config} --as-of 3 "SELECT count(*) FROM samples"   (as of an older version)
-  python -c "import polars as pl; print(pl.read_delta('{config.parent / "warehouse" / "util_1h"}'))"
+  {os.path.relpath(sys.executable)} -c "import polars as pl; print(pl.read_delta('{config.parent / "warehouse" / "util_1h"}'))"
       (the tables are Delta Lake tables: Spark, Trino, DuckDB and polars read them; docs/warehouse.md)
   {cmd} report --config {config} --since 7d --html report.html
   {cmd} collect --help · {cmd} pipeline run --help   (the two daemons, for real hardware and Kafka)""")
