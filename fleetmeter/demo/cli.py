@@ -217,7 +217,7 @@ def _command() -> str:
 
 
 def _next_steps(config: Path, html: Path) -> None:
-    cmd = _command()
+    cmd, python, util_1h = _command(), os.path.relpath(sys.executable), config.parent / "warehouse" / "util_1h"
     console().print(f"""
 [bold]The report as a page with charts:[/] {html.resolve().as_uri()}
 [bold]Go on exploring[/] (the warehouse stays in {config.parent}/):
@@ -227,7 +227,7 @@ def _next_steps(config: Path, html: Path) -> None:
   {cmd} query --config {config} --file utilization_by_tenant_day --format csv > tenants.csv
   {cmd} sql --config {config}          (a DuckDB shell with the views loaded)
   {cmd} query --config {config} --as-of 3 "SELECT count(*) FROM samples"   (as of an older version)
-  {os.path.relpath(sys.executable)} -c "import polars as pl; print(pl.read_delta('{config.parent / "warehouse" / "util_1h"}'))"
+  {python} -c "import polars as pl; print(pl.read_delta('{util_1h}'))"
       (the tables are Delta Lake tables: Spark, Trino, DuckDB and polars read them; docs/warehouse.md)
   {cmd} report --config {config} --since 7d --html report.html
   {cmd} collect --help · {cmd} pipeline run --help   (the two daemons, for real hardware and Kafka)""")
