@@ -2,9 +2,13 @@
 
 A rollup or job partition's partials are merged into one row per key (the catalogue's merge rules, by the
 rollup code) and replace the partition's files in one commit; a samples or quarantine partition's small
-files are bin-packed by delta-rs. Either leaves every merged figure as it was, so it records no Kafka
-offsets and needs no fence: a replace that races another worker's append to the partition fails
-(``CommitFailedError``) and is tried again after the next append.
+files are bin-packed by delta-rs, into files of an eighth of ``compact_target_bytes`` while the partition
+is open and of the whole target once it is closed. Files at a target are not rewritten, so a sample is
+written at most three times (flush, open partition, closed partition), however long its day.
+
+Either leaves every merged figure as it was, so it records no Kafka offsets and needs no fence: a replace
+that races another worker's append to the partition fails (``CommitFailedError``) and is tried again after
+the next append.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 #: A partition this long past its end takes no more fresh rows: it is compacted once, whatever its appends.
 CLOSED_AFTER = timedelta(hours=2)
+#: An open partition's files are bin-packed to this share of the target size.
+OPEN_SHARE = 8
 
 
 def compact_next(warehouse: DeltaWarehouse, settings: WarehouseSettings, metrics: PipelineMetrics,
@@ -37,19 +43,20 @@ def compact_next(warehouse: DeltaWarehouse, settings: WarehouseSettings, metrics
     """
     for (table, partition), appends in list(warehouse.appends.items()):
         if appends >= settings.compact_min_files or _closed(partition, now):
-            _compact(warehouse, settings, metrics, table, partition)
+            _compact(warehouse, settings, metrics, table, partition, _closed(partition, now))
             return True
     return False
 
 
 def _compact(warehouse: DeltaWarehouse, settings: WarehouseSettings, metrics: PipelineMetrics, table: str,
-             partition: PartitionValues) -> None:
+             partition: PartitionValues, closed: bool) -> None:
     started = time.monotonic()
     warehouse.tables[table].update_incremental()  # other workers' appends are part of what is merged
     files = warehouse.files_in(table, partition)
     try:
         if not TABLES[table].keys:
-            removed = warehouse.bin_pack(table, partition, settings.compact_target_bytes)
+            target = settings.compact_target_bytes if closed else settings.compact_target_bytes // OPEN_SHARE
+            removed = warehouse.bin_pack(table, partition, target)
         elif files > 1:
             warehouse.replace(table, partition, _merged(warehouse, table, partition))
             removed = files

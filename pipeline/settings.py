@@ -42,7 +42,8 @@ class WarehouseSettings(Section):
     compact_min_files: int = Field(
         default=8, ge=2, description="Compact a Delta partition after this many appends of this worker to it.")
     compact_target_bytes: int = Field(
-        default=256 << 20, gt=0, description="Samples and quarantine files are bin-packed up to this size.")
+        default=256 << 20, gt=0, description="Samples and quarantine files are bin-packed up to this size once "
+                                             "their partition is closed (to an eighth of it before).")
     retain_hours: float = Field(
         default=168.0, ge=0, description="Files replaced by compaction are vacuumed after this long: readers "
                                          "and `fleetmeter query --as-of` can read any version this recent.")
