@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 from kafka.consumer.fetcher import ConsumerRecord
@@ -115,3 +116,22 @@ def test_a_compaction_that_races_another_workers_append_fails_and_loses_nothing(
     assert totals(tmp_path, "util_1m")[2] == 3 * 2  # three devices' two samples: nothing lost
     compact_all(first, LATER)
     assert totals(tmp_path, "util_1m") == (2, 3 * 20.0, 6)  # merged on the next try, with worker 1's rows
+
+
+def test_an_open_days_samples_are_packed_to_an_eighth_of_the_target_and_a_closed_days_to_all_of_it(
+        tmp_path: Path) -> None:
+    """A file at the open target is left alone until its day closes: a day's samples are not re-packed whole
+    at every compaction."""
+    first = writer_for(tmp_path)
+    for offset in range(3):
+        flush(first, offset, f"GPU-{offset}")
+    sizes = pa.table(DeltaTable(f"{tmp_path}/samples").get_add_actions())["size_bytes"].to_pylist()
+    writer = writer_for(tmp_path, compact_min_files=2, compact_target_bytes=8 * min(sizes))
+    day = ("samples", (("date", (NOW - timedelta(minutes=1)).date().isoformat()),))  # the rows' day
+    writer.warehouse.appends.update({day: 3})
+    assert compact_next(writer, NOW)
+    assert files(tmp_path, "samples") == 3  # none under the open target (an eighth): nothing to pack
+    writer.warehouse.appends.update({day: 1})
+    assert compact_next(writer, LATER)
+    assert files(tmp_path, "samples") == 1
+    assert totals(tmp_path, "samples")[0] == 6
