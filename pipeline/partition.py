@@ -64,6 +64,7 @@ class _Pending:
     sources: dict[int, tuple[int, bytes | None]] = field(default_factory=dict)  # offset -> Kafka timestamp, key
     quarantined: list[pl.DataFrame] = field(default_factory=list)
     checked: pl.DataFrame | None = None  # the rows that passed the checks, once a commit has checked them
+    checked_batches: int = 0  # how many of ``decoded`` are in ``checked``
     rows: int = 0
     since: float = 0.0  # monotonic time of the first message
     arrived_ms: int = 0  # when the first message arrived (epoch ms, the reader's clock): files the quarantine
@@ -79,8 +80,11 @@ class PartitionWriter:
         self.settings = settings
         self.metrics = metrics
         self.app_id = app_id(settings.consumer.group_id, topic, topic_id, partition)
+        #: per table: the version of our application transaction it records (None: none yet); a table that
+        #: records another was committed by another worker
+        self.recorded = {name: warehouse.version_of(name, self.app_id) for name in TABLES}
         #: per table: the next offset it holds rows up to (None: nothing of this partition yet)
-        self.stored_up_to = {name: warehouse.version_of(name, self.app_id) for name in TABLES}
+        self.stored_up_to = dict(self.recorded)
         self.keys = StoredKeys(self._stored_keys, settings.warehouse.dedup_cache_hours)
         self._restarted = False  # the log's offsets restarted: commit every table at the next flush
         self.pending = _Pending()
@@ -97,12 +101,6 @@ class PartitionWriter:
         version would skip rows of the new offsets after a crash)."""
         self.stored_up_to = dict.fromkeys(TABLES)
         self._restarted = True
-
-    @property
-    def partly_stored(self) -> bool:
-        """Some table holds rows of the partition and ``samples`` none (a crash in the first flush): read
-        from the beginning, whatever ``start_from`` says."""
-        return self.next_offset is None and any(version is not None for version in self.stored_up_to.values())
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -140,19 +138,23 @@ class PartitionWriter:
     def _checked(self) -> pl.DataFrame:
         """The pending rows that pass the checks; the others quarantined with their reason.
 
-        Checked once: a commit that failed (a full disk) is retried with the same rows and quarantine.
+        Each batch is checked once: a commit that failed (a full disk) is retried with the same rows and
+        quarantine, plus whatever was read since.
         """
         pending = self.pending
-        if pending.checked is None:
-            pending.checked = self._check()
+        unchecked = pending.decoded[pending.checked_batches:]
+        if unchecked or pending.checked is None:
+            passed = self._check(unchecked)
+            pending.checked = passed if pending.checked is None else pl.concat([pending.checked, passed])
+            pending.checked_batches = len(pending.decoded)
         return pending.checked
 
-    def _check(self) -> pl.DataFrame:
+    def _check(self, batches: list[pa.Table]) -> pl.DataFrame:
         pending = self.pending
-        if not pending.decoded:
+        if not batches:
             return pl.DataFrame(pl.from_arrow(SAMPLE_SCHEMA.empty_table())).with_columns(
                 pl.lit(None, pl.Int64).alias(_OFFSET))
-        frame = pl.from_arrow(pa.concat_tables(pending.decoded).combine_chunks())
+        frame = pl.from_arrow(pa.concat_tables(batches).combine_chunks())
         assert isinstance(frame, pl.DataFrame)
         checks = self.settings.validation
         result = check(frame, pl.col(_RECEIVED), checks.max_future_s, checks.max_lateness_s)
@@ -185,8 +187,10 @@ class PartitionWriter:
         fresh = self.keys.new_rows(rows)
         fence(next_offset)
         try:
+            if self.recorded[SAMPLES.name] is None:  # mark where this partition starts, before any table's rows
+                self._append(SAMPLES.name, rows.clear().drop(_OFFSET), pending.first_offset)
             for table, frame in self._commits(fresh, next_offset):
-                self.warehouse.append(table, frame, self.app_id, next_offset)
+                self._append(table, frame, next_offset)
                 self.stored_up_to[table] = next_offset
                 self.metrics.rows_written.labels(table).inc(frame.height)
         except CommitFailedError as exc:  # a commit of our application id won the race: the partition moved
@@ -200,6 +204,15 @@ class PartitionWriter:
         self.metrics.commit_seconds.labels("flush").observe(time.monotonic() - started)
         self.metrics.batch_delay.observe(time.monotonic() - pending.since)
         self.pending = _Pending()
+
+    def _append(self, table: str, frame: pl.DataFrame, version: int) -> None:
+        """Commit ``frame`` to ``table`` as ``version`` of our transaction, unless another worker has committed
+        one since we read or wrote it (the table as this worker last read it; Delta's conflict check refuses
+        one committed after that)."""
+        if self.warehouse.version_of(table, self.app_id) != self.recorded[table]:
+            raise PartitionLost(f"partition {self.partition}: another worker committed it to {table}")
+        self.warehouse.append(table, frame, self.app_id, version)
+        self.recorded[table] = version
 
     def _commits(self, fresh: pl.DataFrame, next_offset: int) -> Iterator[tuple[str, pl.DataFrame]]:
         """Each table's rows of this flush, in commit order, leaving out what a table already holds."""

@@ -45,7 +45,7 @@ class WarehouseSettings(Section):
         default=256 << 20, gt=0, description="Samples and quarantine files are bin-packed up to this size once "
                                              "their partition is closed (to an eighth of it before).")
     retain_hours: float = Field(
-        default=168.0, ge=0, description="Files replaced by compaction are vacuumed after this long: readers "
+        default=168.0, ge=1, description="Files replaced by compaction are vacuumed after this long: readers "
                                          "and `fleetmeter query --as-of` can read any version this recent.")
     vacuum_every_s: float = Field(default=3600.0, gt=0, description="How often a worker vacuums.")
     dedup_cache_hours: int = Field(default=6, ge=1, description="Hours of (device_uuid, ts) keys kept in memory.")

@@ -52,6 +52,7 @@ class PipelineWorker:
         self._vacuumed = time.monotonic()
         self.storage_trouble = Backoff()
         self.kafka_trouble = Backoff(first_s=0.5, most_s=10.0)
+        self.maintenance_trouble = Backoff()  # compaction and vacuum: retried later, reading goes on
 
     def run(self) -> None:
         """Consume until stopped (or, with ``until_idle``, until the assigned partitions are drained)."""
@@ -67,7 +68,8 @@ class PipelineWorker:
                 self._add(records)
                 if self.storage_trouble.ready():
                     self._flush_due()
-                busy = bool(records) or (self.storage_trouble.ready() and (self._compact_one() or self._vacuum()))
+                busy = bool(records) or (self.storage_trouble.ready() and self.maintenance_trouble.ready()
+                                         and (self._compact_one() or self._vacuum()))
                 idle_since = None if busy or self.storage_trouble.failing else idle_since or time.monotonic()
                 if time.monotonic() - lag_checked >= _LAG_EVERY_S:
                     self._check_topic()
@@ -146,7 +148,7 @@ class PipelineWorker:
                       partition=tp.partition, topic_id=topic_id)
             self.metrics.log_resets.labels("topic_recreated").inc()
             consumer.seek_to_beginning(tp)
-        elif writer.partly_stored or self.settings.consumer.start_from == "earliest":
+        elif self.settings.consumer.start_from == "earliest":
             consumer.seek_to_beginning(tp)
         else:
             consumer.seek_to_end(tp)
@@ -232,7 +234,8 @@ class PipelineWorker:
             if None in (topic_id, writer.topic_id) or writer.topic_id == topic_id:
                 continue
             self._flush(writer)
-            self._open(TopicPartition(writer.topic, writer.partition))
+            if writer.pending.first_offset is None:  # committed: or read again, after the warehouse is back
+                self._open(TopicPartition(writer.topic, writer.partition))
 
     # -- the loop's steps --------------------------------------------------------------------------
 
@@ -265,10 +268,13 @@ class PipelineWorker:
     def _compact_one(self) -> bool:
         """Compact one due Delta partition (compaction.py)."""
         try:
-            return compact_next(self._require_warehouse(), self.settings.warehouse, self.metrics, datetime.now(UTC))
+            compacted = compact_next(self._require_warehouse(), self.settings.warehouse, self.metrics,
+                                     datetime.now(UTC))
         except (OSError, DeltaError) as exc:
-            self._storage_failed("compaction", exc)
+            self._maintenance_failed("compaction", exc)
             return False
+        self.maintenance_trouble.recovered()
+        return compacted
 
     def _vacuum(self) -> bool:
         """Every ``vacuum_every_s``: delete the files that no version within ``retain_hours`` reads."""
@@ -279,10 +285,18 @@ class PipelineWorker:
         try:
             deleted = self._require_warehouse().vacuum(settings.retain_hours)
         except (OSError, DeltaError) as exc:
-            self._storage_failed("vacuum", exc)
+            self._maintenance_failed("vacuum", exc)
             return False
         log.info("vacuumed", files_deleted=deleted, retain_hours=settings.retain_hours)
         return True
+
+    def _maintenance_failed(self, operation: str, exc: Exception) -> None:
+        """Compaction or vacuum failed: nothing of it happened, and it is tried again later; reading goes on
+        (flushes then meet the trouble themselves, if it lasts)."""
+        delay_s = self.maintenance_trouble.failed()
+        self.metrics.storage_errors.labels(operation).inc()
+        log.error("warehouse maintenance failed; retrying later", operation=operation, error=str(exc),
+                  retry_in_s=round(delay_s, 1))
 
     def _storage_failed(self, operation: str, exc: Exception) -> None:
         """The warehouse refused a write (a full disk, an object store away): stop reading and retry the
@@ -302,14 +316,17 @@ class PipelineWorker:
             consumer.resume(*consumer.paused())
 
     def _restart(self, writer: PartitionWriter, exc: PartitionLost) -> None:
-        """Drop what the failed commit wrote and read the partition again from the warehouse's record.
-
-        If the partition really moved to another worker, the next poll revokes it.
+        """Drop what the refused commit would have written and read the partition again from the tables'
+        transactions; if the group no longer assigns it here, drop it (the next poll revokes it anyway).
         """
-        log.warning("commit refused by Kafka; restarting the partition from the warehouse",
-                    partition=writer.partition, error=str(exc))
+        log.warning("commit refused; restarting the partition from the warehouse", partition=writer.partition,
+                    error=str(exc))
+        tp = TopicPartition(writer.topic, writer.partition)
+        if tp not in self._require_consumer().assignment():
+            self.writers.pop(writer.partition, None)
+            return
         self._require_warehouse().refresh()
-        self._open(TopicPartition(writer.topic, writer.partition))
+        self._open(tp)
 
     def _fence(self, partition: int) -> Fence:
         def still_owned(next_offset: int) -> None:

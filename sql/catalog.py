@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
@@ -100,7 +101,8 @@ class Catalog:
 
     def _stored_table(self, name: str) -> str:
         table = self.tables[name]
-        files = table.file_uris() if table is not None else []
+        # delta-rs gives local paths percent-encoded (a space as %20); DuckDB opens them as plain paths
+        files = [unquote(uri) for uri in table.file_uris()] if table is not None else []
         partitioned = TABLES[name].partition_by
         if not files:  # a typed empty table, so that the views still bind
             columns = duckdb.from_arrow(TABLES[name].schema.empty_table())

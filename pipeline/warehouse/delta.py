@@ -62,6 +62,11 @@ def _filters(partition: PartitionValues) -> list[tuple[str, str, str]]:
     return [(name, "=", value) for name, value in partition]
 
 
+def _quoted(value: str) -> str:
+    """A SQL string literal for a predicate (partition values are dates, hours and months, but still)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _text(value: object) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)
 
@@ -123,7 +128,7 @@ class DeltaWarehouse:
     def replace(self, table: str, partition: PartitionValues, frame: pl.DataFrame) -> None:
         """Replace one partition's rows with ``frame`` in one commit; fails with ``CommitFailedError`` if another
         commit added rows to the partition meanwhile."""
-        predicate = " AND ".join(f"{name} = '{value}'" for name, value in partition)
+        predicate = " AND ".join(f"{name} = {_quoted(value)}" for name, value in partition)
         write_deltalake(self.tables[table], self._arrow(TABLES[table], frame), mode="overwrite",
                         predicate=predicate, partition_by=list(TABLES[table].partition_by),
                         writer_properties=writer_properties())

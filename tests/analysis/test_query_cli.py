@@ -118,7 +118,9 @@ def test_the_printed_script_loads_the_views_in_the_duckdb_cli(fleet: Fleet, tmp_
 
 def test_as_of_reads_the_warehouse_as_it_was(tmp_path: Path) -> None:
     """``--as-of`` a samples version or a moment gives every table as of then (read by delta-rs's time travel);
-    without it, the current version."""
+    without it, the current version. The warehouse's path has a space and a quote (delta-rs percent-encodes
+    the one, SQL must escape the other)."""
+    tmp_path = tmp_path / "fleet's warehouse"
     writer = writer_for(tmp_path)
     flush(writer, 0, "GPU-1")
     (first_commit,) = DeltaTable(f"{tmp_path}/samples").history(1)

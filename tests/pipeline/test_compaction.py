@@ -32,12 +32,17 @@ def writer_for(warehouse: Path, partition: int = 0, **warehouse_settings: object
     return PartitionWriter(delta, "t", partition, "topic-id", settings, PipelineMetrics())
 
 
-def flush(writer: PartitionWriter, offset: int, device: str) -> None:
-    """Two samples of ``device``, in the two minutes before NOW (each flush's a second apart: no duplicates)."""
+def add(writer: PartitionWriter, offset: int, device: str) -> None:
+    """Read two samples of ``device`` at ``offset``, in the two minutes before NOW (a second apart per offset:
+    no duplicates)."""
     payload = message(row(device_uuid=device, ts=NOW_MS - 60_000 + offset * 1000),
                       row(device_uuid=device, ts=NOW_MS - 70_000 - offset * 1000))
     writer.add([ConsumerRecord("t", writer.partition, -1, offset, NOW_MS, 0, b"n", payload, [], None, 1,
                                len(payload), 0)], NOW_MS)
+
+
+def flush(writer: PartitionWriter, offset: int, device: str) -> None:
+    add(writer, offset, device)
     writer.flush(lambda next_offset: None)
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from deltalake import DeltaTable
 
+from fleetmeter.pipeline.partition import PartitionLost
+from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.schemas.warehouse import TABLES
 from tests.pipeline.fleet import samples_frame
-from tests.pipeline.test_compaction import flush, writer_for
+from tests.pipeline.test_compaction import add, flush, writer_for
 
 
 def versions(warehouse: Path, app_id: str) -> dict[str, int | None]:
@@ -36,3 +39,36 @@ def test_offsets_that_start_again_after_a_truncated_log_are_stored(tmp_path: Pat
     assert "GPU-after-the-cut" in set(samples_frame(tmp_path)["device_uuid"])
     assert set(versions(tmp_path, writer.app_id).values()) == {1}  # every table restarted with the log
     assert writer_for(tmp_path).next_offset == 1
+
+
+def test_a_worker_the_group_replaced_cannot_commit_the_partition_again(tmp_path: Path) -> None:
+    """Worker A read partition 0 when the group gave it to worker B, which committed it. A's flush of another
+    partition brings A's view of the tables up to date (so Delta's conflict check has nothing left to catch);
+    A's late flush of partition 0 must still be refused, not store the samples twice."""
+    a0, a1 = writer_for(tmp_path, 0), writer_for(tmp_path, 1)
+    add(a0, 0, "GPU-0")
+    b0 = writer_for(tmp_path, 0)
+    flush(b0, 0, "GPU-0")
+    flush(a1, 0, "GPU-1")  # shares its warehouse (and table snapshots) with a0 in a real worker
+    a0.warehouse = a1.warehouse
+    with pytest.raises(PartitionLost, match="another worker committed it"):
+        a0.flush(lambda next_offset: None)
+    assert len(samples_frame(tmp_path)) == 4  # GPU-0 and GPU-1, two samples each, once
+
+
+def test_a_flush_retried_after_a_failure_stores_what_was_read_meanwhile(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = writer_for(tmp_path)
+    append = DeltaWarehouse.append
+
+    def full_disk(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(DeltaWarehouse, "append", full_disk)
+    with pytest.raises(OSError):
+        flush(writer, 0, "GPU-0")
+    add(writer, 1, "GPU-1")  # the worker read on (another partition's flush succeeded and resumed reading)
+    monkeypatch.setattr(DeltaWarehouse, "append", append)
+    writer.flush(lambda next_offset: None)
+    assert sorted(set(samples_frame(tmp_path)["device_uuid"])) == ["GPU-0", "GPU-1"]
+    assert set(versions(tmp_path, writer.app_id).values()) - {None} == {2}
