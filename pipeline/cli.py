@@ -13,7 +13,7 @@ from fleetmeter.common import logs
 from fleetmeter.common.settings import ConfigError, flag_section, load_settings
 from fleetmeter.common.signals import stop_on_signals
 from fleetmeter.pipeline.settings import PipelineSettings
-from fleetmeter.pipeline.warehouse.delta import OwnedByAnotherGroup, hand_over
+from fleetmeter.pipeline.warehouse.delta import WarehouseRefused, hand_over
 from fleetmeter.pipeline.worker import PipelineWorker, WarehouseUnavailable
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Kafka -> validated rows -> Delta tables.")
@@ -52,7 +52,7 @@ def run(
     except KafkaError as exc:  # exit non-zero so that systemd or Kubernetes restarts the worker
         typer.echo(f"fleetmeter pipeline run: Kafka at {','.join(settings.kafka.bootstrap_servers)}: {exc}", err=True)
         raise typer.Exit(1) from exc
-    except OwnedByAnotherGroup as exc:
+    except WarehouseRefused as exc:
         typer.echo(f"fleetmeter pipeline run: {exc}", err=True)
         raise typer.Exit(2) from exc
     except (WarehouseUnavailable, DeltaError) as exc:

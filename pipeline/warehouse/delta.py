@@ -32,7 +32,11 @@ log = structlog.get_logger(__name__)
 PartitionValues = tuple[tuple[str, str], ...]
 
 
-class OwnedByAnotherGroup(Exception):
+class WarehouseRefused(Exception):
+    """The warehouse cannot be kept by this worker as it is; the message says why and what to do."""
+
+
+class OwnedByAnotherGroup(WarehouseRefused):
     """The warehouse records the offsets of another consumer group: two groups would both store everything."""
 
 
@@ -87,6 +91,12 @@ class DeltaWarehouse:
         delta = DeltaTable.create(uri, table.schema, mode="ignore", partition_by=list(table.partition_by),
                                   configuration={OWNER_PROPERTY: self.group}, storage_options=self.storage_options,
                                   raise_if_key_not_exists=False)
+        stored, expected = set(pa.schema(delta.schema().to_arrow()).names), set(table.schema.names)
+        if stored != expected:
+            raise WarehouseRefused(
+                f"the table {uri} has the columns of another fleetmeter version (missing: {sorted(expected - stored)}"
+                f", unknown: {sorted(stored - expected)}): point the workers at a new warehouse location "
+                "(docs/operations.md)")
         owner = delta.metadata().configuration.get(OWNER_PROPERTY)
         if owner != self.group:
             raise OwnedByAnotherGroup(

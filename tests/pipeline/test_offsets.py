@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from fleetmeter.pipeline.partition import PartitionLost
-from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
+from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse, WarehouseRefused
 from fleetmeter.schemas.warehouse import TABLES
 from tests.pipeline.fleet import samples_frame
 from tests.pipeline.test_compaction import add, flush, writer_for
@@ -72,3 +73,12 @@ def test_a_flush_retried_after_a_failure_stores_what_was_read_meanwhile(tmp_path
     writer.flush(lambda next_offset: None)
     assert sorted(set(samples_frame(tmp_path)["device_uuid"])) == ["GPU-0", "GPU-1"]
     assert set(versions(tmp_path, writer.app_id).values()) - {None} == {2}
+
+
+def test_a_table_of_another_version_is_refused_with_its_columns_named(tmp_path: Path) -> None:
+    """A warehouse written by a version with other columns stops the worker with a clear error (not a storage
+    error retried forever)."""
+    write_deltalake(f"{tmp_path}/util_1h", pa.table({"window_start": pa.array([0], pa.int64()),
+                                                     "idle_seconds": [1.0]}))
+    with pytest.raises(WarehouseRefused, match=r"util_1h has the columns of another.*unknown: \['idle_seconds'\]"):
+        writer_for(tmp_path)
