@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fleetmeter.reports.build import Report
-from fleetmeter.sql.output import cell, rich_table
+from fleetmeter.sql.output import as_markup, cell, rich_table
 
 _BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -36,7 +36,7 @@ def print_report(report: Report, out: Console) -> None:
         f"{report.first:%Y-%m-%d %H:%M} to {report.last:%Y-%m-%d %H:%M} UTC"
     allocated = h["allocated_device_hours"] or 0.0
     out.rule("[bold]fleetmeter report")
-    out.print(f"warehouse {report.warehouse}, data {span}; idle below util {report.idle_threshold:g}")
+    out.print(f"warehouse {as_markup(report.warehouse)}, data {span}; idle below util {report.idle_threshold:g}")
     out.print(
         f"[bold]{report.peak_devices:,}[/] devices; [bold]{cell(h['device_hours'])}[/] device-hours, "
         f"{percent(allocated / h['device_hours'] if h['device_hours'] else None)} allocated; "
@@ -47,7 +47,8 @@ def print_report(report: Report, out: Console) -> None:
     if report.timeline.height:
         out.print(f"utilization over time  [cyan]{sparkline(report.timeline['utilization'].to_list())}[/]")
     if report.unpriced_models:
-        out.print(f"[yellow]no price configured for: {', '.join(report.unpriced_models)}[/] (their cost is n/a)")
+        unpriced = as_markup(", ".join(report.unpriced_models))
+        out.print(f"[yellow]no price configured for: {unpriced}[/] (their cost is n/a)")
     out.print(_section(report.daily, "Per day"))
     out.print(_section(report.tenants, "Tenants by wasted cost (allocated time only)"))
     out.print(_section(report.idle_jobs, "Top idle jobs (waste_by_job)"))

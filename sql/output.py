@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,7 +18,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 
 class Format(StrEnum):
@@ -48,18 +51,34 @@ def cell(value: Any, column: str = "") -> str:
     return str(value)
 
 
+#: C0 and C1 control characters and DEL: in a terminal they are escape sequences (colours, links, a cleared
+#: screen), so text from the warehouse shows them as ``\x1b``.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """Text from outside (names, query results, paths) with its control characters made visible."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def as_markup(text: str) -> str:
+    """Text from outside, to put inside a rich markup string: shown as it is, never read as markup."""
+    return escape(visible(text))
+
+
 def console() -> Console:
     """stdout as rich sees it; wide when piped, so that columns are not squeezed to 80 characters."""
     return Console(width=None if sys.stdout.isatty() else 240, soft_wrap=False)
 
 
 def rich_table(result: pa.Table, limit: int | None = None, title: str | None = None) -> Table:
+    """A table for a person; every header and cell is text, never rich markup or a terminal escape sequence."""
     table = Table(title=title, title_justify="left", header_style="bold")
     for field in result.schema:
         numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_decimal(field.type)
-        table.add_column(field.name, justify="right" if numeric else "left")
+        table.add_column(Text(visible(field.name)), justify="right" if numeric else "left")
     for row in result.slice(0, limit).to_pylist():
-        table.add_row(*(cell(value, column) for column, value in row.items()))
+        table.add_row(*(Text(visible(cell(value, column))) for column, value in row.items()))
     return table
 
 
