@@ -9,7 +9,7 @@ import typer
 
 from fleetmeter.collectors.backends import open_backends
 from fleetmeter.collectors.backends.base import BackendUnavailable
-from fleetmeter.collectors.daemon import CollectorDaemon
+from fleetmeter.collectors.daemon import CollectorDaemon, MetricsUnavailable
 from fleetmeter.collectors.settings import CollectorSettings
 from fleetmeter.collectors.transport.spool import SpoolLocked
 from fleetmeter.common import logs
@@ -56,7 +56,6 @@ def collect(
     stop_on_signals(daemon.stopping)
     try:
         daemon.run()
-    except OSError as exc:  # the metrics port is taken, the address is not ours
-        typer.echo(f"fleetmeter collect: cannot serve /metrics on {settings.metrics.address}:"
-                   f"{settings.metrics.port}: {exc}", err=True)
+    except MetricsUnavailable as exc:
+        typer.echo(f"fleetmeter collect: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -62,6 +62,10 @@ def clock_for(backends: Sequence[Backend]) -> Clock:
     return WallClock()
 
 
+class MetricsUnavailable(Exception):
+    """The /metrics endpoint cannot listen where it is configured to."""
+
+
 class CollectorDaemon:
     def __init__(self, settings: CollectorSettings, backends: Sequence[Backend],
                  registry: CollectorRegistry | None = None) -> None:
@@ -146,7 +150,10 @@ class CollectorDaemon:
     def run(self) -> None:
         """Serve /metrics, start the sender, scrape on cadence until stopped, then shut down cleanly."""
         metrics = self.settings.metrics
-        server, _ = start_http_server(metrics.port, metrics.address, registry=self.registry)
+        try:
+            server, _ = start_http_server(metrics.port, metrics.address, registry=self.registry)
+        except OSError as exc:  # the port is taken, the address is not this machine's
+            raise MetricsUnavailable(f"cannot serve /metrics on {metrics.address}:{metrics.port}: {exc}") from exc
         self.metrics_port = server.server_port
         self.sender.start()
         log.info("collector started", metrics=f"http://{metrics.address}:{self.metrics_port}/metrics",

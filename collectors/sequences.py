@@ -6,6 +6,10 @@ import json
 import os
 from pathlib import Path
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 
 class NodeSequences:
     def __init__(self, path: Path) -> None:
@@ -20,6 +24,11 @@ class NodeSequences:
         return self._last[node]
 
     def save(self) -> None:
+        """Keep the numbers for the next run; a full disk only loses that (they go on in memory)."""
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self._last))
-        os.replace(temporary, self.path)
+        try:
+            temporary.write_text(json.dumps(self._last))
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            log.warning("sequence numbers not saved", path=str(self.path), error=str(exc))
+            temporary.unlink(missing_ok=True)

@@ -6,7 +6,8 @@ number, written to a temporary name and renamed into place (a reader never sees 
 file carries a CRC; a damaged file is moved to ``corrupt/`` and counted, never sent. When the spool
 holds more than ``max_bytes``, the oldest messages are deleted and counted; messages being sent are
 not (they may yet be delivered, and a message counted as dropped must never arrive), so the spool can
-exceed ``max_bytes`` by one send window.
+exceed ``max_bytes`` by one send window. A filesystem that is full (or refuses writes) is treated the same
+way: the oldest messages make room, or the new one is dropped, counted, and the collector runs on.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 _MAGIC = b"FMSPOOL1"
 _HEADER = struct.Struct(">8sII")  # magic, crc32 of the rest, length of the JSON metadata
@@ -126,28 +131,35 @@ class Spool:
         self._bytes += entry.size
 
     def append(self, message: SpooledMessage) -> None:
+        """Keep ``message`` until it is sent, dropping the oldest unsent ones for room: past ``max_bytes``, or
+        when the filesystem is full (then this one too, if nothing older can go). Drops are counted."""
         data = encode(message)
         with self._lock:
             number = self._next_number
             self._next_number += 1
-            temporary = self.directory / f"{number:020d}.tmp"
-            with open(temporary, "wb") as file:
-                file.write(data)
-                if self.fsync:
-                    file.flush()
-                    os.fsync(file.fileno())
-            os.replace(temporary, self._path(number))
+            while not _write(self.directory / f"{number:020d}.tmp", self._path(number), data, self.fsync):
+                if not self._drop_oldest(number):
+                    log.error("spool filesystem full and nothing older to drop; message dropped",
+                              directory=str(self.directory), rows=message.rows)
+                    self.dropped_messages += 1
+                    self.dropped_rows += message.rows
+                    return
             self._index(Entry(number, len(data), message.rows))
-            while self._bytes > self.max_bytes:
-                oldest = next((entry for entry in self._entries
-                               if entry.number not in self._sending and entry.number != number), None)
-                if oldest is None:
-                    break
-                self._forget(oldest)
-                self._path(oldest.number).unlink(missing_ok=True)
-                self.dropped_messages += 1
-                self.dropped_rows += oldest.rows
+            while self._bytes > self.max_bytes and self._drop_oldest(number):
+                pass
             self._not_empty.notify_all()
+
+    def _drop_oldest(self, keep: int) -> bool:
+        """Drop the oldest message that the sender does not hold (never ``keep``); False if there is none."""
+        oldest = next((entry for entry in self._entries
+                       if entry.number not in self._sending and entry.number != keep), None)
+        if oldest is None:
+            return False
+        self._forget(oldest)
+        self._path(oldest.number).unlink(missing_ok=True)
+        self.dropped_messages += 1
+        self.dropped_rows += oldest.rows
+        return True
 
     def oldest(self, limit: int, wait_s: float = 0.0) -> list[tuple[Entry, SpooledMessage]]:
         """Up to ``limit`` messages, oldest first, waiting up to ``wait_s`` for one to arrive."""
@@ -198,3 +210,20 @@ class Spool:
         corrupt = self.directory / "corrupt"
         corrupt.mkdir(exist_ok=True)
         path.replace(corrupt / path.name)
+
+
+def _write(temporary: Path, path: Path, data: bytes, fsync: bool) -> bool:
+    """Write one message file under a temporary name, then move it into place; False if the filesystem
+    refused it (full, or read-only), with nothing left behind."""
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            if fsync:
+                file.flush()
+                os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.warning("spool write failed", path=str(path), error=str(exc))
+        temporary.unlink(missing_ok=True)
+        return False
+    return True

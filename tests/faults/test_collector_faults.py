@@ -20,6 +20,7 @@ from tests.faults.figures import record
 from tests.faults.fleet import Collectors, assert_warehouse_holds_exactly
 from tests.faults.proxy import broker_behind_relay
 from tests.faults.test_broker_faults import wait_until
+from tests.faults.test_disk_full import fill, small_disk
 from tests.pipeline.fleet import Row, hours_ago, pipeline_settings, samples_frame, topic_rows
 
 FLEETMETER = str(Path(sys.executable).parent / "fleetmeter")
@@ -124,3 +125,33 @@ def test_a_full_spool_drops_the_oldest_and_counts_exactly_what_it_dropped(topic:
     assert {(row["device_uuid"], row["ts"]) for row in newest} <= stored_keys  # it is old messages that go
     assert_warehouse_holds_exactly(warehouse, [row for row in produced
                                                if (row["device_uuid"], row["ts"]) in stored_keys])
+
+
+def test_a_full_spool_filesystem_drops_the_oldest_counts_them_and_recovers(topic: str, tmp_path: Path) -> None:
+    """The spool's filesystem fills up while the broker is away: the collector keeps scraping (it used to exit
+    at its next sequence-number save, blaming /metrics), drops the oldest messages for room, counts every
+    sample it could not keep, and spools and sends again once there is room."""
+    warehouse = tmp_path / "warehouse"
+    with small_disk(tmp_path / "disk") as disk, broker_behind_relay() as (broker, relay, servers):
+        broker.create_topic(topic, 1)
+        relay.cut()
+        collectors = Collectors(tmp_path, servers, topic, start_ms=hours_ago(3), spool={"dir": disk / "spool"})
+        ballast = fill(disk, leave_bytes=40 << 10)
+        collectors.scrape(120)
+        dropped = collectors.daemon.health.samples_dropped.labels("spool_full")._value.get()
+        assert dropped > 0 and collectors.daemon.spool.messages > 0
+        ballast.unlink()
+        collectors.scrape(20)  # room again: these are spooled whole
+        relay.restore()
+        wait_until(lambda: collectors.daemon.spool.messages == 0, 60, "the spool to drain")
+        collectors.shutdown()
+        PipelineWorker(pipeline_settings(broker.bootstrap_servers, topic, warehouse)).run()
+
+    produced = collectors.produced()
+    dropped = collectors.daemon.health.samples_dropped.labels("spool_full")._value.get()
+    stored = samples_frame(warehouse)
+    assert stored.height + dropped == len(produced)  # every sample produced is stored or counted as dropped
+    newest = Collectors.rows_of(collectors.ledger[-10:])
+    stored_keys = set(stored.select("device_uuid", pl.col("ts").dt.epoch("ms")).iter_rows())
+    assert {(row["device_uuid"], row["ts"]) for row in newest} <= stored_keys
+    record(samples_dropped_and_counted=int(dropped))
