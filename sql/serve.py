@@ -6,7 +6,12 @@ session over the warehouse's committed files as they are then, which is read-onl
 - file access is confined to the warehouse directory (``allowed_directories`` with
   ``enable_external_access`` off, then ``lock_configuration``): no ``COPY ... TO``, ``ATTACH``,
   ``read_csv('/etc/passwd')``, extension installs or settings changes;
-- a time limit (the query is interrupted) and a row limit on the answer.
+- bounds on what one request and all of them may take: a time limit over the whole request (the query is
+  interrupted), DuckDB's memory limit per query and no spilling to disk unless a temporary directory and
+  its cap are configured, an answer of at most ``max_rows`` rows and ``max_answer_bytes`` (counted batch by
+  batch while it is read), and at most ``max_concurrent`` queries at once (others wait up to
+  ``queue_timeout_s``, then get 503);
+- DuckDB's own catalogue of settings, secrets and files is not queryable (it names paths).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import threading
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
+from time import monotonic as time_now
 from typing import Annotated, Any
 
 import duckdb
@@ -41,7 +47,12 @@ class HttpSettings(EndpointSettings):
     token_file: Path | None = Field(default=None, description="File holding the token (e.g. a mounted secret).")
     max_rows: int = Field(default=10_000, gt=0, description="Rows returned at most; the answer says if cut.")
     timeout_s: float = Field(default=30.0, gt=0, description="A query running longer is interrupted.")
-    memory_limit: str = Field(default="2GB", description="DuckDB's memory_limit for each query.")
+    memory_limit: str = Field(default="1GB", description="DuckDB's memory_limit for each query.")
+    max_answer_bytes: int = Field(default=64 << 20, gt=0, description="An answer larger than this is refused.")
+    max_concurrent: int = Field(default=2, gt=0, description="Queries run at once; the others queue.")
+    queue_timeout_s: float = Field(default=10.0, gt=0, description="A queued query waits this long, then 503.")
+    temp_directory: Path | None = Field(default=None, description="Where a query may spill; none: it may not.")
+    max_temp_bytes: str = Field(default="1GB", description="Spilled bytes at most, with a temp_directory.")
 
     def bearer(self) -> str:
         """The token, from its file when one is configured; a server without one does not start."""
@@ -60,12 +71,23 @@ class Refused(Exception):
     """A request the endpoint will not run; the message says why."""
 
 
+class Busy(Exception):
+    """Every query slot stayed taken for the queue timeout."""
+
+
+#: Table functions and functions that show DuckDB's own configuration, secrets or files (paths included).
+_INTERNALS = frozenset({"duckdb_settings", "current_setting", "duckdb_secrets", "which_secret",
+                        "duckdb_temporary_files", "duckdb_databases", "duckdb_extensions", "duckdb_memory",
+                        "read_text", "read_blob", "glob", "getenv", "pragma_database_size"})
+
+
 def create_app(settings: ServeSettings) -> Starlette:
     token = settings.http.bearer().encode()
+    slots = threading.BoundedSemaphore(settings.http.max_concurrent)
 
     def authorized(request: Request) -> bool:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
-        return hmac.compare_digest(given, token)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token)
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -92,7 +114,9 @@ def create_app(settings: ServeSettings) -> Starlette:
                 return JSONResponse({"error": 'send JSON {"sql": "SELECT ..."}'}, status_code=400)
             text = given
         try:  # DuckDB blocks: off the event loop, so that one slow query does not hold up the others
-            return JSONResponse(await run_in_threadpool(run, settings, text))
+            return JSONResponse(await run_in_threadpool(run_queued, settings, text, slots))
+        except Busy as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
         except Refused as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except WarehouseEmpty as exc:
@@ -106,38 +130,74 @@ def create_app(settings: ServeSettings) -> Starlette:
     ])
 
 
+def run_queued(settings: ServeSettings, text: str, slots: threading.BoundedSemaphore) -> dict[str, Any]:
+    """:func:`run`, once one of the ``max_concurrent`` slots is free (within ``queue_timeout_s``)."""
+    if not slots.acquire(timeout=settings.http.queue_timeout_s):
+        raise Busy(f"{settings.http.max_concurrent} queries are running; try again shortly")
+    try:
+        return run(settings, text)
+    finally:
+        slots.release()
+
+
 def run(settings: ServeSettings, text: str) -> dict[str, Any]:
     """The answer to one SELECT: column names, rows (JSON-ready), and whether rows were cut."""
+    http = settings.http
+    deadline = time_now() + http.timeout_s
+    _check_statement(text)
+    catalog = Catalog.open(settings, EVERYTHING)
+    connection = sandboxed(catalog, http)
+    timer = threading.Timer(http.timeout_s, connection.interrupt)
+    timer.start()
+    try:
+        relation = connection.sql(text)
+        columns = relation.columns
+        reader = relation.limit(http.max_rows + 1).to_arrow_reader(batch_size=1024)
+        rows: list[list[Any]] = []
+        size = 0
+        for batch in reader:
+            size += batch.nbytes
+            if size > http.max_answer_bytes:
+                raise Refused(f"the answer is larger than {http.max_answer_bytes:,} bytes: select fewer columns "
+                              "or rows, or aggregate")
+            rows += [[_json(value) for value in row.values()] for row in batch.to_pylist()]
+            if time_now() > deadline:
+                raise Refused(f"the query ran longer than {http.timeout_s} s")
+    except duckdb.InterruptException as exc:
+        raise Refused(f"the query ran longer than {http.timeout_s} s") from exc
+    except duckdb.Error as exc:
+        raise Refused(str(exc).splitlines()[0]) from exc
+    finally:
+        timer.cancel()
+        connection.close()
+    return {"columns": columns, "rows": rows[:http.max_rows], "truncated": len(rows) > http.max_rows}
+
+
+def _check_statement(text: str) -> None:
+    """One SELECT, naming none of DuckDB's own catalogue functions."""
     try:
         statements = duckdb.extract_statements(text)
     except duckdb.Error as exc:
         raise Refused(f"cannot parse: {exc}") from exc
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
         raise Refused("only one SELECT statement per request")
-    catalog = Catalog.open(settings, EVERYTHING)
-    connection = sandboxed(catalog, settings.http)
-    timer = threading.Timer(settings.http.timeout_s, connection.interrupt)
-    timer.start()
-    try:
-        relation = connection.sql(text)
-        columns = relation.columns
-        table = relation.limit(settings.http.max_rows + 1).to_arrow_table()
-    except duckdb.InterruptException as exc:
-        raise Refused(f"the query ran longer than {settings.http.timeout_s} s") from exc
-    except duckdb.Error as exc:
-        raise Refused(str(exc).splitlines()[0]) from exc
-    finally:
-        timer.cancel()
-        connection.close()
-    rows = [[_json(value) for value in row.values()] for row in table.slice(0, settings.http.max_rows).to_pylist()]
-    return {"columns": columns, "rows": rows, "truncated": table.num_rows > settings.http.max_rows}
+    named = {text[start:end].strip().strip('"').lower() for (start, _), (end, _) in
+             zip(duckdb.tokenize(text), [*duckdb.tokenize(text)[1:], (len(text), None)], strict=True)}
+    internal = sorted(name for name in named if name in _INTERNALS)
+    if internal:
+        raise Refused(f"not available here: {', '.join(internal)}")
 
 
 def sandboxed(catalog: Catalog, http: HttpSettings) -> duckdb.DuckDBPyConnection:
     """The catalog's session, unable to touch any file outside the warehouse or change its own settings."""
     connection = catalog.connect()
     allowed = [catalog.local_root + "/"] if catalog.local_root is not None else []
-    connection.execute(f"SET memory_limit = '{http.memory_limit}'")
+    connection.execute("SET memory_limit = $limit", {"limit": http.memory_limit})
+    if http.temp_directory is None:
+        connection.execute("SET temp_directory = ''")  # over the memory limit, a query fails; it never spills
+    else:
+        connection.execute("SET temp_directory = $directory", {"directory": str(http.temp_directory)})
+        connection.execute("SET max_temp_directory_size = $limit", {"limit": http.max_temp_bytes})
     connection.execute("SET allowed_directories = $allowed", {"allowed": allowed})
     connection.execute("SET enable_external_access = false")
     connection.execute("SET lock_configuration = true")

@@ -14,7 +14,7 @@ import uvicorn
 
 from fleetmeter.common.settings import ConfigError
 from fleetmeter.demo.broker import free_port
-from fleetmeter.sql.serve import ServeSettings, create_app
+from fleetmeter.sql.serve import Busy, ServeSettings, create_app, run_queued
 from tests.analysis.conftest import Fleet
 
 TOKEN = "analyst-token-5f2c"
@@ -24,7 +24,8 @@ TOKEN = "analyst-token-5f2c"
 def endpoint(fleet: Fleet) -> Iterator[str]:
     port = free_port()
     settings = ServeSettings(warehouse=str(fleet.warehouse),
-                             http={"port": port, "token": TOKEN, "max_rows": 50, "timeout_s": 1.0})
+                             http={"port": port, "token": TOKEN, "max_rows": 50, "timeout_s": 1.0,
+                                   "max_answer_bytes": 1 << 20, "memory_limit": "300MB"})
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -44,6 +45,8 @@ def test_answers_need_the_token(endpoint: str) -> None:
     assert httpx.get(f"{endpoint}/health").status_code == 200
     for token in (None, "wrong", TOKEN + "x"):
         assert ask(endpoint, "SELECT 1", token).status_code == 401
+    without_the_scheme = httpx.post(f"{endpoint}/query", json={"sql": "SELECT 1"}, headers={"Authorization": TOKEN})
+    assert without_the_scheme.status_code == 401
     assert httpx.get(f"{endpoint}/queries").status_code == 401
     assert ask(endpoint, "SELECT 42 AS answer").json() == {"columns": ["answer"], "rows": [[42]], "truncated": False}
 
@@ -90,3 +93,35 @@ def test_answers_are_cut_at_max_rows_and_slow_queries_stopped(endpoint: str) -> 
 def test_no_token_configured_no_server(fleet: Fleet) -> None:
     with pytest.raises(ConfigError, match="token"):
         create_app(ServeSettings(warehouse=str(fleet.warehouse)))
+
+
+def test_an_answer_too_large_is_refused_while_it_is_read(endpoint: str) -> None:
+    """190 kB strings over 10,000 rows (1.9 GB) are refused once the answer passes max_answer_bytes (1 MiB
+    here), not built whole in memory and sent."""
+    answer = ask(endpoint, "SELECT repeat('x', 190000) AS big FROM range(10000)")
+    assert answer.status_code == 400 and "larger than 1,048,576 bytes" in answer.json()["error"]
+
+
+def test_a_query_over_the_memory_limit_fails_instead_of_spilling(endpoint: str, tmp_path: Path) -> None:
+    answer = ask(endpoint, "SELECT count(*) FROM (SELECT DISTINCT range::VARCHAR || repeat('y', 200) "
+                           "FROM range(3000000))")
+    assert answer.status_code == 400 and "memory" in answer.json()["error"].lower()
+    assert not list(Path.cwd().glob(".tmp/*"))
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM duckdb_settings()", "SELECT current_setting('temp_directory')",
+                                 "SELECT * FROM \"DuckDB_Secrets\"()", "SELECT read_text('warehouse')"])
+def test_duckdbs_own_settings_and_files_are_not_shown(endpoint: str, sql: str) -> None:
+    answer = ask(endpoint, sql)
+    assert answer.status_code == 400 and "not available here" in answer.json()["error"]
+
+
+def test_queries_beyond_the_concurrency_limit_wait_then_get_busy(fleet: Fleet) -> None:
+    settings = ServeSettings(warehouse=str(fleet.warehouse),
+                             http={"token": TOKEN, "max_concurrent": 1, "queue_timeout_s": 0.2})
+    slots = threading.BoundedSemaphore(1)
+    slots.acquire()  # one query runs
+    with pytest.raises(Busy, match="1 queries are running"):
+        run_queued(settings, "SELECT 1", slots)
+    slots.release()
+    assert run_queued(settings, "SELECT 1 AS one", slots)["rows"] == [[1]]
