@@ -34,6 +34,18 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
 
 
+@dataclass(frozen=True)
+class Message:
+    """A message made here rather than read from Kafka (an import's batch), in a ``Record``'s shape."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
 #: The last millisecond of year 9999. A producer may set any int64 as a record's timestamp (-1: none); outside
 #: 1970..9999 ``kafka_ts`` is null, since most readers (Python's datetime, Spark) cannot hold the value.
 _LAST_MS = 253_402_300_799_999

@@ -18,24 +18,13 @@ import pyarrow as pa
 
 from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.partition import PartitionWriter
+from fleetmeter.pipeline.quarantine import Message
 from fleetmeter.pipeline.settings import PipelineSettings
 from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.schemas import wire
 
 #: Batches committed together: fewer, larger Delta commits; an interruption redoes at most this many.
 FLUSH_EVERY = 8
-
-
-@dataclass(frozen=True)
-class _Record:
-    """A batch as the writer takes a Kafka record (``quarantine.Record``)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass
@@ -66,7 +55,7 @@ def run_import(source: str, batches: Iterable[pa.RecordBatch], settings: Pipelin
         if offset < summary.resumed_after:
             continue
         now_ms = int(time.time() * 1000)
-        writer.add([_Record(topic, 0, offset, now_ms, None, wire.encode(batch))], now_ms)
+        writer.add([Message(topic, 0, offset, now_ms, None, wire.encode(batch))], now_ms)
         summary.rows += batch.num_rows
         if (offset + 1) % FLUSH_EVERY == 0:
             writer.flush(_unfenced)

@@ -101,6 +101,21 @@ def test_collector_killed_with_a_full_spool_resends_it_after_restart(topic: str,
     assert set(gaps_per_device(sent).values()) == {1}
 
 
+def drain_and_store(collectors: Collectors, servers: str, topic: str, warehouse: Path) -> None:
+    """Let the collectors send their spool, stop them, and store the topic."""
+    wait_until(lambda: collectors.daemon.spool.messages == 0, 60, "the spool to drain")
+    collectors.shutdown()
+    PipelineWorker(pipeline_settings(servers, topic, warehouse)).run()
+
+
+def assert_stored_or_counted(collectors: Collectors, warehouse: Path) -> tuple[set[tuple[str, int]], float]:
+    """Every sample produced is stored or counted as dropped; the keys stored and the count dropped."""
+    dropped = collectors.daemon.health.samples_dropped.labels("spool_full")._value.get()
+    stored = samples_frame(warehouse)
+    assert stored.height + dropped == len(collectors.produced())
+    return set(stored.select("device_uuid", pl.col("ts").dt.epoch("ms")).iter_rows()), dropped
+
+
 def test_a_full_spool_drops_the_oldest_and_counts_exactly_what_it_dropped(topic: str, tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse"
     with broker_behind_relay() as (broker, relay, servers):
@@ -110,20 +125,14 @@ def test_a_full_spool_drops_the_oldest_and_counts_exactly_what_it_dropped(topic:
                                 spool={"dir": tmp_path / "spool", "max_bytes": 100_000})
         collectors.scrape(120)
         relay.restore()
-        wait_until(lambda: collectors.daemon.spool.messages == 0, 60, "the spool to drain")
-        collectors.shutdown()
-        PipelineWorker(pipeline_settings(broker.bootstrap_servers, topic, warehouse)).run()
+        drain_and_store(collectors, broker.bootstrap_servers, topic, warehouse)
 
-    produced = collectors.produced()
-    dropped = collectors.daemon.health.samples_dropped.labels("spool_full")._value.get()
-    stored = samples_frame(warehouse)
-    stored_keys = set(stored.select("device_uuid", pl.col("ts").dt.epoch("ms")).iter_rows())
+    stored_keys, dropped = assert_stored_or_counted(collectors, warehouse)
     assert dropped > 0
-    assert stored.height + dropped == len(produced)  # every sample produced is stored or counted as dropped
     record(samples_dropped_and_counted=int(dropped))
     newest = Collectors.rows_of(collectors.ledger[-10:])
     assert {(row["device_uuid"], row["ts"]) for row in newest} <= stored_keys  # it is old messages that go
-    assert_warehouse_holds_exactly(warehouse, [row for row in produced
+    assert_warehouse_holds_exactly(warehouse, [row for row in collectors.produced()
                                                if (row["device_uuid"], row["ts"]) in stored_keys])
 
 
@@ -143,15 +152,9 @@ def test_a_full_spool_filesystem_drops_the_oldest_counts_them_and_recovers(topic
         ballast.unlink()
         collectors.scrape(20)  # room again: these are spooled whole
         relay.restore()
-        wait_until(lambda: collectors.daemon.spool.messages == 0, 60, "the spool to drain")
-        collectors.shutdown()
-        PipelineWorker(pipeline_settings(broker.bootstrap_servers, topic, warehouse)).run()
+        drain_and_store(collectors, broker.bootstrap_servers, topic, warehouse)
 
-    produced = collectors.produced()
-    dropped = collectors.daemon.health.samples_dropped.labels("spool_full")._value.get()
-    stored = samples_frame(warehouse)
-    assert stored.height + dropped == len(produced)  # every sample produced is stored or counted as dropped
+    stored_keys, dropped = assert_stored_or_counted(collectors, warehouse)
     newest = Collectors.rows_of(collectors.ledger[-10:])
-    stored_keys = set(stored.select("device_uuid", pl.col("ts").dt.epoch("ms")).iter_rows())
     assert {(row["device_uuid"], row["ts"]) for row in newest} <= stored_keys
     record(samples_dropped_and_counted=int(dropped))

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from kafka import KafkaProducer
 from fleetmeter.demo.broker import EmbeddedBroker
 from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.partition import PartitionWriter
+from fleetmeter.pipeline.quarantine import Message
 from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.pipeline.worker import PipelineWorker
 from fleetmeter.schemas import wire
@@ -98,18 +98,6 @@ def _payload(draw: st.DrawFn, kind: str) -> bytes:
     return with_version(valid, draw(st.sampled_from(["2.0", "0.9", "", "1.x", "\x00"])))
 
 
-@dataclass(frozen=True)
-class Record:
-    """A Kafka message as the consumer returns it (the fields the worker reads)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-
-
 def rows_of(payload: bytes) -> list[dict[str, Any]]:
     """A readable message's rows, decoded by pyarrow alone into the sample columns (``ts`` in epoch ms); the
     columns of minor version 1.1 are null in a message that lacks them."""
@@ -139,7 +127,7 @@ def test_hostile_messages_are_stored_or_quarantined_exactly(messages: list[tuple
     well-formed message is never rejected whole. Expectations come from pyarrow and tests/oracle.py alone."""
     good = encode([good_row(1), good_row(2)])
     sent = [("rows", good, NOW_MS), *[(kind, payload, ts) for (kind, payload), ts in messages], ("rows", good, -1)]
-    records = [Record("t", 0, offset, ts, b"node", payload) for offset, (_, payload, ts) in enumerate(sent)]
+    records = [Message("t", 0, offset, ts, b"node", payload) for offset, (_, payload, ts) in enumerate(sent)]
     record(messages_fuzzed=len(messages))
     with tempfile.TemporaryDirectory() as directory:
         config = pipeline_settings("unused:9092", "t", directory)
