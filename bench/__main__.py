@@ -103,7 +103,7 @@ def ingest_section(broker: EmbeddedBroker, devices: list[int], scrapes: int, rep
         "### 1. Ingest throughput (one worker, one core)",
         f"Processing rate, messages already fetched, median of {repeats}. *Flush path*: decode, check, dedup, "
         "Delta appends to samples, rollups and job_devices, in about 8 flushes. *Compaction*: each Delta "
-        "partition's appends compacted once (rollup and job partials merged, sample files bin-packed). "
+        "partition's appends compacted once (rollup and job partials merged, the samples' day rewritten). "
         "*Steady state*: both, every row flushed once and compacted once:",
         table(["devices", "rows/message", "samples", "flush path samples/s", "messages/s", "compaction samples/s",
                "steady state samples/s"], processing),

@@ -75,7 +75,7 @@ def records(batch: Sequence[Message], topic: str = "bench", partition: int = 0) 
 
 
 #: Flushes per run: a worker compacts a Delta partition after ``compact_min_files`` (8 by default) appends to
-#: it, so that every sample is written twice (flush, then bin-packing) as in steady state.
+#: it, so that every sample is written twice (flush, then the rewrite of its closed day) as in steady state.
 FLUSHES = 8
 
 
@@ -101,8 +101,10 @@ def process(fetched: list[ConsumerRecord], writer: PartitionWriter) -> Partition
 
 
 def compact(writer: PartitionWriter) -> None:
-    """Compact every Delta partition the run appended to, once each, as the worker does between polls."""
-    while compact_next(writer.warehouse, writer.settings.warehouse, writer.metrics, datetime.now(UTC)):
+    """Compact every Delta partition the run appended to, once each, as a worker does between polls, the
+    samples' day included (a worker rewrites it once the day is closed: here, as if it were)."""
+    closed = datetime.now(UTC) + timedelta(days=2)
+    while compact_next(writer.warehouse, writer.settings.warehouse, writer.metrics, closed):
         pass
 
 
@@ -138,7 +140,7 @@ def timed(run: Callable[[], Any], rows: int, message_count: int) -> Rate:
 @dataclass(frozen=True)
 class Processing:
     flushing: Rate  # decode, check, dedup, appends to samples, rollups and job_devices, FLUSHES flushes
-    compaction: Rate  # each partition's FLUSHES appends: rollup partials merged, sample files bin-packed
+    compaction: Rate  # each partition's FLUSHES appends: rollup partials merged, the samples' day rewritten
 
     @property
     def steady_rows_per_s(self) -> float:

@@ -1,10 +1,12 @@
 """Compaction: merge what flushes appended to a Delta partition, one partition per call, between polls.
 
 A rollup or job partition's partials are merged into one row per key (the catalogue's merge rules, by the
-rollup code) and replace the partition's files in one commit; a samples or quarantine partition's small
-files are bin-packed by delta-rs, into files of an eighth of ``compact_target_bytes`` while the partition
-is open and of the whole target once it is closed. Files at a target are not rewritten, so a sample is
-written at most three times (flush, open partition, closed partition), however long its day.
+rollup code) and replace the partition's files in one commit; a samples or quarantine partition (records,
+nothing to merge) is rewritten into one sorted file once, when it is closed, so a sample is written twice.
+
+Every compaction is a Delta overwrite of just that partition, whose commit fails if any other commit touched
+the partition since it was read. delta-rs 1.6's ``optimize.compact`` is not used: two of them on one
+partition (two workers, or one with a stale snapshot) both commit, and every row of it is then stored twice.
 
 Either leaves every merged figure as it was, so it records no Kafka offsets and needs no fence: a replace
 that races another worker's append to the partition fails (``CommitFailedError``) and is tried again after
@@ -21,45 +23,41 @@ import structlog
 from deltalake.exceptions import CommitFailedError
 
 from fleetmeter.pipeline import rollups
+from fleetmeter.pipeline.dedup import KEY
 from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.settings import WarehouseSettings
 from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse, PartitionValues
-from fleetmeter.schemas.warehouse import JOB_DEVICES, TABLES
+from fleetmeter.schemas.warehouse import JOB_DEVICES, SAMPLES, TABLES
 
 log = structlog.get_logger(__name__)
 
 #: A partition this long past its end takes no more fresh rows: it is compacted once, whatever its appends.
 CLOSED_AFTER = timedelta(hours=2)
-#: An open partition's files are bin-packed to this share of the target size.
-OPEN_SHARE = 8
 
 
 def compact_next(warehouse: DeltaWarehouse, settings: WarehouseSettings, metrics: PipelineMetrics,
                  now: datetime) -> bool:
     """Compact one partition this worker appended to, if one is due; True if one was tried.
 
-    A partition is due once it took ``compact_min_files`` appends since it was last compacted, or once it is
-    closed with any append since.
+    A rollup or job partition is due once it took ``compact_min_files`` appends since it was last compacted;
+    any partition once it is closed with an append since.
     """
     for (table, partition), appends in list(warehouse.appends.items()):
-        if appends >= settings.compact_min_files or _closed(partition, now):
-            _compact(warehouse, settings, metrics, table, partition, _closed(partition, now))
+        closed = _closed(partition, now)
+        if closed or (TABLES[table].keys and appends >= settings.compact_min_files):
+            _compact(warehouse, settings, metrics, table, partition)
             return True
     return False
 
 
 def _compact(warehouse: DeltaWarehouse, settings: WarehouseSettings, metrics: PipelineMetrics, table: str,
-             partition: PartitionValues, closed: bool) -> None:
+             partition: PartitionValues) -> None:
     started = time.monotonic()
     warehouse.tables[table].update_incremental()  # other workers' appends are part of what is merged
-    files = warehouse.files_in(table, partition)
+    removed = warehouse.files_in(table, partition)
     try:
-        if not TABLES[table].keys:
-            target = settings.compact_target_bytes if closed else settings.compact_target_bytes // OPEN_SHARE
-            removed = warehouse.bin_pack(table, partition, target)
-        elif files > 1:
+        if removed > 1:
             warehouse.replace(table, partition, _merged(warehouse, table, partition))
-            removed = files
         else:
             removed = 0
     except CommitFailedError as exc:
@@ -75,10 +73,14 @@ def _compact(warehouse: DeltaWarehouse, settings: WarehouseSettings, metrics: Pi
 
 
 def _merged(warehouse: DeltaWarehouse, table: str, partition: PartitionValues) -> pl.DataFrame:
-    partials = warehouse.read(table, partition)
+    rows = warehouse.read(table, partition)
+    if table == SAMPLES.name:
+        return rows.sort(KEY)  # a device's history together: readers skip files by device_uuid statistics
+    if not TABLES[table].keys:
+        return rows
     if table == JOB_DEVICES.name:
-        return rollups.merge_job_devices(partials)
-    return rollups.merge(partials, TABLES[table].keys)
+        return rollups.merge_job_devices(rows)
+    return rollups.merge(rows, TABLES[table].keys)
 
 
 def _closed(partition: PartitionValues, now: datetime) -> bool:

@@ -40,10 +40,8 @@ class WarehouseSettings(Section):
         default_factory=dict, description="delta-rs object-store options (AWS_ENDPOINT_URL, ...); the "
                                           "environment's AWS_*, GOOGLE_*, AZURE_* variables are read too.")
     compact_min_files: int = Field(
-        default=8, ge=2, description="Compact a Delta partition after this many appends of this worker to it.")
-    compact_target_bytes: int = Field(
-        default=256 << 20, gt=0, description="Samples and quarantine files are bin-packed up to this size once "
-                                             "their partition is closed (to an eighth of it before).")
+        default=8, ge=2, description="Merge a rollup partition's partials after this many appends of this "
+                                     "worker to it (samples are compacted once their day is closed).")
     retain_hours: float = Field(
         default=168.0, ge=1, description="Files replaced by compaction are vacuumed after this long: readers "
                                          "and `fleetmeter query --as-of` can read any version this recent.")

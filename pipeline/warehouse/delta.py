@@ -143,13 +143,6 @@ class DeltaWarehouse:
                         predicate=predicate, partition_by=list(TABLES[table].partition_by),
                         writer_properties=writer_properties())
 
-    def bin_pack(self, table: str, partition: PartitionValues, target_bytes: int) -> int:
-        """Merge one partition's small files into files of about ``target_bytes``; the files removed."""
-        metrics = self.tables[table].optimize.compact(
-            partition_filters=_filters(partition), target_size=target_bytes,
-            writer_properties=writer_properties())
-        return int(metrics.get("numFilesRemoved", 0))
-
     def vacuum(self, retention_hours: float) -> int:
         """Delete the files no version younger than ``retention_hours`` reads; how many."""
         deleted = 0

@@ -5,12 +5,12 @@ read directly."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 from kafka.consumer.fetcher import ConsumerRecord
@@ -78,12 +78,14 @@ def test_partials_are_merged_into_one_row_per_key_and_samples_into_one_file(tmp_
         flush(writer, offset, f"GPU-{offset}")
     rows, seconds, samples = totals(tmp_path, "util_1m")
     assert (rows, samples) == (5 * 2, 10)  # five flushes' partials, two minutes each
-    assert compact_all(writer, NOW) == 4  # five appends to each partition of samples and the rollups: all due
+    assert compact_all(writer, NOW) == 3  # five appends to each rollup partition: all due; samples' day is open
     assert files(tmp_path, "util_1m") == 1
     assert totals(tmp_path, "util_1m") == (2, seconds, samples)  # one row per minute (one node, tenant, model)
+    assert totals(tmp_path, "util_1d")[1:] == (seconds, samples)
+    assert files(tmp_path, "samples") == 5
+    assert compact_all(writer, LATER) == 1  # the day closed: its samples now
     assert files(tmp_path, "samples") == 1
     assert totals(tmp_path, "samples")[0] == 10
-    assert totals(tmp_path, "util_1d")[1:] == (seconds, samples)
     assert not compact_next(writer, LATER)  # nothing left to do
 
 
@@ -123,20 +125,23 @@ def test_a_compaction_that_races_another_workers_append_fails_and_loses_nothing(
     assert totals(tmp_path, "util_1m") == (2, 3 * 20.0, 6)  # merged on the next try, with worker 1's rows
 
 
-def test_an_open_days_samples_are_packed_to_an_eighth_of_the_target_and_a_closed_days_to_all_of_it(
+def test_samples_are_compacted_once_their_day_is_closed_and_two_compactions_never_double_them(
         tmp_path: Path) -> None:
-    """A file at the open target is left alone until its day closes: a day's samples are not re-packed whole
-    at every compaction."""
-    first = writer_for(tmp_path)
+    """An open day's sample files are left alone; a closed day's are rewritten into one sorted file. Two
+    workers compacting that day with the same snapshot: one commit wins, the other is refused (delta-rs's
+    optimize.compact let both commit, and every row was stored twice)."""
+    first = writer_for(tmp_path, compact_min_files=2)
     for offset in range(3):
         flush(first, offset, f"GPU-{offset}")
-    sizes = pa.table(DeltaTable(f"{tmp_path}/samples").get_add_actions())["size_bytes"].to_pylist()
-    writer = writer_for(tmp_path, compact_min_files=2, compact_target_bytes=8 * min(sizes))
+    second = writer_for(tmp_path, 1, compact_min_files=2)
     day = ("samples", (("date", (NOW - timedelta(minutes=1)).date().isoformat()),))  # the rows' day
-    writer.warehouse.appends.update({day: 3})
-    assert compact_next(writer, NOW)
-    assert files(tmp_path, "samples") == 3  # none under the open target (an eighth): nothing to pack
-    writer.warehouse.appends.update({day: 1})
-    assert compact_next(writer, LATER)
+    second.warehouse.appends.update({day: 1})
+    first.warehouse.appends = Counter({day: 3})
+    assert not compact_next(first, NOW)  # the day is open
+    assert files(tmp_path, "samples") == 3
+    second.warehouse.tables["samples"].update_incremental()  # both read the same three files
+    assert compact_next(first, LATER) and compact_next(second, LATER)
     assert files(tmp_path, "samples") == 1
     assert totals(tmp_path, "samples")[0] == 6
+    stored = pl.from_arrow(DeltaTable(f"{tmp_path}/samples").to_pyarrow_table(columns=["device_uuid", "ts"]))
+    assert isinstance(stored, pl.DataFrame) and stored.equals(stored.sort("device_uuid", "ts"))
