@@ -53,4 +53,4 @@ app = typer.Typer(cls=_Subcommands, no_args_is_help=True, add_completion=False)
 
 @app.callback()
 def main() -> None:
-    """Accelerator utilization metrics: collectors -> Kafka -> Parquet -> DuckDB."""
+    """Accelerator utilization metrics: collectors -> Kafka -> Delta Lake tables -> DuckDB, Spark, Trino, polars."""

@@ -106,7 +106,7 @@ class _Bars:
         self.pipeline_metrics = f"http://127.0.0.1:{pipeline_port}/metrics"
         self.start_ms = collector.clock.now_ms()
         self.fleet = progress.add_task("collectors -> Kafka", total=hours, detail="")
-        self.stored = progress.add_task("pipeline -> Parquet", total=None, detail="")
+        self.stored = progress.add_task("pipeline -> Delta tables", total=None, detail="")
         self.stored_before = 0.0  # by the pipeline runs that have finished
         self.stored_now = 0.0
 
