@@ -38,6 +38,10 @@ _PROPORTIONAL = ("device_seconds", "util_known_seconds", "busy_seconds", "sm_act
                  *_BIN_COLUMNS)
 _EVENT_COUNTS = ("ecc_corrected", "ecc_uncorrected", "xid_events")
 
+#: The polars type of each measure but the histogram, from the catalogue's Arrow type.
+_SCALAR_TYPES = {measure.name: pl.from_arrow(pa.array([], measure.type)).dtype  # type: ignore[union-attr]
+                 for measure in WINDOW_MEASURES if measure.merge != "sum_bins"}
+
 
 def _is_mig_parent() -> pl.Expr:
     return (pl.col("extras").map.get("mig.enabled") > 0).fill_null(False)
@@ -125,14 +129,9 @@ def _aggregations(measures: tuple[Measure, ...]) -> list[pl.Expr]:
     return expressions
 
 
-def _polars_type(measure: Measure) -> pl.DataType:
-    return pl.from_arrow(pa.array([], measure.type)).dtype  # type: ignore[union-attr]
-
-
 def _finish(frame: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
     packed = frame.with_columns(pl.concat_list(_BIN_COLUMNS).alias(HISTOGRAM)).drop(_BIN_COLUMNS)
-    packed = packed.with_columns(pl.col(measure.name).cast(_polars_type(measure))
-                                 for measure in WINDOW_MEASURES if measure.merge != "sum_bins")
+    packed = packed.with_columns(pl.col(name).cast(kind) for name, kind in _SCALAR_TYPES.items())
     return packed.select(*keys, *(measure.name for measure in WINDOW_MEASURES))
 
 

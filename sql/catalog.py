@@ -59,7 +59,6 @@ class Catalog:
     settings: AnalysisSettings
     since: datetime
     tables: dict[str, DeltaTable | None]  # None: the table does not exist (yet) at that snapshot
-    as_of: datetime | None = None
 
     @classmethod
     def open(cls, settings: AnalysisSettings, since: datetime, as_of: AsOf = None) -> Catalog:
@@ -70,7 +69,7 @@ class Catalog:
             moment = "" if as_of is None else f" as of {as_of.isoformat()}"
             raise WarehouseEmpty(f"{settings.warehouse} holds no fleetmeter Delta tables{moment}: is it a pipeline's "
                                  "warehouse, and has a worker committed to it yet?")
-        return cls(settings, since, tables, as_of)
+        return cls(settings, since, tables)
 
     @property
     def local_root(self) -> str | None:

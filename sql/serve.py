@@ -181,8 +181,9 @@ def _check_statement(text: str) -> None:
         raise Refused(f"cannot parse: {exc}") from exc
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
         raise Refused("only one SELECT statement per request")
-    named = {text[start:end].strip().strip('"').lower() for (start, _), (end, _) in
-             zip(duckdb.tokenize(text), [*duckdb.tokenize(text)[1:], (len(text), None)], strict=True)}
+    starts = [start for start, _ in duckdb.tokenize(text)]
+    named = {text[start:end].strip().strip('"').lower() for start, end in zip(starts, [*starts[1:], len(text)],
+                                                                              strict=True)}
     internal = sorted(name for name in named if name in _INTERNALS)
     if internal:
         raise Refused(f"not available here: {', '.join(internal)}")

@@ -60,8 +60,9 @@ def run_import(source: str, batches: Iterable[pa.RecordBatch], settings: Pipelin
         if (offset + 1) % FLUSH_EVERY == 0:
             writer.flush(_unfenced)
     writer.flush(_unfenced)
-    summary.stored = int(metrics.rows.labels("stored")._value.get())
-    summary.duplicates = int(metrics.rows.labels("duplicate")._value.get())
+    rows = "fleetmeter_pipeline_rows_total"
+    summary.stored = int(metrics.registry.get_sample_value(rows, {"outcome": "stored"}) or 0)
+    summary.duplicates = int(metrics.registry.get_sample_value(rows, {"outcome": "duplicate"}) or 0)
     summary.quarantined = {sample.labels["reason"]: int(sample.value) for family in metrics.quarantined.collect()
                            for sample in family.samples if sample.name.endswith("_total") and sample.value}
     return summary

@@ -2,12 +2,14 @@
 consumer group, appended to with each Kafka partition's offsets as the commit's application transaction,
 compacted one partition at a time, vacuumed after a retention period.
 
-Delta's own optimistic concurrency does the fencing: two commits of one application id that race (a worker
-the group has replaced, still committing) conflict, and the later one fails with ``CommitFailedError``.
+Fencing a worker the group has replaced takes two checks: the partition writer's (the table must still
+record its own last version of the transaction) and Delta's optimistic concurrency (a commit that races
+another of the same application id fails with ``CommitFailedError``).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
 from datetime import date
@@ -40,11 +42,10 @@ class OwnedByAnotherGroup(WarehouseRefused):
     """The warehouse records the offsets of another consumer group: two groups would both store everything."""
 
 
-def writer_properties() -> WriterProperties:
-    """zstd level 3, delta-rs's default encodings (dictionaries, plain where a dictionary does not pay): none
-    that common readers reject (Spark 4's vectorized reader refuses BYTE_STREAM_SPLIT). Dictionaries for
-    strings only, as the old layout wrote, made delta-rs's sample files 1.15x slower to write and 1.6x larger."""
-    return WriterProperties(compression="ZSTD", compression_level=3)
+#: zstd level 3, delta-rs's default encodings (dictionaries, plain where a dictionary does not pay): none that
+#: common readers reject (Spark 4's vectorized reader refuses BYTE_STREAM_SPLIT). Dictionaries for strings only,
+#: as the old layout wrote, made delta-rs's sample files 1.15x slower to write and 1.6x larger.
+WRITER_PROPERTIES = WriterProperties(compression="ZSTD", compression_level=3)
 
 
 def partition_columns(table: Table) -> list[pl.Expr]:
@@ -118,7 +119,7 @@ class DeltaWarehouse:
         """One commit adding ``frame``'s rows (none: only the transaction) to ``table``, recording ``version``."""
         rows = self._arrow(TABLES[table], frame)
         write_deltalake(self.tables[table], rows, mode="append", partition_by=list(TABLES[table].partition_by),
-                        writer_properties=writer_properties(),
+                        writer_properties=WRITER_PROPERTIES,
                         commit_properties=CommitProperties(app_transactions=[Transaction(app_id, version)]))
         if rows.num_rows:
             self.appends.update((table, partition) for partition in partitions_of(TABLES[table], rows))
@@ -141,13 +142,13 @@ class DeltaWarehouse:
         predicate = " AND ".join(f"{name} = {_quoted(value)}" for name, value in partition)
         write_deltalake(self.tables[table], self._arrow(TABLES[table], frame), mode="overwrite",
                         predicate=predicate, partition_by=list(TABLES[table].partition_by),
-                        writer_properties=writer_properties())
+                        writer_properties=WRITER_PROPERTIES)
 
     def vacuum(self, retention_hours: float) -> int:
         """Delete the files no version younger than ``retention_hours`` reads; how many."""
         deleted = 0
         for delta in self.tables.values():
-            deleted += len(delta.vacuum(retention_hours=int(retention_hours), dry_run=False,
+            deleted += len(delta.vacuum(retention_hours=math.ceil(retention_hours), dry_run=False,
                                         enforce_retention_duration=False))
         return deleted
 
