@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "collect": "fleetmeter.collectors.cli:collect",
     "demo": "fleetmeter.demo.cli:demo",
     "pipeline": "fleetmeter.pipeline.cli:app",
-    "import": "fleetmeter.pipeline.importing.cli:app",
+    "import": "fleetmeter.importing.cli:app",
     "query": "fleetmeter.sql.cli:query",
     "sql": "fleetmeter.sql.cli:sql",
     "report": "fleetmeter.reports.cli:report",

@@ -135,6 +135,15 @@ class PartitionWriter:
             pending.sources.update((record.offset, (record.timestamp, record.key)) for record in records)
             pending.rows += len(rows)
 
+    def set_aside(self, offset: int, reason: str, detail: str, payload: bytes) -> None:
+        """Quarantine, with the message at ``offset`` (already added), input its producer could not make rows
+        of (an import's series without a device label)."""
+        pending = self.pending
+        kafka_ts, key = pending.sources.get(offset, (int(time.time() * 1000), None))
+        origin = quarantine.Origin(self.topic, self.partition, offset, kafka_ts, quarantine.key_text(key))
+        pending.quarantined.append(quarantine.message(origin, reason, detail, payload))
+        self.metrics.quarantined.labels("set_aside", reason).inc()
+
     def _checked(self) -> pl.DataFrame:
         """The pending rows that pass the checks; the others quarantined with their reason.
 

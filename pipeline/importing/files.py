@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from fleetmeter.pipeline.importing.runner import Batch
 from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA
 
 
@@ -21,23 +22,30 @@ class UnreadableFile(Exception):
     """The file is not a CSV or Parquet file of schema-v1 rows; the message says what is wrong."""
 
 
-def identity(path: Path, batch_rows: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"file-{digest.hexdigest()[:24]}-{batch_rows}"
+class FileSource:
+    """A file's rows in schema v1, ``batch_rows`` at most per batch, cut the same way on every run."""
 
+    def __init__(self, path: Path, batch_rows: int) -> None:
+        self.path = path
+        self.batch_rows = batch_rows
 
-def batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The file's rows in schema v1, ``batch_rows`` at most per batch, cut the same way on every run."""
-    file_format = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
-    try:
-        dataset = ds.dataset(path, format=file_format)
-        for batch in dataset.to_batches(batch_size=batch_rows):
-            yield _conform(batch)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError) as exc:
-        raise UnreadableFile(f"{path}: {str(exc).splitlines()[0]}") from exc
+    @property
+    def identity(self) -> str:
+        digest = hashlib.sha256()
+        with self.path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+        return f"file-{digest.hexdigest()[:24]}-{self.batch_rows}"
+
+    def batches(self, first: int) -> Iterator[Batch]:
+        file_format = "parquet" if self.path.suffix.lower() in (".parquet", ".pq") else "csv"
+        try:
+            dataset = ds.dataset(self.path, format=file_format)
+            for number, batch in enumerate(dataset.to_batches(batch_size=self.batch_rows)):
+                if number >= first:
+                    yield Batch(_conform(batch))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError) as exc:
+            raise UnreadableFile(f"{self.path}: {str(exc).splitlines()[0]}") from exc
 
 
 def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -11,11 +11,15 @@ stored before is never stored twice (and neither is what live collectors stored:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from fleetmeter.pipeline.importing.overlap import covered
 from fleetmeter.pipeline.metrics import PipelineMetrics
 from fleetmeter.pipeline.partition import PartitionWriter
 from fleetmeter.pipeline.quarantine import Message
@@ -27,14 +31,46 @@ from fleetmeter.schemas import wire
 FLUSH_EVERY = 8
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """Input that cannot become rows (a series without a device label): quarantined with its reason."""
+
+    reason: str
+    detail: str
+    payload: bytes
+    count: int  # the points or rows it stands for
+
+
+@dataclass(frozen=True)
+class Batch:
+    rows: pa.RecordBatch
+    set_aside: tuple[SetAside, ...] = ()
+
+
+class Source(Protocol):
+    @property
+    def identity(self) -> str:
+        """Names the import: the same arguments give the same identity and the same batches."""
+        ...
+
+    def batches(self, first: int) -> Iterator[Batch]:
+        """The batches from number ``first`` on (those before were stored by an earlier run)."""
+        ...
+
+
 @dataclass
 class Summary:
-    batches: int = 0
+    batches: int = 0  # read in this run
     resumed_after: int = 0  # batches an earlier run had committed, skipped
     rows: int = 0
     stored: int = 0
     duplicates: int = 0
+    covered: int = 0  # rows whose time the warehouse already holds for their device (live data)
     quarantined: dict[str, int] = field(default_factory=dict)
+    set_aside: Counter[str] = field(default_factory=Counter)
+
+
+Progress = Callable[[Summary], None]
 
 
 def for_history(settings: PipelineSettings) -> PipelineSettings:
@@ -42,29 +78,40 @@ def for_history(settings: PipelineSettings) -> PipelineSettings:
     return settings.model_copy(update={"validation": settings.validation.model_copy(update={"max_lateness_s": None})})
 
 
-def run_import(source: str, batches: Iterable[pa.RecordBatch], settings: PipelineSettings) -> Summary:
-    """Store ``batches`` (schema-v1 rows) of the source named ``source``; what an earlier run stored is skipped."""
-    topic = f"import.{source}"
+def run_import(source: Source, settings: PipelineSettings, *, yield_to_stored: bool = False,
+               progress: Progress | None = None) -> Summary:
+    """Store the source's batches; what an earlier run stored is skipped. With ``yield_to_stored``, rows whose
+    interval overlaps one the warehouse holds for the same device (a collector's) are left out."""
+    topic = f"import.{source.identity}"
     metrics = PipelineMetrics()
     warehouse = DeltaWarehouse(settings.warehouse.uri, settings.warehouse.storage_options,
                                settings.consumer.group_id)
     writer = PartitionWriter(warehouse, topic, 0, None, for_history(settings), metrics)
     summary = Summary(resumed_after=writer.next_offset or 0)
-    for offset, batch in enumerate(batches):
-        summary.batches += 1
-        if offset < summary.resumed_after:
-            continue
+    for offset, batch in enumerate(source.batches(summary.resumed_after), start=summary.resumed_after):
+        rows = batch.rows
+        if yield_to_stored and rows.num_rows:
+            overlapping = covered(warehouse, rows)
+            summary.covered += overlapping.true_count
+            rows = rows.filter(pc.invert(overlapping))
         now_ms = int(time.time() * 1000)
-        writer.add([Message(topic, 0, offset, now_ms, None, wire.encode(batch))], now_ms)
-        summary.rows += batch.num_rows
+        writer.add([Message(topic, 0, offset, now_ms, None, wire.encode(rows))], now_ms)
+        for aside in batch.set_aside:
+            writer.set_aside(offset, aside.reason, aside.detail, aside.payload)
+            summary.set_aside[aside.reason] += aside.count
+        summary.batches += 1
+        summary.rows += batch.rows.num_rows
         if (offset + 1) % FLUSH_EVERY == 0:
             writer.flush(_unfenced)
+        if progress is not None:
+            progress(summary)
     writer.flush(_unfenced)
-    rows = "fleetmeter_pipeline_rows_total"
-    summary.stored = int(metrics.registry.get_sample_value(rows, {"outcome": "stored"}) or 0)
-    summary.duplicates = int(metrics.registry.get_sample_value(rows, {"outcome": "duplicate"}) or 0)
+    rows_total = "fleetmeter_pipeline_rows_total"
+    summary.stored = int(metrics.registry.get_sample_value(rows_total, {"outcome": "stored"}) or 0)
+    summary.duplicates = int(metrics.registry.get_sample_value(rows_total, {"outcome": "duplicate"}) or 0)
     summary.quarantined = {sample.labels["reason"]: int(sample.value) for family in metrics.quarantined.collect()
-                           for sample in family.samples if sample.name.endswith("_total") and sample.value}
+                           for sample in family.samples if sample.name.endswith("_total") and sample.value
+                           and sample.labels["kind"] != "set_aside"}
     return summary
 
 

@@ -5,6 +5,7 @@ nothing is stored twice or lost; rows already there (live data) are not stored a
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ from fleetmeter.pipeline.importing import files, runner
 from fleetmeter.pipeline.settings import PipelineSettings
 from fleetmeter.schemas.sample_v1 import rows_to_batch
 from tests import oracle
+from tests.importing.sources import Rows
 from tests.pipeline.fleet import assert_rollups_match, samples_frame
 
 DAY_MS = 86_400_000
@@ -74,21 +76,24 @@ def test_an_interrupted_import_resumes_and_rows_already_stored_are_not_stored_ag
     warehouse = tmp_path / "warehouse"
     settings = PipelineSettings(warehouse={"uri": str(warehouse)})  # type: ignore[arg-type]
     live = rows[:150]  # the first 150 rows already came through a collector
-    runner.run_import("live", [rows_to_batch(live)], settings)
-    source = parquet(tmp_path / "history.parquet", rows)
-    read = files.batches(source, 40)
+    runner.run_import(Rows("live", [rows_to_batch(live)]), settings)
+    source = files.FileSource(parquet(tmp_path / "history.parquet", rows), 40)
 
-    def interrupted() -> object:
-        for number, batch in enumerate(read):
-            if number == 11:
-                raise KeyboardInterrupt  # mid-way, after one flush of 8 batches
-            yield batch
+    class Interrupted:
+        identity = source.identity
+
+        def batches(self, first: int) -> Iterator[runner.Batch]:
+            for number, batch in enumerate(source.batches(first), start=first):
+                if number == 11:
+                    raise KeyboardInterrupt  # mid-way, after one flush of 8 batches
+                yield batch
 
     monkeypatch.setattr(runner, "FLUSH_EVERY", 8)
     with pytest.raises(KeyboardInterrupt):
-        runner.run_import(files.identity(source, 40), interrupted(), settings)  # type: ignore[arg-type]
-    summary = runner.run_import(files.identity(source, 40), files.batches(source, 40), settings)
+        runner.run_import(Interrupted(), settings)
+    summary = runner.run_import(source, settings)
     assert summary.resumed_after == 8
     expected = oracle.deduplicated(row for row in rows if row["util_compute"] != 1.7)
     assert samples_frame(warehouse).height == len(expected)
     assert_rollups_match(warehouse, expected)
+
