@@ -53,7 +53,7 @@ def file(
     try:
         settings = _settings(config, warehouse, group_id)
         for path in paths:
-            summary = run_import(FileSource(path, batch_rows), settings)
+            summary = run_import(FileSource(path, batch_rows, settings.file), settings)
             typer.echo(f"{path}: {_summary(summary)}")
     except (ConfigError, UnreadableFile, WarehouseRefused) as exc:
         _fail("file", exc, 2)

@@ -70,6 +70,32 @@ def test_a_csv_file_and_its_errors(tmp_path: Path) -> None:
     assert broken.exit_code == 2 and "required column 'device_uuid' is missing" in broken.output
 
 
+def test_a_trace_of_another_shape_through_a_column_mapping(tmp_path: Path) -> None:
+    """A public trace's CSV: epoch seconds, percent, MiB, its own column names, no cluster or vendor columns."""
+    start_s = int(time.time()) // 60 * 60 - 30 * 86_400
+    trace = pa.table({"time": [start_s + 15 * i for i in range(40)], "gpu": [f"g{i % 4}" for i in range(40)],
+                      "host": [f"h{i % 2}" for i in range(40)], "util_pct": [float(i % 101) for i in range(40)],
+                      "mem_mib": [1000 + i for i in range(40)], "user": ["alice", "bob"] * 20})
+    pacsv.write_csv(trace, tmp_path / "trace.csv")
+    (tmp_path / "import.yaml").write_text(
+        "file:\n  ts_unit: s\n  columns: {ts: time, device_uuid: gpu, node: host, util_compute: util_pct,"
+        " mem_used_bytes: mem_mib, tenant: user}\n  scale: {util_compute: 0.01, mem_used_bytes: 1048576}\n"
+        "  values: {interval_s: 15, cluster: trace, device_index: 0, device_kind: gpu, vendor: nvidia,"
+        " model: V100, seq: 0}\n")
+    result = cli.invoke(app, ["import", "file", str(tmp_path / "trace.csv"), "--warehouse", str(tmp_path / "w"),
+                              "--config", str(tmp_path / "import.yaml")])
+    assert result.exit_code == 0, result.output
+    stored = samples_frame(tmp_path / "w").sort("ts")
+    assert stored["ts"].dt.epoch("s").to_list() == trace["time"].to_pylist()
+    assert stored["util_compute"].to_list() == pytest.approx([value / 100 for value in trace["util_pct"].to_pylist()])
+    assert stored["mem_used_bytes"].to_list() == [value * 1024**2 for value in trace["mem_mib"].to_pylist()]
+    assert stored["tenant"].to_list() == trace["user"].to_pylist() and set(stored["cluster"]) == {"trace"}
+    (tmp_path / "typo.yaml").write_text("file:\n  columns: {timestamp: time}\n")
+    typo = cli.invoke(app, ["import", "file", str(tmp_path / "trace.csv"), "--warehouse", str(tmp_path / "w"),
+                            "--config", str(tmp_path / "typo.yaml")])
+    assert typo.exit_code == 2 and "not schema-v1 columns: ['timestamp']" in typo.output
+
+
 def test_an_interrupted_import_resumes_and_rows_already_stored_are_not_stored_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = history()
