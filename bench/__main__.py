@@ -23,7 +23,7 @@ import pyarrow as pa
 import typer
 from rich.console import Console
 
-from bench import collector, commits, freshness, ingest, queries, storage
+from bench import collector, commits, freshness, imports, ingest, queries, storage
 from bench.fleet import DEVICES_PER_NODE, messages
 from bench.report import machine, splice, table
 from fleetmeter.common import logs
@@ -199,11 +199,27 @@ def commits_section(devices: int, days: int, flushes: int, log_commits: int) -> 
     ])
 
 
+def import_section(nodes: list[int], hours: float) -> str:
+    rates = [step(f"import from Prometheus: {count * imports.GPUS} GPUs, {hours:g} h",
+                  lambda c=count: imports.measure(c, hours)) for count in nodes]
+    return "\n\n".join([
+        "### 7. Import from Prometheus (`fleetmeter import prometheus`, dcgm-exporter history, 30 s steps)",
+        "A local Prometheus serving a TSDB that promtool wrote (see `bench/imports.py`); the import into an empty "
+        "local warehouse with the default chunks. *Prometheus* is the time spent waiting for and parsing its "
+        "answers; the rest is rows, checks, rollups and Delta commits:",
+        table(["GPUs", "hours", "points read", "rows stored", "requests", "import s", "Prometheus s",
+               "rows/s", "points/s", "TSDB build s"],
+              [(rate.devices, rate.hours, rate.points, rate.rows, rate.requests, rate.wall_s, rate.prometheus_s,
+                rate.rows_per_s, rate.points_per_s, rate.build_s) for rate in rates]),
+    ])
+
+
 def main(
     out: Annotated[Path, typer.Option(help="Markdown file whose results block is rewritten.")] = Path(
         "docs/benchmarks.md"),
-    only: Annotated[str, typer.Option(help="Sections to run: ingest,freshness,collector,queries,storage,commits.")] = (
-        "ingest,freshness,collector,queries,storage,commits"),
+    only: Annotated[str, typer.Option(
+        help="Sections to run: ingest,freshness,collector,queries,storage,commits,imports.")] = (
+        "ingest,freshness,collector,queries,storage,commits,imports"),
     ingest_devices: Annotated[str, typer.Option(help="Fleet sizes for ingest (multiples of 128).")] = "1024,2048,4096",
     ingest_scrapes: Annotated[int, typer.Option(help="10 s intervals of samples per ingest run.")] = 90,
     fresh_devices: Annotated[str, typer.Option(help="Fleet sizes for freshness.")] = "10240,30720,102400",
@@ -217,6 +233,8 @@ def main(
     commit_flushes: Annotated[int, typer.Option(help="Flushes timed on each warehouse.", min=1)] = 15,
     commit_log_commits: Annotated[int, typer.Option(
         help="Transaction-only commits per table after the history.", min=0)] = 120,
+    import_nodes: Annotated[str, typer.Option(help="Nodes of 8 GPUs in the Prometheus import's history.")] = "4,16",
+    import_hours: Annotated[float, typer.Option(help="Hours of history per import.", min=0.1)] = 12.0,
     repeats: Annotated[int, typer.Option(help="Runs per figure; the median is reported.")] = 3,
 ) -> None:
     """Run the benchmarks and write their figures."""
@@ -226,7 +244,8 @@ def main(
                f"--fresh-devices {fresh_devices} --fresh-seconds {fresh_seconds:g} --query-devices {query_devices} "
                f"--query-days {query_days} --sample-days {sample_days} --commit-devices {commit_devices} "
                f"--commit-days {commit_days} --commit-flushes {commit_flushes} "
-               f"--commit-log-commits {commit_log_commits} --repeats {repeats}`")
+               f"--commit-log-commits {commit_log_commits} --import-nodes {import_nodes} "
+               f"--import-hours {import_hours:g} --repeats {repeats}`")
     sections: list[str] = []
     with EmbeddedBroker() as broker:
         if "ingest" in chosen:
@@ -241,6 +260,8 @@ def main(
         sections.append(storage_section())
     if "commits" in chosen:
         sections.append(commits_section(commit_devices, commit_days, commit_flushes, commit_log_commits))
+    if "imports" in chosen:
+        sections.append(import_section(sizes(import_nodes), import_hours))
     splice(out, [f"{section}\n\nMeasured {machine()} by {command}." for section in sections])
     console.log(f"figures written to {out}")
 

@@ -95,7 +95,8 @@ def run_import(source: Source, settings: PipelineSettings, *, yield_to_stored: b
             summary.covered += overlapping.true_count
             rows = rows.filter(pc.invert(overlapping))
         now_ms = int(time.time() * 1000)
-        writer.add([Message(topic, 0, offset, now_ms, None, wire.encode(rows))], now_ms)
+        writer.add([Message(topic, 0, offset, now_ms, None, payload)
+                    for payload in _payloads(rows, settings.validation.max_message_bytes)], now_ms)
         for aside in batch.set_aside:
             writer.set_aside(offset, aside.reason, aside.detail, aside.payload)
             summary.set_aside[aside.reason] += aside.count
@@ -113,6 +114,17 @@ def run_import(source: Source, settings: PipelineSettings, *, yield_to_stored: b
                            for sample in family.samples if sample.name.endswith("_total") and sample.value
                            and sample.labels["kind"] != "set_aside"}
     return summary
+
+
+def _payloads(rows: pa.RecordBatch, max_bytes: int) -> Iterator[bytes]:
+    """The rows as messages under the pipeline's size bound (a batch's messages share its offset)."""
+    payload = wire.encode(rows)
+    if len(payload) <= max_bytes or rows.num_rows <= 1:
+        yield payload  # a single row over the bound is quarantined as too large, like a collector's
+        return
+    half = rows.num_rows // 2
+    yield from _payloads(rows.slice(0, half), max_bytes)
+    yield from _payloads(rows.slice(half), max_bytes)
 
 
 def _unfenced(next_offset: int) -> None:

@@ -123,3 +123,12 @@ def test_an_interrupted_import_resumes_and_rows_already_stored_are_not_stored_ag
     assert samples_frame(warehouse).height == len(expected)
     assert_rollups_match(warehouse, expected)
 
+
+
+def test_a_batch_over_the_message_bound_is_stored_in_parts(tmp_path: Path) -> None:
+    rows = history(devices=2, samples=100)
+    settings = PipelineSettings(warehouse={"uri": str(tmp_path / "w")},  # type: ignore[arg-type]
+                                validation={"max_message_bytes": 16384})  # type: ignore[arg-type]
+    summary = runner.run_import(Rows("big", [rows_to_batch(rows)]), settings)
+    assert summary.quarantined == {"util_compute_out_of_range": 1} and summary.stored == len(rows) - 1
+    assert samples_frame(tmp_path / "w").height == len(rows) - 1

@@ -21,9 +21,9 @@ from fleetmeter.importing.settings import ImportSettings
 from fleetmeter.pipeline.importing import runner
 from fleetmeter.schemas.sample_v1 import rows_to_batch
 from tests.importing import exporter_history as history
-from tests.importing.conftest import needs_prometheus
 from tests.importing.sources import Rows
 from tests.pipeline.fleet import assert_rollups_match, delta_frame, samples_frame, topic_rows
+from tests.prometheus_server import needs_prometheus
 
 pytestmark = needs_prometheus
 cli = CliRunner()
