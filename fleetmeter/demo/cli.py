@@ -230,4 +230,6 @@ def _next_steps(config: Path, html: Path) -> None:
   {python} -c "import polars as pl; print(pl.read_delta('{util_1h}'))"
       (the tables are Delta Lake tables: Spark, Trino, DuckDB and polars read them; docs/warehouse.md)
   {cmd} report --config {config} --since 7d --html report.html
-  {cmd} collect --help · {cmd} pipeline run --help   (the two daemons, for real hardware and Kafka)""")
+  {cmd} collect --help · {cmd} pipeline run --help   (the two daemons, for real hardware and Kafka)
+  {cmd} import prometheus --url http://prometheus:9090 --since 90d --dry-run
+      (start with the history your dcgm-exporter left in Prometheus; docs/backfill.md)""")
