@@ -25,7 +25,7 @@ from pydantic import Field
 
 from fleetmeter.collectors.prometheus.api import AnswerTooLarge, PrometheusAPI, Series
 from fleetmeter.collectors.prometheus.history import ChunkRows, Fetched, chunk_rows
-from fleetmeter.collectors.prometheus.mapping import Mapping, MappingChanges, Source, resolve
+from fleetmeter.collectors.prometheus.mapping import Column, Mapping, MappingChanges, Source, resolve
 from fleetmeter.common.settings import Section
 
 _AGE = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
@@ -68,6 +68,8 @@ class Plan:
     start_s: float
     end_s: float
     nodes: list[str]
+    sources: list[tuple[Column, int, Source]]  # the mapping's sources whose metric Prometheus has in the range
+    missing: list[str]  # the mapping's metrics it has not: their columns come from other sources, or are null
     chunks: list[Chunk] = field(default_factory=list)
 
 
@@ -114,7 +116,10 @@ class PrometheusSource:
         selector = "{__name__=~\"" + "|".join(names) + "\"}"
         node_label = self.mapping.labels.node
         nodes = sorted(node for node in self.api.label_values(node_label, selector, self.start_s, self.end_s) if node)
-        plan = Plan(self.start_s, self.end_s, nodes)
+        present = set(self.api.label_values("__name__", selector, self.start_s, self.end_s))
+        plan = Plan(self.start_s, self.end_s, nodes,
+                    [entry for entry in self.mapping.sources() if entry[2].name in present],
+                    [name for name in names if name not in present])
         per_query = self.settings.nodes_per_query
         groups = [tuple(nodes[i:i + per_query]) for i in range(0, len(nodes), per_query)]
         if self.api.label_values("__name__", selector[:-1] + f',{node_label}=""}}', self.start_s, self.end_s):
@@ -127,17 +132,17 @@ class PrometheusSource:
             window_start = window_end
         return plan
 
-    def rows(self, chunk: Chunk) -> ChunkRows:
+    def rows(self, plan: Plan, chunk: Chunk) -> ChunkRows:
         step = self.settings.step_s
         query_start = chunk.start_s - self.settings.gap_steps * step
         fetched = [Fetched(column, rank, source.kind, source.scale,
                            self._read(source, chunk.nodes, query_start, chunk.end_s))
-                   for column, rank, source in self.mapping.sources()]
+                   for column, rank, source in plan.sources]
         return chunk_rows(self.mapping, self.settings.cluster, step, self.settings.gap_steps, chunk.start_s, fetched)
 
-    def queries(self, nodes: tuple[str, ...]) -> list[str]:
+    def queries(self, plan: Plan, chunk: Chunk) -> list[str]:
         """The range queries of one chunk (for ``--dry-run``)."""
-        return [self._query(source, nodes) for _, _, source in self.mapping.sources()]
+        return [self._query(source, chunk.nodes) for _, _, source in plan.sources]
 
     def _read(self, source: Source, nodes: tuple[str, ...], start_s: float, end_s: float) -> list[Series]:
         """One source's series of ``nodes`` in [start, end]; asked in halves while an answer is too large."""

@@ -136,7 +136,8 @@ def prometheus(
         finally:
             api.close()
     typer.echo(f"{source_settings.url}: {len(plan.nodes):,} nodes, {_time(plan.start_s)} to {_time(plan.end_s)}, "
-               f"{seen['series']:,} series read; {_summary(summary)}")
+               f"{seen['series']:,} series read; {_summary(summary)}; metrics not in Prometheus (their columns "
+               f"from other sources, or null): {', '.join(plan.missing) or 'none'}")
 
 
 def _settings(config: str | None, warehouse: str | None, group_id: str | None) -> ImportSettings:
@@ -161,10 +162,11 @@ def _describe(source: PrometheusSource, plan: Plan) -> None:
     typer.echo(f"would read {source.settings.url} from {_time(plan.start_s)} to {_time(plan.end_s)} every "
                f"{source.settings.step_s:g} s: {len(plan.nodes):,} nodes, {len(plan.chunks):,} chunks "
                f"({windows:,} windows x {len(plan.chunks) // max(windows, 1):,} node groups), "
-               f"{len(source.mapping.sources())} queries a chunk; import id {source.identity}")
+               f"{len(plan.sources)} queries a chunk; import id {source.identity}")
+    typer.echo(f"metrics not in Prometheus: {', '.join(plan.missing) or 'none'}")
     if plan.chunks:
         typer.echo("the first chunk's queries:")
-        for query in source.queries(plan.chunks[0].nodes):
+        for query in source.queries(plan, plan.chunks[0]):
             typer.echo(f"  {query}")
 
 

@@ -25,7 +25,7 @@ class PrometheusBatches:
 
     def batches(self, first: int) -> Iterator[Batch]:
         for chunk in self.plan.chunks[first:]:
-            result = self.source.rows(chunk)
+            result = self.source.rows(self.plan, chunk)
             if self.chunk_done is not None:
                 self.chunk_done(chunk, result)
             yield Batch(result.rows, tuple(

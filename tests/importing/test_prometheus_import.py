@@ -161,7 +161,9 @@ def test_through_kafka_like_a_collector(exporter_prometheus: str, tmp_path: Path
 
 def test_a_dry_run_reads_no_samples_and_writes_nothing(exporter_prometheus: str, tmp_path: Path) -> None:
     result = run(exporter_prometheus, tmp_path, "--warehouse", str(tmp_path / "w"), "--dry-run")
-    assert "3 nodes, 12 chunks (4 windows x 3 node groups)" in result.output
+    assert "3 nodes, 12 chunks (4 windows x 3 node groups), 10 queries a chunk" in result.output
+    assert "metrics not in Prometheus: DCGM_FI_DEV_CLOCKS_EVENT_REASONS, DCGM_FI_DEV_CLOCK_THROTTLE_REASONS," in (
+        result.output)
     assert 'avg_over_time(DCGM_FI_DEV_GPU_UTIL{Hostname=~"n1|n2"}[29999ms])' in result.output
     assert not (tmp_path / "w").exists()
 
