@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -36,6 +35,12 @@ _FLOAT_GAUGES = frozenset({"util_compute", "util_mem_bw", "sm_active", "tensor_a
                            "sm_clock_mhz"})
 _INT_LIMIT = 2**62  # a level or code beyond any real value: not stored (validation would refuse it anyway)
 _INT32 = 2**31
+#: A counter's value, or a rate per second, beyond any real device: unknown (a rate times an hour stays in int64).
+_AMOUNT_LIMIT = {"counter": 2.0**62, "rate": 1e15}
+#: Readings of a whole GPU, which dcgm-exporter repeats on each of its MIG instances' series.
+BOARD_COLUMNS = frozenset({"power_w", "energy_j", "temp_c", "sm_clock_mhz", "throttle_reasons", "xid_errors",
+                           "ecc_corrected", "ecc_uncorrected", "pcie_tx_bytes", "pcie_rx_bytes", "nvlink_tx_bytes",
+                           "nvlink_rx_bytes"})
 
 
 @dataclass(frozen=True)
@@ -75,17 +80,24 @@ class _Point:
 
 
 class _Devices:
-    """The device each series belongs to, from its labels, or the reason it belongs to none."""
+    """The device each series belongs to, from its labels, or the reason it belongs to none.
 
-    def __init__(self, mapping: Mapping, cluster: str) -> None:
+    Partitions: with ``partitions: mig`` a series with an instance label is a MIG instance ``<device>/<id>``
+    of the board its device label names, and the board's own readings (power, energy, temperature, clocks,
+    errors, links), which dcgm-exporter repeats on every instance's series, go to one row of the board, marked
+    ``mig.enabled`` as the collector's is (its capacity is its instances'). With ``partitions: devices`` a device
+    label seen with several instance values is that many devices ``<device>/<value>`` (AMD's compute partitions).
+    """
+
+    def __init__(self, mapping: Mapping, cluster: str, instances: dict[str, set[str]]) -> None:
         self.mapping = mapping
         self.cluster = cluster
+        self.instances = instances  # device label value -> the instance values its series carry
         self.devices: dict[str, Device] = {}
         self.clusters: dict[str, str] = {}
-        self.partitioned: set[str] = set()  # devices with partitions (MIG): their own rows say so
 
-    def identify(self, labels: Labels) -> str | tuple[str, str]:
-        """The device's UUID, or (reason, detail) when the labels cannot name one."""
+    def identify(self, labels: Labels) -> Device | tuple[str, str]:
+        """The series' device, or (reason, label) when its labels cannot name one."""
         names = self.mapping.labels
         values = {}
         for role in ("node", "device", "index", "model"):
@@ -99,25 +111,30 @@ class _Devices:
             return "label_invalid", names.index
         if not -_INT32 <= index < _INT32:
             return "label_invalid", names.index
+        board = values["device"]
         instance = labels.get(names.instance, "") if names.instance else ""
-        parent = values["device"]
-        if instance in self.mapping.whole_device:
-            uuid, kind, parent_uuid = parent, "gpu", None
-        else:
-            uuid, kind, parent_uuid = f"{parent}/{instance}", self.mapping.instance_kind, parent
-            self.partitioned.add(parent)
-        if uuid not in self.devices:
-            self.devices[uuid] = Device(values["node"], uuid, index, kind, self.mapping.vendor, values["model"],
-                                        parent_uuid)
-            self.clusters[uuid] = labels.get(names.cluster, "") if names.cluster else ""
-        return uuid
+        uuid, kind, parent = board, "gpu", None
+        if self.mapping.partitions == "mig" and instance:
+            uuid, kind, parent = f"{board}/{instance}", "mig", board
+            self._register(Device(values["node"], board, index, "gpu", self.mapping.vendor, values["model"]), labels)
+        elif self.mapping.partitions == "devices" and len(self.instances.get(board, ())) > 1:
+            uuid = f"{board}/{instance}"
+        return self._register(Device(values["node"], uuid, index, kind, self.mapping.vendor, values["model"], parent),
+                              labels)
 
-    def extras(self, uuid: str) -> dict[str, float]:
-        device = self.devices[uuid]
-        if device.parent_uuid is not None:
-            instance = uuid.rpartition("/")[2]
+    def _register(self, device: Device, labels: Labels) -> Device:
+        known = self.devices.setdefault(device.uuid, device)
+        if known is device:
+            names = self.mapping.labels
+            self.clusters[device.uuid] = labels.get(names.cluster, "") if names.cluster else ""
+        return known
+
+    def extras(self, device: Device) -> dict[str, float]:
+        if device.kind == "mig":
+            instance = device.uuid.rpartition("/")[2]
             return {"mig.gpu_instance_id": float(instance)} if instance.isdigit() else {}
-        return {"mig.enabled": 1.0} if uuid in self.partitioned else {}
+        return {"mig.enabled": 1.0} if self.mapping.partitions == "mig" and any(
+            other.parent_uuid == device.uuid for other in self.devices.values()) else {}
 
 
 def owner(mapping: Mapping, labels: Labels) -> Owner:
@@ -136,27 +153,34 @@ def owner(mapping: Mapping, labels: Labels) -> Owner:
 
 
 def chunk_rows(mapping: Mapping, cluster: str, step_s: float, gap_steps: int, rows_after_s: float,
-               fetched: Iterable[Fetched]) -> ChunkRows:
+               fetched: list[Fetched]) -> ChunkRows:
     """The rows of the readings later than ``rows_after_s`` (the earlier points prime the devices' state)."""
-    devices = _Devices(mapping, cluster)
+    names = mapping.labels
+    instances: dict[str, set[str]] = defaultdict(set)
+    for answer in fetched:
+        for series in answer.series:
+            instances[series.labels.get(names.device, "")].add(series.labels.get(names.instance or "", ""))
+    devices = _Devices(mapping, cluster, instances)
     points: dict[int, dict[str, _Point]] = defaultdict(dict)
     rejected: dict[tuple[str, str], Rejected] = {}
     series_count = 0
     for answer in fetched:
         for series in answer.series:
             series_count += 1
-            uuid = devices.identify(series.labels)
-            if isinstance(uuid, tuple):
-                reason, label = uuid
-                entry = rejected.setdefault(uuid, Rejected(reason, f"series without a usable {label} label, "
-                                                                   f"e.g. {_shown(series.labels)}"))
+            device = devices.identify(series.labels)
+            if isinstance(device, tuple):
+                entry = rejected.setdefault(device, Rejected(device[0], f"series without a usable {device[1]} label, "
+                                                                        f"e.g. {_shown(series.labels)}"))
                 entry.series += 1
                 entry.points += sum(1 for t, _ in series.points if t > rows_after_s)
                 continue
+            on_board = device.kind == "mig" and answer.column in BOARD_COLUMNS
+            uuid = device.parent_uuid if on_board and device.parent_uuid else device.uuid
             series_owner = owner(mapping, series.labels)
             for t, value in series.points:
                 point = points[round(t * 1000)].setdefault(uuid, _Point())
-                point.owners.add(series_owner)
+                if not on_board:
+                    point.owners.add(series_owner)
                 best = point.values.get(answer.column)
                 if best is None or answer.rank < best[0]:
                     point.values[answer.column] = (answer.rank, answer.kind, value * answer.scale)
@@ -175,15 +199,21 @@ def chunk_rows(mapping: Mapping, cluster: str, step_s: float, gap_steps: int, ro
 
 
 def _shares(reading: DeviceReading, points: dict[str, _Point]) -> list[Share]:
+    """Each owner's share (equal: the exporter does not say how a shared device was used); a MIG board's row,
+    which no pod owns, is unallocated."""
     owners = points[reading.device.uuid].owners
-    claims = [Claim(owner) for owner in sorted(owners, key=lambda o: (o.tenant, o.job_id or ""))]
-    return split(reading, claims)
+    if not owners:
+        return [Share(UNALLOCATED)]
+    return split(reading, [Claim(owner) for owner in sorted(owners, key=lambda o: (o.tenant, o.job_id or ""))])
 
 
 def _reading(devices: _Devices, uuid: str, point: _Point, last_xid: dict[str, int]) -> DeviceReading:
-    reading = DeviceReading(devices.devices[uuid], extras=devices.extras(uuid))
+    device = devices.devices[uuid]
+    reading = DeviceReading(device, extras=devices.extras(device))
     memory: dict[str, int] = {}
     for column, (_, kind, value) in point.values.items():
+        if kind in ("counter", "rate") and math.fabs(value) >= _AMOUNT_LIMIT[kind]:
+            continue  # beyond any real counter or link: unknown, not a sum that overflows
         if kind == "counter":
             reading.counters[column] = Counter(value)
         elif kind == "rate":

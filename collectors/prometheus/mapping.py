@@ -72,9 +72,9 @@ class Labels(Section):
 class Mapping(Section):
     vendor: str = Field(min_length=1, max_length=64)
     labels: Labels
-    #: instance label values that mean the whole device, not a partition of it
-    whole_device: list[str] = Field(default=[""])
-    instance_kind: str = Field(default="mig", min_length=1, max_length=64)
+    partitions: Literal["mig", "devices"] = Field(
+        default="mig", description="mig: an instance label marks a MIG instance of its board; devices: a device "
+                                   "seen with several instance values is that many devices.")
     tenant_from: list[str] = Field(default=["namespace"])
     job_from: list[str] = Field(default=["pod"])
     columns: dict[Column, list[Source]]
@@ -130,8 +130,7 @@ AMD = Mapping(
     vendor="amd",
     labels=Labels(node="hostname", device="serial_number", index="gpu_id", model="card_model",
                   instance="gpu_partition_id"),
-    whole_device=["", "0"],
-    instance_kind="gpu",
+    partitions="devices",
     columns={
         "util_compute": _percent("gpu_gfx_activity"),
         "util_mem_bw": _percent("gpu_umc_activity"),
@@ -152,11 +151,22 @@ AMD = Mapping(
 EXPORTERS: dict[str, Mapping] = {"dcgm": DCGM, "amd": AMD}
 
 
+class LabelChanges(Section):
+    """The label names a configuration changes; the others stay the built-in mapping's."""
+
+    node: str | None = Field(default=None, min_length=1)
+    device: str | None = Field(default=None, min_length=1)
+    index: str | None = Field(default=None, min_length=1)
+    model: str | None = Field(default=None, min_length=1)
+    instance: str | None = None
+    cluster: str | None = None
+
+
 class MappingChanges(Section):
     """What a configuration changes of a built-in mapping; a column given replaces its sources (an empty list
     leaves the column out)."""
 
-    labels: Labels | None = None
+    labels: LabelChanges = LabelChanges()
     tenant_from: list[str] | None = None
     job_from: list[str] | None = None
     columns: dict[Column, list[Source]] = Field(default={})
@@ -165,5 +175,6 @@ class MappingChanges(Section):
 def resolve(exporter: str, changes: MappingChanges) -> Mapping:
     builtin = EXPORTERS[exporter]
     columns = {column: sources for column, sources in (builtin.columns | changes.columns).items() if sources}
-    update = {key: value for key, value in changes.model_dump(exclude={"columns"}, exclude_none=True).items()}
-    return Mapping.model_validate(builtin.model_dump() | update | {"columns": columns})
+    labels = builtin.labels.model_dump() | changes.labels.model_dump(exclude_unset=True)
+    rules = changes.model_dump(include={"tenant_from", "job_from"}, exclude_none=True)
+    return Mapping.model_validate(builtin.model_dump() | rules | {"labels": labels, "columns": columns})

@@ -6,7 +6,8 @@ Every 30 s for 4 hours, starting 3 days ago on the hour:
 - n1: GPU-a0 owned by ml/train-1 for the first two hours, then by nobody; GPU-a1 owned by ml/train-1 with its
   energy counter reset at step 300; GPU-a2 time-sliced: research/nb-1 always, research/nb-2 too in steps
   100-199 (two series per metric, as dcgm-exporter writes one per pod);
-- n2: an A100 in MIG mode, instances 1 (infer/svc-1) and 2 (no pod), utilization from GR_ENGINE_ACTIVE only;
+- n2: an A100 in MIG mode, instances 1 (infer/svc-1) and 2 (no pod), utilization from GR_ENGINE_ACTIVE only,
+  the board's power, energy, temperature and errors repeated on both instances' series (as dcgm-exporter does);
 - n3: GPU-c0 has no samples in steps 200-219 (a gap of 10 minutes), an XID 79 from step 350, and a
   utilization of 250 % at step 400 (quarantined); GPU-c1 stops at step 150 (its series goes stale);
 - a series without a Hostname label (set aside);
@@ -15,7 +16,6 @@ Every 30 s for 4 hours, starting 3 days ago on the hour:
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -104,15 +104,18 @@ def readings(device: Device, k: int) -> dict[str, float]:
                 "gpu_package_power": 300.0 + k % 7, "gpu_energy_consumed": 5e12 + k * 9e9,
                 "gpu_junction_temperature": 50.0 + k % 9}
     values = {"DCGM_FI_DEV_FB_USED": used, "DCGM_FI_DEV_FB_FREE": 81_559.0 - used,
-              "DCGM_FI_PROF_SM_ACTIVE": util / 200}
-    if device.instance:
+              "DCGM_FI_PROF_SM_ACTIVE": util / 200} | board_readings(device, k)
+    if device.instance:  # dcgm-exporter repeats the board's readings on every instance's series
         return values | {"DCGM_FI_PROF_GR_ENGINE_ACTIVE": util / 100}
-    return values | {
-        "DCGM_FI_DEV_GPU_UTIL": util, "DCGM_FI_DEV_POWER_USAGE": 100.0 + k % 50,
-        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": energy_mj(device, k), "DCGM_FI_DEV_GPU_TEMP": 40.0 + k % 20,
-        "DCGM_FI_DEV_XID_ERRORS": 79.0 if device.uuid == "GPU-c0" and k >= 350 else 0.0,
-        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": float(k // 50) if device.uuid == "GPU-c1" else 0.0,
-    }
+    return values | {"DCGM_FI_DEV_GPU_UTIL": util}
+
+
+def board_readings(device: Device, k: int) -> dict[str, float]:
+    """The readings of the whole GPU (the board of a MIG instance)."""
+    return {"DCGM_FI_DEV_POWER_USAGE": 100.0 + k % 50, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": energy_mj(device, k),
+            "DCGM_FI_DEV_GPU_TEMP": 40.0 + k % 20,
+            "DCGM_FI_DEV_XID_ERRORS": 79.0 if device.uuid == "GPU-c0" and k >= 350 else 0.0,
+            "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": float(k // 50) if device.uuid == "GPU-c1" else 0.0}
 
 
 def series() -> list[tuple[str, Series]]:
@@ -173,6 +176,12 @@ def expected_rows(vendor: str = "nvidia", first_step: int = 0, last_step: int = 
             if previous is not None and k - previous <= GAP_STEPS and k > first_step:
                 yield from _rows(device, previous, k)
             previous = k
+    if vendor == "nvidia":  # the MIG board's own row: its readings, no capacity (its instances have it)
+        board = Device("n2", "GPU-b0", 0, A100)
+        for k in range(max(1, first_step + 1), last_step + 1):
+            row = next(_rows(board, k - 1, k))
+            yield row | {"util_compute": None, "sm_active": None, "mem_used_bytes": None, "mem_total_bytes": None,
+                         "extras": {"mig.enabled": 1.0}, "tenant": "unallocated", "job_id": None}
 
 
 def _amd_row(device: Device, previous: int, k: int) -> dict[str, Any]:
@@ -208,6 +217,8 @@ def _rows(device: Device, previous: int, k: int) -> Iterator[dict[str, Any]]:
         "power_w": now.get("DCGM_FI_DEV_POWER_USAGE"), "temp_c": now.get("DCGM_FI_DEV_GPU_TEMP"),
         "energy_j": energy, "xid_errors": xid, "ecc_uncorrected": ecc,
     }
+    if device.instance:
+        row |= {"power_w": None, "temp_c": None, "energy_j": None, "xid_errors": None, "ecc_uncorrected": None}
     found = owners(device, k)
     if len(found) == 1:
         owner = found[0]
@@ -230,4 +241,4 @@ def _common(device: Device, previous: int, k: int) -> dict[str, Any]:
 
 
 def valid(row: dict[str, Any]) -> bool:
-    return row["util_compute"] <= 1.0 and not math.isnan(row["util_compute"])
+    return row["util_compute"] is None or row["util_compute"] <= 1.0
