@@ -63,6 +63,14 @@ class PrometheusAPI:
     def close(self) -> None:
         self._client.close()
 
+    def major_version(self) -> int:
+        """Prometheus's major version (/api/v1/status/buildinfo); 2 where it does not say."""
+        try:
+            data = self._get("/api/v1/status/buildinfo", {})
+            return int(str(data.get("version", "2")).split(".")[0]) if isinstance(data, dict) else 2
+        except (PrometheusRefused, ValueError):
+            return 2
+
     def label_values(self, label: str, match: str, start: float, end: float) -> list[str]:
         """The values of ``label`` on the series ``match`` selects between ``start`` and ``end`` (epoch seconds)."""
         data = self._get(f"/api/v1/label/{quote(label, safe='')}/values",
@@ -84,6 +92,8 @@ class PrometheusAPI:
             self.requests += 1
             try:
                 return self._answer(path, params)
+            except httpx.ReadTimeout as exc:  # a query too heavy to answer in time: asked in parts, not again
+                raise AnswerTooLarge(f"no answer within {self._client.timeout.read} s") from exc
             except (httpx.TransportError, _Overloaded) as exc:
                 if backoff.failures >= self.retries:
                     raise PrometheusUnavailable(f"{self.url}{path}: {exc} (tried {backoff.failures + 1} times)"
@@ -99,8 +109,6 @@ class PrometheusAPI:
                 if len(body) > self.max_answer_bytes:
                     raise AnswerTooLarge(f"an answer over {self.max_answer_bytes:,} bytes "
                                          "(prometheus.max_answer_bytes)")
-        if response.status_code in _RETRIED_STATUS:
-            raise _Overloaded(f"HTTP {response.status_code}")
         try:
             answer = json.loads(body)
         except ValueError as exc:
@@ -112,8 +120,10 @@ class PrometheusAPI:
         if answer.get("status") == "success":
             return answer.get("data")
         error = str(answer.get("error", ""))[:500]
-        if any(words in error for words in _LIMIT_ERRORS):
-            raise AnswerTooLarge(error)
+        if any(words in error for words in _LIMIT_ERRORS) or answer.get("errorType") == "timeout":
+            raise AnswerTooLarge(error)  # the same question would fail the same way: ask for less
+        if response.status_code in _RETRIED_STATUS:
+            raise _Overloaded(f"HTTP {response.status_code}: {error}")
         if response.status_code >= 500 and answer.get("errorType") not in ("bad_data", "execution"):
             raise _Overloaded(f"HTTP {response.status_code}: {error}")
         raise PrometheusRefused(f"{path}: {answer.get('errorType', 'error')}: {error}")

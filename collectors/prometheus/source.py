@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+import httpx
+from pydantic import Field, field_validator, model_validator
 
 from fleetmeter.collectors.prometheus.api import AnswerTooLarge, PrometheusAPI, Series
 from fleetmeter.collectors.prometheus.history import ChunkRows, Fetched, chunk_rows
@@ -39,7 +40,7 @@ class PrometheusImportSettings(Section):
     exporter: Literal["dcgm", "amd"] = "dcgm"
     mapping: MappingChanges = MappingChanges()
     cluster: str = Field(default="default", min_length=1, max_length=256)
-    step_s: float = Field(default=30.0, ge=1, le=3600, description="Seconds between points (the rows' length).")
+    step_s: int = Field(default=30, ge=1, le=3600, description="Seconds between points (the rows' length).")
     gap_steps: int = Field(default=3, ge=1, le=100,
                            description="Points further apart than this many steps are a gap, not a long row.")
     window_s: float = Field(default=21_600.0, gt=0, le=30 * 86_400, description="Time per chunk.")
@@ -48,6 +49,21 @@ class PrometheusImportSettings(Section):
     retries: int = Field(default=6, ge=0, le=100, description="Tries after a failed request, with backoff.")
     max_answer_bytes: int = Field(default=256 * 1024**2, ge=1024, description="Larger answers are asked in parts.")
     bearer_token_file: Path | None = Field(default=None, description="Its content is sent as a bearer token.")
+
+    @field_validator("url")
+    @classmethod
+    def _a_url(cls, url: str) -> str:
+        try:
+            httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _rows_within_the_pipelines_bound(self) -> PrometheusImportSettings:
+        if self.step_s * self.gap_steps > 3600:
+            raise ValueError("step_s x gap_steps must be at most 3600: a row longer than an hour is refused")
+        return self
 
     def headers(self) -> dict[str, str]:
         if self.bearer_token_file is None:
@@ -77,7 +93,10 @@ def parse_moment(text: str, now: datetime) -> datetime:
     """``90d``, ``36h``, ``30m``, ``2w``: that long before ``now``; else an RFC 3339 time (UTC without an offset)."""
     match = _AGE.match(text.strip().lower())
     if match:
-        return now - timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        try:
+            return now - timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        except OverflowError:
+            raise ValueError(f"{text!r}: further back than any calendar") from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -100,14 +119,18 @@ class PrometheusSource:
         if self.end_s <= self.start_s:
             raise ValueError(f"nothing to import: {since.isoformat()} to {until.isoformat()} holds no whole step")
         self.window_s = max(step, math.floor(settings.window_s / step) * step)
+        #: Prometheus 3 leaves a range's start out ((t - step, t]); 2 includes it, so there it is 1 ms shorter
+        self.left_open = api.major_version() >= 3
 
-    @property
-    def identity(self) -> str:
-        described = json.dumps({"url": self.settings.url, "mapping": self.mapping.model_dump(mode="json"),
+    def identity(self, plan: Plan) -> str:
+        """Names the import: its arguments and what they found (the nodes, the metrics), which decide the chunks.
+        A rerun that finds other nodes (Prometheus's retention deleted a block meanwhile) is another import."""
+        described = json.dumps({"url": self.api.url, "mapping": self.mapping.model_dump(mode="json"),
                                 "cluster": self.settings.cluster, "step": self.settings.step_s,
                                 "gap": self.settings.gap_steps, "window": self.window_s,
-                                "nodes": self.settings.nodes_per_query, "start": self.start_s, "end": self.end_s},
-                               sort_keys=True)
+                                "nodes_per_query": self.settings.nodes_per_query, "start": self.start_s,
+                                "end": self.end_s, "nodes": plan.nodes, "missing": plan.missing,
+                                "groups": len(plan.chunks)}, sort_keys=True)
         return f"prometheus-{hashlib.sha256(described.encode()).hexdigest()[:24]}"
 
     def plan(self) -> Plan:
@@ -152,7 +175,7 @@ class PrometheusSource:
             try:
                 return self.api.query_range(self._query(source, nodes), start_s, end_s, step)
             except AnswerTooLarge:
-                if len(nodes) == 1 and steps == 1:
+                if len(nodes) <= 1 and steps == 1:
                     raise
         if len(nodes) > 1 and steps <= MAX_POINTS_PER_SERIES:
             half = len(nodes) // 2
@@ -168,7 +191,7 @@ class PrometheusSource:
         name, brace, rest = source.metric.partition("{")
         inner = rest.rstrip("}").strip().rstrip(",")
         selector = f"{name}{{{inner + ',' if brace and inner else ''}{matcher}}}"
-        window_ms = round(self.settings.step_s * 1000) - 1  # (t - step, t]: each sample in one step only
+        window_ms = round(self.settings.step_s * 1000) - (0 if self.left_open else 1)  # each sample in one step
         return f"{function}({selector}[{window_ms}ms])"
 
 

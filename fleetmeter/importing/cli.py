@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from deltalake.exceptions import DeltaError
+from kafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,6 +28,7 @@ from fleetmeter.importing.prometheus import PrometheusBatches
 from fleetmeter.importing.settings import ImportSettings
 from fleetmeter.pipeline.importing.files import FileSource, UnreadableFile
 from fleetmeter.pipeline.importing.runner import Summary, run_import
+from fleetmeter.pipeline.partition import PartitionLost
 from fleetmeter.pipeline.warehouse.delta import WarehouseRefused
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -68,7 +70,7 @@ def prometheus(
                      ] = "30d",
     until: Annotated[str | None, typer.Option(help="End, in the same forms; default: now, to the whole hour.")
                      ] = None,
-    step: Annotated[float | None, typer.Option(help="Seconds between points: each row's length.")] = None,
+    step: Annotated[int | None, typer.Option(help="Seconds between points: each row's length.")] = None,
     exporter: Annotated[str | None, typer.Option(help="dcgm (dcgm-exporter) or amd (device-metrics-exporter).")
                         ] = None,
     warehouse: Warehouse = None,
@@ -92,6 +94,9 @@ def prometheus(
         logs.configure(settings.logging)
         hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)  # a rerun within the hour resumes
         start, end = parse_moment(since, hour), parse_moment(until, hour) if until else hour
+        if end > hour:  # a chunk committed before Prometheus had all its samples would never be read again
+            typer.echo(f"--until is after the current hour: importing up to {hour.isoformat()}", err=True)
+            end = hour
         source_settings = settings.prometheus
         api = PrometheusAPI(source_settings.url, timeout_s=source_settings.timeout_s, retries=source_settings.retries,
                             max_answer_bytes=source_settings.max_answer_bytes, headers=source_settings.headers())
@@ -127,8 +132,13 @@ def prometheus(
                            f"{_counts(sent.set_aside)}")
                 return
             summary = run_import(batches, settings, yield_to_stored=True)
-        except (PrometheusUnavailable, PrometheusRefused, AnswerTooLarge, KafkaUnavailable) as exc:
-            _fail("prometheus", f"{exc}; run the same command again to resume", 1)
+        except (PrometheusUnavailable, PrometheusRefused, AnswerTooLarge) as exc:
+            again = "send it again (the workers drop what they hold)" if bootstrap_servers else "resume"
+            _fail("prometheus", f"{exc}; run the same command again to {again}", 1)
+        except (KafkaUnavailable, KafkaError) as exc:
+            _fail("prometheus", f"the topic did not take the import: {exc!r}; run the same command again", 1)
+        except PartitionLost as exc:
+            _fail("prometheus", f"another run of this import committed it meanwhile ({exc})", 1)
         except WarehouseRefused as exc:
             _fail("prometheus", exc, 2)
         except (OSError, DeltaError) as exc:
@@ -162,7 +172,7 @@ def _describe(source: PrometheusSource, plan: Plan) -> None:
     typer.echo(f"would read {source.settings.url} from {_time(plan.start_s)} to {_time(plan.end_s)} every "
                f"{source.settings.step_s:g} s: {len(plan.nodes):,} nodes, {len(plan.chunks):,} chunks "
                f"({windows:,} windows x {len(plan.chunks) // max(windows, 1):,} node groups), "
-               f"{len(plan.sources)} queries a chunk; import id {source.identity}")
+               f"{len(plan.sources)} queries a chunk; import id {source.identity(plan)}")
     typer.echo(f"metrics not in Prometheus: {', '.join(plan.missing) or 'none'}")
     if plan.chunks:
         typer.echo("the first chunk's queries:")

@@ -1,6 +1,6 @@
-"""An import sent through the samples topic, like a collector: each node's rows of a batch as messages of at
-most ``rows_per_message`` rows, keyed by node, acknowledged by all replicas. A batch that fails is sent again
-after a backoff; what arrives twice is removed by the pipeline's dedup."""
+"""An import sent through the samples topic, like a collector: each node's rows of a batch as messages under
+Kafka's default request size (1 MiB), keyed by node, acknowledged by all replicas. A batch that fails with an
+error worth retrying is sent again after a backoff; what arrives twice is removed by the pipeline's dedup."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from fleetmeter import __version__
 from fleetmeter.common.backoff import Backoff
 from fleetmeter.common.kafka_client import client_kwargs
 from fleetmeter.common.settings import KafkaSettings
-from fleetmeter.pipeline.importing.runner import Batch, Source
+from fleetmeter.pipeline.importing.runner import Batch, Source, payloads
 from fleetmeter.schemas import wire
 
 log = structlog.get_logger(__name__)
@@ -37,20 +37,21 @@ class Sent:
     set_aside: Counter[str] = field(default_factory=Counter)
 
 
-def send_import(source: Source, kafka: KafkaSettings, *, rows_per_message: int = 2048, retries: int = 6,
+def send_import(source: Source, kafka: KafkaSettings, *, max_message_bytes: int = 900_000, retries: int = 6,
                 progress: Callable[[Sent], None] | None = None) -> Sent:
     sent = Sent()
-    producer = _producer(kafka)
     headers = wire.headers(f"fleetmeter-import/{__version__}")
+    producer: KafkaProducer | None = None
     try:
         for batch in source.batches(0):
             backoff = Backoff(first_s=0.5, most_s=30.0)
             while True:
                 try:
-                    sent.messages += _send(producer, kafka, batch, headers, rows_per_message)
+                    producer = producer or _producer(kafka)
+                    sent.messages += _send(producer, kafka, batch, headers, max_message_bytes)
                     break
                 except KafkaError as exc:
-                    if backoff.failures >= retries:
+                    if not exc.retriable or backoff.failures >= retries:
                         raise KafkaUnavailable(f"{kafka.topic}: {exc!r} (tried {backoff.failures + 1} times)") from exc
                     delay_s = backoff.failed()
                     log.warning("import batch not acknowledged; sending it again", error=repr(exc), retry_in_s=delay_s)
@@ -63,7 +64,8 @@ def send_import(source: Source, kafka: KafkaSettings, *, rows_per_message: int =
             if progress is not None:
                 progress(sent)
     finally:
-        producer.close(timeout=kafka.request_timeout_ms / 1000)
+        if producer is not None:
+            producer.close(timeout=kafka.request_timeout_ms / 1000)
     return sent
 
 
@@ -74,15 +76,15 @@ def _producer(kafka: KafkaSettings) -> KafkaProducer:
 
 
 def _send(producer: KafkaProducer, kafka: KafkaSettings, batch: Batch, headers: list[tuple[str, bytes]],
-          rows_per_message: int) -> int:
-    """Send the batch's rows, one node's at most ``rows_per_message`` to a message; wait for every acknowledgement."""
-    rows = pa.Table.from_batches([batch.rows])
+          max_message_bytes: int) -> int:
+    """Send the batch's rows, one node's to a message or more; wait for every acknowledgement."""
+    rows = pa.Table.from_batches([batch.rows], schema=batch.rows.schema)
     futures = []
     for node in pc.unique(rows.column("node")).to_pylist():
-        of_node = rows.filter(pc.equal(rows.column("node"), node))
-        for offset in range(0, of_node.num_rows, rows_per_message):
-            part = of_node.slice(offset, rows_per_message).combine_chunks().to_batches()[0]
-            futures.append(producer.send(kafka.topic, key=node.encode(), value=wire.encode(part), headers=headers))
+        of_node = rows.filter(pc.equal(rows.column("node"), node)).combine_chunks()
+        for part in of_node.to_batches():
+            futures += [producer.send(kafka.topic, key=node.encode(), value=payload, headers=headers)
+                        for payload in payloads(part, max_message_bytes)]
     producer.flush(timeout=kafka.request_timeout_ms / 1000 * 3)
     for future in futures:
         future.get(timeout=0)

@@ -21,7 +21,7 @@ class PrometheusBatches:
 
     @property
     def identity(self) -> str:
-        return self.source.identity
+        return self.source.identity(self.plan)
 
     def batches(self, first: int) -> Iterator[Batch]:
         for chunk in self.plan.chunks[first:]:

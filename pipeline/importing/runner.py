@@ -96,7 +96,7 @@ def run_import(source: Source, settings: PipelineSettings, *, yield_to_stored: b
             rows = rows.filter(pc.invert(overlapping))
         now_ms = int(time.time() * 1000)
         writer.add([Message(topic, 0, offset, now_ms, None, payload)
-                    for payload in _payloads(rows, settings.validation.max_message_bytes)], now_ms)
+                    for payload in payloads(rows, settings.validation.max_message_bytes)], now_ms)
         for aside in batch.set_aside:
             writer.set_aside(offset, aside.reason, aside.detail, aside.payload)
             summary.set_aside[aside.reason] += aside.count
@@ -116,15 +116,15 @@ def run_import(source: Source, settings: PipelineSettings, *, yield_to_stored: b
     return summary
 
 
-def _payloads(rows: pa.RecordBatch, max_bytes: int) -> Iterator[bytes]:
-    """The rows as messages under the pipeline's size bound (a batch's messages share its offset)."""
+def payloads(rows: pa.RecordBatch, max_bytes: int) -> Iterator[bytes]:
+    """The rows as wire messages of at most ``max_bytes`` each, where a row fits (halved until they do)."""
     payload = wire.encode(rows)
     if len(payload) <= max_bytes or rows.num_rows <= 1:
         yield payload  # a single row over the bound is quarantined as too large, like a collector's
         return
     half = rows.num_rows // 2
-    yield from _payloads(rows.slice(0, half), max_bytes)
-    yield from _payloads(rows.slice(half), max_bytes)
+    yield from payloads(rows.slice(0, half), max_bytes)
+    yield from payloads(rows.slice(half), max_bytes)
 
 
 def _unfenced(next_offset: int) -> None:

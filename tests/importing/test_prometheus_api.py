@@ -65,6 +65,9 @@ def test_limits_refusals_and_values_that_are_not_numbers(server: ThreadingHTTPSe
                                "error": "query processing would load too many samples into memory"})]
     with pytest.raises(AnswerTooLarge):
         client(server, []).query_range("x", 0, 60, 30)
+    server.script[:] = [(503, {"status": "error", "errorType": "timeout", "error": "query timed out"})]
+    with pytest.raises(AnswerTooLarge):  # asked again in parts, not again whole
+        client(server, []).query_range("x", 0, 60, 30)
     server.script[:] = [(400, {"status": "error", "errorType": "bad_data", "error": "parse error at char 3"})]
     with pytest.raises(PrometheusRefused, match="bad_data: parse error"):
         client(server, []).query_range("x{", 0, 60, 30)

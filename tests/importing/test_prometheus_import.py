@@ -126,22 +126,26 @@ def test_an_import_killed_midway_resumes_and_stores_everything_once(
 
 
 def test_history_a_collector_already_reported_is_not_counted_twice(exporter_prometheus: str, tmp_path: Path) -> None:
-    """A collector on n1 reported GPU-a1 every 10 s, 5 s off Prometheus's grid, from step 100 to step 200: the
-    imported rows that overlap its intervals are left out, the others stored."""
+    """Collectors reported GPU-a1 and MIG instance 1 of GPU-b0 (by its own MIG UUID, as NVML names it) every
+    10 s, 5 s off Prometheus's grid, from step 100 to step 200: the imported rows that overlap their intervals
+    are left out, the others stored."""
     warehouse = tmp_path / "warehouse"
     live_start_ms = (history.START_S + 100 * history.STEP_S + 5) * 1000
-    live = [{"ts": live_start_ms + i * 10_000, "interval_s": 10.0, "cluster": "dc1", "node": "n1",
-             "device_uuid": "GPU-a1", "device_index": 1, "device_kind": "gpu", "vendor": "nvidia",
-             "model": history.H100, "tenant": "ml", "job_id": "train-1", "seq": i, "util_compute": 0.5}
-            for i in range(300)]
-
-    settings = ImportSettings(warehouse={"uri": str(warehouse)})  # type: ignore[arg-type]
-    runner.run_import(Rows("live", [rows_to_batch(live)]), settings)
-    result = run(exporter_prometheus, tmp_path, "--warehouse", str(warehouse))
     live_end_ms = live_start_ms + 300 * 10_000
-    overlapping = [row for row in history.expected_rows() if history.valid(row) and row["device_uuid"] == "GPU-a1"
+    common = {"interval_s": 10.0, "cluster": "dc1", "vendor": "nvidia", "util_compute": 0.5}
+    live = [common | {"ts": live_start_ms + i * 10_000, "node": "n1", "device_uuid": "GPU-a1", "device_index": 1,
+                      "device_kind": "gpu", "model": history.H100, "tenant": "ml", "job_id": "train-1", "seq": i}
+            for i in range(300)]
+    live += [common | {"ts": live_start_ms + i * 10_000, "node": "n2", "device_uuid": "MIG-5c1d", "device_index": 0,
+                       "device_kind": "mig", "parent_uuid": "GPU-b0", "extras": [("mig.gpu_instance_id", 1.0)],
+                       "model": history.A100, "tenant": "infer", "job_id": "svc-1", "seq": i} for i in range(300)]
+    runner.run_import(Rows("live", [rows_to_batch(live)]),
+                      ImportSettings(warehouse={"uri": str(warehouse)}))  # type: ignore[arg-type]
+    result = run(exporter_prometheus, tmp_path, "--warehouse", str(warehouse))
+    overlapping = [row for row in history.expected_rows() if history.valid(row)
+                   and row["device_uuid"] in ("GPU-a1", "GPU-b0/1")
                    and row["ts"] < live_end_ms and row["ts"] + row["interval_s"] * 1000 > live_start_ms]
-    assert len(overlapping) == 101  # steps 101..201
+    assert len(overlapping) == 2 * 101  # steps 101..201 of each
     assert f"{len(overlapping)} left out where the warehouse holds the device's time already" in result.output
     expected = [row for row in history.expected_rows() if history.valid(row) and row not in overlapping]
     imported = [row for row in stored_rows(warehouse) if row["ts"] % 10_000 == 0]  # live rows are 5 s off the grid
@@ -181,3 +185,10 @@ def test_clear_errors(exporter_prometheus: str, tmp_path: Path) -> None:
     assert empty.exit_code == 1 and "no series of the dcgm mapping's metrics" in empty.output
     bad = cli.invoke(app, [*base, "--url", exporter_prometheus, "--since", "yesterday"])
     assert bad.exit_code == 2 and "give a duration back from now" in bad.output
+    for wrong_input, says in ((["--since", "99999999999d"], "further back than any calendar"),
+                              (["--url", "http://[::1"], "not a URL")):
+        refused = cli.invoke(app, [*base, "--url", exporter_prometheus, *wrong_input])
+        assert refused.exit_code == 2 and says in refused.output, refused.output
+    later = cli.invoke(app, ["import", "prometheus", "--url", exporter_prometheus, "--since", "1h", "--until",
+                             "2099-01-01T00:00:00Z", "--dry-run"])
+    assert later.exit_code == 0 and "--until is after the current hour: importing up to" in later.output
