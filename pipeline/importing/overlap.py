@@ -34,7 +34,8 @@ def covered(warehouse: DeltaWarehouse, rows: pa.RecordBatch) -> pa.BooleanArray:
     parents = [name.partition("/")[0] for name in names if "/" in name]
     devices = (pc.field("device_uuid").isin(pa.array(names, pa.string()))
                | pc.field("parent_uuid").isin(pa.array(parents, pa.string())))
-    within = (pc.field("ts") >= pa.scalar(earliest, TIMESTAMP)) & (pc.field("ts") < pa.scalar(last, TIMESTAMP)) & devices
+    within = (pc.field("ts") >= pa.scalar(earliest, TIMESTAMP)) & (pc.field("ts") < pa.scalar(last, TIMESTAMP))
+    within &= devices
     days = []
     day = earliest.date()
     while day <= last.date():
