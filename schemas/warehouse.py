@@ -132,6 +132,28 @@ QUARANTINE = Table(
 #: its rollups stored too (the pipeline's deduplication reads ``samples``).
 TABLES: dict[str, Table] = {table.name: table for table in (QUARANTINE, JOB_DEVICES, UTIL_1D, UTIL_1H, UTIL_1M,
                                                              SAMPLES)}
+_PLAN_KEYS = [pa.field("run_at", TIMESTAMP, nullable=False), pa.field("cluster", pa.string(), nullable=False),
+              pa.field("model", pa.string(), nullable=False)]
+#: Demand forecasts (``fleetmeter forecast``): per cluster, tenant ('*': the pool, every tenant together), model
+#: and measure, the daily history they were fitted on (``actual``) and the forecast with its intervals; the method
+#: chosen, its and seasonal-naive's backtest MASE, and the share of backtest days inside the 80 % interval.
+FORECASTS = Table("forecasts", pa.schema([
+    *_PLAN_KEYS, pa.field("tenant", pa.string(), nullable=False), pa.field("measure", pa.string(), nullable=False),
+    pa.field("day", pa.date32(), nullable=False), pa.field("actual", pa.float64()), pa.field("mean", pa.float64()),
+    pa.field("lo_80", pa.float64()), pa.field("hi_80", pa.float64()), pa.field("lo_95", pa.float64()),
+    pa.field("hi_95", pa.float64()), pa.field("method", pa.string()), pa.field("method_mase", pa.float64()),
+    pa.field("baseline_mase", pa.float64()), pa.field("coverage_80", pa.float64()), pa.field("note", pa.string()),
+]), (), "day", (), ())
+#: The capacity plan that goes with them: per cluster, model and quarter, supply against the pool's demand.
+CAPACITY_PLAN = Table("capacity_plan", pa.schema([
+    *_PLAN_KEYS, pa.field("quarter", pa.string(), nullable=False), pa.field("quarter_start", pa.date32()),
+    pa.field("supply_devices", pa.float64()), pa.field("demand_devices", pa.float64()),
+    pa.field("headroom_devices", pa.float64()), pa.field("runs_out_on", pa.date32()),
+    pa.field("add_devices", pa.int64()), pa.field("level", pa.int32()), pa.field("note", pa.string()),
+]), (), "quarter_start", (), ())
+#: Tables computed from the others and replaced whole at each run (not written by the pipeline).
+DERIVED: dict[str, Table] = {table.name: table for table in (FORECASTS, CAPACITY_PLAN)}
+
 #: The rollup tables and the width of their windows, finest first.
 ROLLUP_WIDTHS = {UTIL_1M.name: "1m", UTIL_1H.name: "1h", UTIL_1D.name: "1d"}
 

@@ -20,14 +20,18 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from fleetmeter.schemas.warehouse import PARTITION_COLUMNS, SAMPLES, TABLES, table_uri
+from fleetmeter.schemas.warehouse import DERIVED, PARTITION_COLUMNS, SAMPLES, TABLES, table_uri
 from fleetmeter.sql.settings import AnalysisSettings
 
 SQL_DIR = Path(__file__).parent
 VIEWS = SQL_DIR / "views.sql"
 QUERIES = SQL_DIR / "queries"
 
+ECONOMICS_COLUMNS = ("model", "purchase_price", "depreciation_years", "hosting_per_year", "support_per_year",
+                     "cloud_per_hour", "throughput")
 _DUCKDB_TYPES = {pa.date32(): "DATE", pa.int32(): "INTEGER", pa.string(): "VARCHAR"}
+#: The pipeline's tables and those computed from them (forecasts, the capacity plan).
+READABLE = TABLES | DERIVED
 #: A version of the warehouse: a ``samples`` table version (every table as of that commit), or a moment.
 AsOf = int | datetime | None
 
@@ -64,8 +68,8 @@ class Catalog:
     def open(cls, settings: AnalysisSettings, since: datetime, as_of: AsOf = None) -> Catalog:
         if isinstance(as_of, int):
             as_of = _commit_time(settings, as_of)
-        tables = {name: _load(settings, name, as_of) for name in TABLES}
-        if all(table is None for table in tables.values()):
+        tables = {name: _load(settings, name, as_of) for name in READABLE}
+        if all(tables[name] is None for name in TABLES):
             moment = "" if as_of is None else f" as of {as_of.isoformat()}"
             raise WarehouseEmpty(f"{settings.warehouse} holds no fleetmeter Delta tables{moment}: is it a pipeline's "
                                  "warehouse, and has a worker committed to it yet?")
@@ -102,9 +106,9 @@ class Catalog:
         table = self.tables[name]
         # delta-rs gives local paths percent-encoded (a space as %20); DuckDB opens them as plain paths
         files = [unquote(uri) for uri in table.file_uris()] if table is not None else []
-        partitioned = TABLES[name].partition_by
+        partitioned = READABLE[name].partition_by
         if not files:  # a typed empty table, so that the views still bind
-            columns = duckdb.from_arrow(TABLES[name].schema.empty_table())
+            columns = duckdb.from_arrow(READABLE[name].schema.empty_table())
             typed = ", ".join(f'"{column}" {kind}' for column, kind in zip(columns.columns, columns.types, strict=True))
             return f"CREATE TABLE stored.{name} ({typed})"
         paths = ", ".join(literal(path) for path in files)
@@ -115,9 +119,16 @@ class Catalog:
     def _settings_sql(self) -> str:
         prices = ", ".join(f"({literal(p.model)}, {literal(p.per_device_hour)}, {literal(p.per_kwh)})"
                            for p in self.settings.prices)
+        economics = ", ".join("(" + ", ".join(literal(getattr(e, column)) for column in ECONOMICS_COLUMNS) + ")"
+                              for e in self.settings.economics)
         return "\n".join([
             "CREATE TABLE prices (model_pattern VARCHAR, per_device_hour DOUBLE, per_kwh DOUBLE);",
             f"INSERT INTO prices VALUES {prices};" if prices else "",
+            "CREATE TABLE economics (model_pattern VARCHAR, purchase_price DOUBLE, depreciation_years DOUBLE, "
+            "hosting_per_year DOUBLE, support_per_year DOUBLE, cloud_per_hour DOUBLE, throughput DOUBLE);",
+            f"INSERT INTO economics VALUES {economics};" if economics else "",
+            f"SET VARIABLE pue = {literal(self.settings.pue)};",
+            f"SET VARIABLE per_kwh = CAST({literal(self.settings.per_kwh)} AS DOUBLE);",
             f"SET VARIABLE idle_threshold = {literal(self.settings.idle_threshold)};",
             f"SET VARIABLE since = {literal(self.since)};",
             f"SET VARIABLE currency = {literal(self.settings.currency)};",

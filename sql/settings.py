@@ -1,10 +1,13 @@
-"""Configuration of the analyst commands (``query``, ``sql``, ``report``): where the warehouse is, what
-each device model costs, and what counts as idle. Prices and thresholds live here, not in stored data,
+"""Configuration of the analyst commands (``query``, ``sql``, ``report``, ``forecast``, ``plan``): where the
+warehouse is, what each device model costs to use and to own, what counts as idle, and how to forecast and plan. Prices and thresholds live here, not in stored data,
 so changing one changes every answer at once without reprocessing (design principle 5)."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from datetime import date
+from typing import Literal
+
+from pydantic import ConfigDict, Field, field_validator
 
 from fleetmeter.common.settings import LayeredSettings, Section
 from fleetmeter.schemas.warehouse import HISTOGRAM_BINS
@@ -19,6 +22,63 @@ class Price(Section):
     per_kwh: float | None = Field(default=None, ge=0, description="Price of energy; adds energy cost where set.")
 
 
+class Economics(Section):
+    """What owning (or renting) one device of a model costs, and what it is worth; for TCO and procurement."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    model: str = Field(min_length=1, description="Model name or GLOB pattern; the longest match wins.")
+    purchase_price: float | None = Field(default=None, ge=0, description="Per device, bought.")
+    depreciation_years: float = Field(default=4.0, gt=0, le=30)
+    hosting_per_year: float = Field(default=0.0, ge=0, description="Rack, network, people: per device-year.")
+    support_per_year: float = Field(default=0.0, ge=0)
+    cloud_per_hour: float | None = Field(default=None, ge=0, description="Rented instead: per device-hour "
+                                                                         "(on-demand, reserved or committed rate).")
+    throughput: float = Field(default=1.0, gt=0, description="Compute per device relative to the others' (units).")
+    power_kw: float = Field(default=0.7, ge=0, le=100, description="Drawn per device at full load, for site power.")
+    lead_time_quarters: int = Field(default=1, ge=0, le=8, description="From order to service.")
+    min_order: int = Field(default=1, ge=1, le=100_000, description="Devices per order at least (a server's worth).")
+
+
+class ForecastSettings(Section):
+    horizon_days: int = Field(default=90, ge=7, le=1095)
+    models: list[Literal["AutoETS", "AutoARIMA", "MSTL", "AutoTheta"]] = Field(
+        default=["AutoETS", "MSTL"], min_length=1,
+        description="Candidates, each backtested against seasonal-naive (always the baseline).")
+    season_days: int = Field(default=7, ge=1, le=366)
+    backtest_windows: int = Field(default=3, ge=1, le=20, description="Rolling origins.")
+    backtest_days: int = Field(default=14, ge=1, le=180, description="Horizon of each backtest.")
+    history_days: int = Field(default=365, ge=14, description="Days of history a model is fitted on, at most.")
+
+    @property
+    def min_history_days(self) -> int:
+        """Two seasons to fit plus every backtest window's days."""
+        return 2 * self.season_days + self.backtest_windows * self.backtest_days
+
+
+class PlannedChange(Section):
+    """Devices that will arrive (positive) or be retired (negative) in a cluster on a date."""
+
+    cluster: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    on: date
+    devices: int = Field(ge=-1_000_000, le=1_000_000)
+
+
+class CapacitySettings(Section):
+    level: Literal[80, 95] = Field(default=80, description="Demand is the upper bound of this prediction interval.")
+    target_headroom: float = Field(default=0.1, ge=0, le=10, description="Supply to keep above demand (0.1: 10 %).")
+    planned: list[PlannedChange] = Field(default_factory=list, description="The procurement plan already decided.")
+
+
+class ProcurementSettings(Section):
+    quarters: int = Field(default=4, ge=1, le=40)
+    budget_per_quarter: float | None = Field(default=None, ge=0, description="None: no budget limit.")
+    site_power_kw: dict[str, float] = Field(default_factory=dict, description="Per cluster; absent: no limit.")
+    candidates: list[str] = Field(default_factory=list, description="Models that may be bought (economics entries "
+                                                                    "with a purchase price); empty: all of them.")
+
+
 class AnalysisSettings(LayeredSettings):
     warehouse: str = Field(default="warehouse", min_length=1, description="Warehouse directory or object-store URI.")
     storage_options: dict[str, str] = Field(
@@ -29,6 +89,12 @@ class AnalysisSettings(LayeredSettings):
         description="util_compute below this is idle; a multiple of 0.05 (read off the stored histogram).")
     currency: str = Field(default="USD", min_length=1, description="Label of the prices' currency.")
     prices: list[Price] = Field(default_factory=list)
+    economics: list[Economics] = Field(default_factory=list)
+    pue: float = Field(default=1.3, ge=1, le=5, description="Facility power per device power (TCO energy).")
+    per_kwh: float | None = Field(default=None, ge=0, description="Energy price for the TCO (else the prices').")
+    forecast: ForecastSettings = ForecastSettings()
+    capacity: CapacitySettings = CapacitySettings()
+    procurement: ProcurementSettings = ProcurementSettings()
 
     @field_validator("idle_threshold")
     @classmethod

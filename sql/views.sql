@@ -6,6 +6,10 @@
 --   prices           model_pattern (a GLOB), per_device_hour, per_kwh: the configured price list
 --   idle_threshold   variable: util_compute below it is idle (a multiple of 0.05, a histogram bin edge)
 --   since            variable: where the canned queries (sql/queries/) start, a UTC midnight
+--   economics        model_pattern, purchase_price, depreciation_years, hosting_per_year, support_per_year,
+--                    cloud_per_hour, throughput: what owning or renting a device of a model costs (TCO)
+--   pue, per_kwh     variables: facility power per device power; the energy price of the TCO (NULL: prices')
+--   stored.forecasts, stored.capacity_plan   written by `fleetmeter forecast` (empty until it runs)
 --
 -- The stored rollups and job_devices hold partials (several rows per key until compaction merges them);
 -- the views below merge them, so each key appears once. Every ratio is computed from sums (busy_seconds / util_known_seconds), never by
@@ -134,3 +138,65 @@ SELECT merged.*,
        charged.wasted_cost
 FROM merged
 LEFT JOIN charged USING (cluster, tenant, job_id);
+
+-- Demand forecasts and the capacity plan of the last `fleetmeter forecast` run (docs/planning.md).
+CREATE OR REPLACE VIEW forecasts AS SELECT * FROM stored.forecasts;
+CREATE OR REPLACE VIEW capacity_plan AS SELECT * FROM stored.capacity_plan;
+
+-- What owning or renting each model seen costs, from the most specific matching pattern.
+CREATE OR REPLACE VIEW model_economics AS
+SELECT seen.model,
+       arg_max(e.purchase_price, length(e.model_pattern)) AS purchase_price,
+       arg_max(e.depreciation_years, length(e.model_pattern)) AS depreciation_years,
+       arg_max(e.hosting_per_year, length(e.model_pattern)) AS hosting_per_year,
+       arg_max(e.support_per_year, length(e.model_pattern)) AS support_per_year,
+       arg_max(e.cloud_per_hour, length(e.model_pattern)) FILTER (WHERE e.cloud_per_hour IS NOT NULL) AS cloud_per_hour,
+       arg_max(e.throughput, length(e.model_pattern)) AS throughput
+FROM (SELECT DISTINCT model FROM stored.util_1d) AS seen
+LEFT JOIN economics AS e ON seen.model GLOB e.model_pattern
+GROUP BY seen.model;
+
+-- Total cost of ownership per model since `since`: owning every device present (depreciation, hosting,
+-- support per device-hour present, plus the measured energy x PUE), or renting only what was allocated; per
+-- allocated and per busy device-hour. A device-year is 8,766 hours.
+CREATE OR REPLACE VIEW tco_by_model AS
+WITH used AS (
+    SELECT vendor, model,
+           sum(device_hours) AS present_device_hours,
+           sum(device_hours) FILTER (WHERE allocated) AS allocated_device_hours,
+           sum(busy_seconds) FILTER (WHERE allocated) / 3600 AS busy_device_hours,
+           sum(energy_kwh) AS energy_kwh
+    FROM util_1d
+    WHERE window_start >= getvariable('since')
+    GROUP BY ALL
+), costed AS (
+    SELECT used.*, e.throughput,
+           present_device_hours * (e.purchase_price / e.depreciation_years + coalesce(e.hosting_per_year, 0)
+                                   + coalesce(e.support_per_year, 0)) / 8766 AS owned_fixed_cost,
+           energy_kwh * getvariable('pue') * coalesce(getvariable('per_kwh'), p.per_kwh) AS energy_cost,
+           allocated_device_hours * e.cloud_per_hour AS rented_cost
+    FROM used
+    LEFT JOIN model_economics AS e USING (model)
+    LEFT JOIN model_prices AS p USING (model)
+)
+SELECT *,
+       owned_fixed_cost + coalesce(energy_cost, 0) AS owned_cost,
+       ratio(owned_fixed_cost + coalesce(energy_cost, 0), allocated_device_hours) AS owned_per_allocated_hour,
+       ratio(owned_fixed_cost + coalesce(energy_cost, 0), busy_device_hours) AS owned_per_busy_hour,
+       ratio(rented_cost, allocated_device_hours) AS rented_per_allocated_hour,
+       ratio(rented_cost, busy_device_hours) AS rented_per_busy_hour
+FROM costed;
+
+-- The same per tenant: its allocated device-hours at its models' cost per allocated hour, and per busy hour.
+CREATE OR REPLACE VIEW tco_by_tenant AS
+SELECT u.tenant, u.model,
+       sum(u.device_hours) AS allocated_device_hours,
+       sum(u.busy_seconds) / 3600 AS busy_device_hours,
+       sum(u.device_hours) * any_value(t.owned_per_allocated_hour) AS owned_cost,
+       ratio(sum(u.device_hours) * any_value(t.owned_per_allocated_hour), sum(u.busy_seconds) / 3600)
+           AS owned_per_busy_hour,
+       sum(u.device_hours) * any_value(t.rented_per_allocated_hour) AS rented_cost
+FROM util_1d AS u
+JOIN tco_by_model AS t USING (vendor, model)
+WHERE u.allocated AND u.window_start >= getvariable('since')
+GROUP BY ALL;
