@@ -1,6 +1,7 @@
 """Configuration of the analyst commands (``query``, ``sql``, ``report``, ``forecast``, ``plan``): where the
-warehouse is, what each device model costs to use and to own, what counts as idle, and how to forecast and plan. Prices and thresholds live here, not in stored data,
-so changing one changes every answer at once without reprocessing (design principle 5)."""
+warehouse is, what each device model costs to use and to own, what counts as idle, and how to forecast and
+plan. Prices and thresholds live here, not in stored data, so changing one changes every answer at once
+without reprocessing (design principle 5)."""
 
 from __future__ import annotations
 
