@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "query": "fleetmeter.sql.cli:query",
     "sql": "fleetmeter.sql.cli:sql",
     "report": "fleetmeter.reports.cli:report",
+    "forecast": "fleetmeter.planning.cli:forecast",
+    "plan": "fleetmeter.planning.cli:plan",
     "serve": "fleetmeter.sql.serve:serve",
 }
 
