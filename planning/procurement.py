@@ -87,7 +87,7 @@ def offers(settings: AnalysisSettings) -> list[Offer]:
 
 def solve(problem: Problem) -> Solution:
     solution = _solve(problem)
-    if solution.feasible:
+    if solution.feasible or not problem.offers:
         return solution
     relaxed = {"the budget per quarter": replace(problem, budget_per_quarter=None),
                "site power": replace(problem, site_power_kw={}),
