@@ -37,5 +37,5 @@ def test_headroom_the_day_it_runs_out_and_the_devices_to_add() -> None:
 
 def test_a_pool_without_a_forecast_says_so() -> None:
     supply = pl.DataFrame({"cluster": ["c"], "model": ["A100"], "day": [START], "devices": [16.0]})
-    plan = capacity_plan(forecasts([]).clear(), supply, CapacitySettings())
+    plan = capacity_plan(forecasts([1.0]).clear(), supply, CapacitySettings())
     assert plan.to_dicts()[0]["note"] == "no forecast of its pool's demand (not enough history)"
