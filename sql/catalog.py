@@ -113,8 +113,8 @@ class Catalog:
             return f"CREATE TABLE stored.{name} ({typed})"
         paths = ", ".join(literal(path) for path in files)
         types = ", ".join(f"{literal(column)}: {_DUCKDB_TYPES[PARTITION_COLUMNS[column]]}" for column in partitioned)
-        return (f"CREATE VIEW stored.{name} AS SELECT * FROM read_parquet([{paths}], union_by_name = true, "
-                f"hive_partitioning = true, hive_types = {{{types}}})")
+        hive = f"hive_partitioning = true, hive_types = {{{types}}}" if partitioned else "hive_partitioning = false"
+        return f"CREATE VIEW stored.{name} AS SELECT * FROM read_parquet([{paths}], union_by_name = true, {hive})"
 
     def _settings_sql(self) -> str:
         prices = ", ".join(f"({literal(p.model)}, {literal(p.per_device_hour)}, {literal(p.per_kwh)})"

@@ -58,7 +58,7 @@ class History:
         start = end - timedelta(days=days)
         self.start = start - timedelta(days=start.weekday())  # whole weeks from a Monday: the weekday effect lines up
         self.end = end
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
     @property
     def identity(self) -> str:
@@ -67,11 +67,12 @@ class History:
     def held(self) -> dict[tuple[str, str], list[int]]:
         """Per (tenant, model): the devices held on each day (what the rows carry, every hour of the day)."""
         total_days = (self.end - self.start).days
+        rng = np.random.default_rng(self.seed)  # the same numbers at every call
         held: dict[tuple[str, str], list[int]] = {}
         for pool in self.pools:
             left = [len(pool.devices)] * total_days
             for demand in (d for d in self.demands if d.model == pool.model):
-                wanted = [max(0, round(devices_held(demand, day, float(self.rng.normal(0, demand.base * 0.03)))))
+                wanted = [max(0, round(devices_held(demand, day, float(rng.normal(0, demand.base * 0.03)))))
                           for day in range(total_days)]
                 held[demand.tenant, pool.model] = [min(want, free) for want, free in zip(wanted, left, strict=True)]
                 left = [free - taken for free, taken in zip(left, held[demand.tenant, pool.model], strict=True)]
