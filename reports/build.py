@@ -68,6 +68,27 @@ ORDER BY time
 _FINE_UP_TO = timedelta(days=2)
 _HISTOGRAM = "SELECT hist_add(util_hist_seconds) AS h FROM util_1d WHERE window_start >= getvariable('since')"
 _UNPRICED = "SELECT model FROM model_prices WHERE per_device_hour IS NULL ORDER BY model"
+#: Planning (``fleetmeter forecast``): each pool's demand with its forecast, the plan, and how each series was fitted.
+_POOL_FORECASTS = """
+SELECT cluster, model, day, actual, mean, lo_80, hi_80, lo_95, hi_95
+FROM forecasts WHERE tenant = '*' AND measure = 'peak_devices' ORDER BY cluster, model, day
+"""
+_PLAN = """
+SELECT cluster, model, quarter, quarter_start, supply_devices, demand_devices, headroom_devices, runs_out_on,
+       add_devices, note
+FROM capacity_plan ORDER BY cluster, model, quarter
+"""
+_METHODS = """
+SELECT cluster, tenant, model, measure, any_value(method) AS method, any_value(method_mase) AS method_mase,
+       any_value(baseline_mase) AS baseline_mase, any_value(coverage_80) AS backtest_coverage_80,
+       any_value(note) AS note
+FROM forecasts GROUP BY ALL ORDER BY cluster, tenant, model, measure
+"""
+_TCO = """
+SELECT model, present_device_hours, allocated_device_hours, busy_device_hours, owned_cost,
+       owned_per_allocated_hour, owned_per_busy_hour, rented_per_allocated_hour, rented_per_busy_hour
+FROM tco_by_model WHERE owned_cost IS NOT NULL OR rented_cost IS NOT NULL ORDER BY model
+"""
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,10 @@ class Report:
     health: pl.DataFrame  # hardware_health_by_node, nodes with any trouble
     util_histogram_hours: list[float]  # device-hours per util_compute bin of 0.05
     unpriced_models: list[str]
+    pool_forecasts: pl.DataFrame  # each pool's peak devices, history and forecast (empty before a forecast)
+    capacity_plan: pl.DataFrame
+    forecast_methods: pl.DataFrame  # per series: the method used and its backtest scores, or why none
+    tco: pl.DataFrame  # tco_by_model, where economics are configured
 
 
 def _frame(connection: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
@@ -131,4 +156,8 @@ def build_report(catalog: Catalog) -> Report:
         health=health.head(TOP),
         util_histogram_hours=[] if histogram is None else [seconds / 3600 for seconds in histogram],
         unpriced_models=_frame(connection, _UNPRICED)["model"].to_list(),
+        pool_forecasts=_frame(connection, _POOL_FORECASTS),
+        capacity_plan=_frame(connection, _PLAN),
+        forecast_methods=_frame(connection, _METHODS),
+        tco=_frame(connection, _TCO),
     )

@@ -96,3 +96,24 @@ def utilization_histogram(device_hours: list[float]) -> str:
     axes.set_ylabel("device-hours")
     axes.spines[["top", "right"]].set_visible(False)
     return _svg(figure)
+
+
+def demand_fan(pool: str, history: tuple[list[datetime], list[float]], forecast: dict[str, list[float]],
+               forecast_days: list[datetime], supply: tuple[list[datetime], list[float]]) -> str:
+    """A pool's daily peak devices, its forecast with 80 % and 95 % bands, and supply as a step line."""
+    figure = Figure(figsize=_SIZE)
+    axes = figure.add_subplot()
+    x = _dates(forecast_days)
+    axes.fill_between(x, forecast["lo_95"], forecast["hi_95"], color=_COLORS["allocated"], alpha=0.15,
+                      label="95 %", gid=f"fan-95-{pool}")
+    axes.fill_between(x, forecast["lo_80"], forecast["hi_80"], color=_COLORS["allocated"], alpha=0.3,
+                      label="80 %", gid=f"fan-80-{pool}")
+    axes.plot(x, forecast["mean"], color=_COLORS["allocated"], label="forecast", gid=f"fan-mean-{pool}")
+    axes.plot(_dates(history[0]), history[1], color="#1f2933", label="peak devices", gid=f"fan-history-{pool}")
+    if supply[0]:
+        axes.step(_dates(supply[0]), supply[1], where="post", color=_COLORS["idle"], label="supply",
+                  gid=f"fan-supply-{pool}")
+    axes.set_ylim(bottom=0)
+    axes.set_ylabel("devices")
+    axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, ncols=5)
+    return _svg(_time_axis(figure, [*_dates(history[0]), *x]))

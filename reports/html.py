@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,47 @@ def render_html(report: Report) -> str:
         _section("low-jobs", "Jobs with low utilization for their size", report.low_jobs,
                  "Canned query low_utilization_jobs."),
         _section("health", "Nodes with hardware trouble", report.health, "Canned query hardware_health_by_node."),
+        *_planning_sections(report),
     ]
     # every template here is HTML; select_autoescape() judged report.html.j2 by ".j2" and escaped nothing
     environment = Environment(loader=PackageLoader("fleetmeter.reports"), autoescape=True)
     template = environment.get_template("report.html.j2")
-    return template.render(report=report, tiles=_tiles(report), charts=page_charts, sections=sections)
+    return template.render(report=report, tiles=_tiles(report), charts=page_charts, sections=sections,
+                           fans=_fans(report))
+
+
+def _fans(report: Report) -> dict[str, str]:
+    """A fan chart per pool that has a forecast, at most eight."""
+    fans: dict[str, str] = {}
+    pools = report.pool_forecasts.partition_by("cluster", "model", as_dict=True, maintain_order=True)
+    for (cluster, model), days in list(pools.items())[:8]:
+        past, future = days.filter(pl.col("actual").is_not_null()), days.filter(pl.col("mean").is_not_null())
+        if future.is_empty():
+            continue
+        plan = report.capacity_plan.filter((pl.col("cluster") == cluster) & (pl.col("model") == model)
+                                           & pl.col("quarter_start").is_not_null())
+        name = f"{cluster} / {model}"
+        fans[name] = charts.demand_fan(
+            f"{len(fans)}", (_midnights(past["day"]), past["actual"].to_list()),
+            {column: future[column].to_list() for column in ("mean", "lo_80", "hi_80", "lo_95", "hi_95")},
+            _midnights(future["day"]), (_midnights(plan["quarter_start"]), plan["supply_devices"].to_list()))
+    return fans
+
+
+def _midnights(days: pl.Series) -> list[datetime]:
+    return [datetime.combine(day, time()) for day in days.to_list()]
+
+
+def _planning_sections(report: Report) -> list[Section]:
+    if not report.capacity_plan.height:
+        return []
+    return [_section("capacity-plan", "Capacity plan", report.capacity_plan.drop("quarter_start"),
+                     "Pool demand at the configured upper bound against supply, per quarter (fleetmeter forecast)."),
+            _section("forecast-methods", "Forecast methods", report.forecast_methods,
+                     "Each series' model and its backtest MASE against seasonal-naive; the baseline where no "
+                     "model beat it."),
+            *([_section("tco", "Total cost of ownership by model", report.tco, "View tco_by_model.")]
+              if report.tco.height else [])]
 
 
 def write_html(report: Report, path: Path) -> None:

@@ -55,3 +55,9 @@ def print_report(report: Report, out: Console) -> None:
     out.print(_section(report.low_jobs, "Jobs with low utilization for their size (low_utilization_jobs)"))
     if report.health.height:
         out.print(_section(report.health, "Nodes with hardware trouble (hardware_health_by_node)"))
+    if report.capacity_plan.height:
+        out.print(_section(report.capacity_plan.drop("quarter_start"),
+                           "Capacity plan: supply against forecast pool demand (fleetmeter forecast)"))
+        out.print(_section(report.forecast_methods, "Forecast methods and their backtests"))
+    if report.tco.height:
+        out.print(_section(report.tco, "Total cost of ownership by model (tco_by_model)"))

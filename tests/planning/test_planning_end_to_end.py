@@ -107,3 +107,14 @@ def test_tco_by_model_is_what_owning_costs(fleet: tuple[Path, History, str]) -> 
     held_hours = sum(history.held()["speech", A100]) * 24
     assert rows[A100]["allocated_device_hours"] == pytest.approx(held_hours)
     assert rows[A100]["rented_cost"] == pytest.approx(held_hours * 1.5)
+
+
+def test_the_report_shows_the_forecast_and_the_plan(fleet: tuple[Path, History, str]) -> None:
+    root, _, _ = fleet
+    output = run("report", "--config", str(root / "analysis.yaml"), "--html", str(root / "report.html"))
+    assert "Capacity plan" in output and "Forecast methods" in output and "Total cost of ownership" in output
+    page = (root / "report.html").read_text()
+    for pool in (H100, A100):
+        assert f"Demand and supply: east / {pool}" in page
+    for part in ("fan-95-0", "fan-80-0", "fan-mean-0", "fan-history-0", "fan-supply-0", 'id="table-capacity-plan"'):
+        assert part in page
