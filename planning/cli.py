@@ -3,7 +3,6 @@ warehouse; what to buy, and what moving a tenant to another model would change."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, NoReturn
 
 import duckdb
@@ -12,13 +11,10 @@ import pyarrow as pa
 import typer
 from deltalake.exceptions import DeltaError
 
-from fleetmeter.planning import demand
 from fleetmeter.planning.capacity import capacity_plan
-from fleetmeter.planning.forecast import forecast as fit
 from fleetmeter.planning.procurement import problem_from, solve
-from fleetmeter.planning.store import replace_table
+from fleetmeter.planning.refresh import NoHistory, refresh
 from fleetmeter.planning.whatif import Move, moved
-from fleetmeter.schemas.warehouse import CAPACITY_PLAN, FORECASTS
 from fleetmeter.sql.cli import Config, Warehouse, open_catalog
 from fleetmeter.sql.output import Format, console, write
 from fleetmeter.sql.settings import AnalysisSettings
@@ -35,15 +31,9 @@ def forecast(warehouse: Warehouse = None, config: Config = None, since: History 
     catalog = open_catalog("forecast", warehouse, config, since)  # forecast.history_days trims each series
     settings = catalog.settings
     try:
-        hours = demand.hourly(catalog)
-        through = demand.last_full_day(hours)
-        if through is None:
-            _fail("forecast", "the warehouse holds no hourly rollups in that range", 2)
-        forecasts = fit(demand.daily_demand(hours, through), settings.forecast)
-        plan = capacity_plan(forecasts, demand.daily_supply(hours, through), settings.capacity)
-        run_at = datetime.now(UTC)
-        replace_table(settings, FORECASTS, forecasts, run_at)
-        replace_table(settings, CAPACITY_PLAN, plan, run_at)
+        forecasts, plan, through = refresh(catalog)
+    except NoHistory as exc:
+        _fail("forecast", exc, 2)
     except (duckdb.Error, DeltaError, OSError) as exc:
         _fail("forecast", exc, 1)
     series = forecasts.select("cluster", "tenant", "model", "measure").unique().height

@@ -58,6 +58,7 @@ def print_report(report: Report, out: Console) -> None:
     if report.capacity_plan.height:
         out.print(_section(report.capacity_plan.drop("quarter_start"),
                            "Capacity plan: supply against forecast pool demand (fleetmeter forecast)"))
-        out.print(_section(report.forecast_methods, "Forecast methods and their backtests"))
+        pools = report.forecast_methods.filter(pl.col("tenant") == "*").drop("tenant")
+        out.print(_section(pools, "Forecast methods of the pools and their backtests (per tenant: the forecasts view)"))
     if report.tco.height:
         out.print(_section(report.tco, "Total cost of ownership by model (tco_by_model)"))

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,7 +32,10 @@ from fleetmeter.collectors.settings import CollectorSettings
 from fleetmeter.common import logs
 from fleetmeter.common.settings import LoggingSettings
 from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.demo.history import HISTORY_CLUSTER, demo_history, whole_hour
+from fleetmeter.pipeline.importing.runner import run_import
 from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.planning.refresh import refresh
 from fleetmeter.reports.build import build_report
 from fleetmeter.reports.html import write_html
 from fleetmeter.reports.terminal import print_report
@@ -42,6 +46,15 @@ from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.sql.since import parse_since
 
 MARKER = ".fleetmeter-demo"
+#: Illustrative economics (planning and TCO): what a device costs to buy and run, and what it is worth.
+DEMO_ECONOMICS = [
+    {"model": "NVIDIA H100 80GB HBM3", "purchase_price": 30_000, "depreciation_years": 4, "hosting_per_year": 3_000,
+     "support_per_year": 1_500, "throughput": 2.0, "power_kw": 0.7, "lead_time_quarters": 1, "min_order": 8,
+     "cloud_per_hour": 4.0},
+    {"model": "NVIDIA A100-SXM4-80GB", "purchase_price": 12_000, "depreciation_years": 4, "hosting_per_year": 2_500,
+     "support_per_year": 1_000, "throughput": 1.0, "power_kw": 0.4, "lead_time_quarters": 0, "min_order": 8,
+     "cloud_per_hour": 1.8},
+]
 #: Illustrative prices: the longest matching pattern wins, so H100s cost 2.50 and anything else 2.00.
 DEMO_PRICES = [
     {"model": "*", "per_device_hour": 2.00, "per_kwh": 0.12},
@@ -86,14 +99,35 @@ def demo(
             finally:
                 collector.stopping.set()
                 collecting.join()
+    analysis = {"warehouse": str(warehouse), "prices": DEMO_PRICES, "economics": DEMO_ECONOMICS, "per_kwh": 0.12,
+                "procurement": {"quarters": 3, "budget_per_quarter": 2_000_000}}
     config = directory / "analysis.yaml"
-    config.write_text(yaml.safe_dump({"warehouse": str(warehouse), "prices": DEMO_PRICES}, sort_keys=False))
-    settings = AnalysisSettings(warehouse=str(warehouse), prices=DEMO_PRICES)  # type: ignore[arg-type]
+    config.write_text(yaml.safe_dump(analysis, sort_keys=False))
+    settings = AnalysisSettings.model_validate(analysis)
+    with Progress(TextColumn("{task.description:<30}"), BarColumn(), TaskProgressColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=out) as progress:
+        _history(progress, _pipeline_settings(pipeline_config))
+        planning = progress.add_task("forecasts and capacity plan", total=1, detail="statsforecast, backtested")
+        refresh(Catalog.open(settings, parse_since(None)))
+        progress.update(planning, completed=1)
     report = build_report(Catalog.open(settings, parse_since(None)))
     print_report(report, out)
     html = directory / "report.html"
     write_html(report, html)
     _next_steps(config, html)
+
+
+def _history(progress: Progress, settings: PipelineSettings) -> None:
+    """Nine weeks of a second cluster's history, through the import path: what forecasts need."""
+    history = demo_history(whole_hour(datetime.now(UTC)).replace(hour=0))
+    task = progress.add_task(f"history of cluster {HISTORY_CLUSTER}", total=1,
+                             detail=f"{history.days} days, {sum(len(pool.devices) for pool in history.pools)} GPUs")
+    summary = run_import(history, settings)
+    progress.update(task, completed=1, detail=f"{summary.stored:,} device-hours stored")
+
+
+def _pipeline_settings(path: Path) -> PipelineSettings:
+    return PipelineSettings.model_validate(yaml.safe_load(path.read_text()))
 
 
 class _Bars:
@@ -231,5 +265,8 @@ def _next_steps(config: Path, html: Path) -> None:
       (the tables are Delta Lake tables: Spark, Trino, DuckDB and polars read them; docs/warehouse.md)
   {cmd} report --config {config} --since 7d --html report.html
   {cmd} collect --help · {cmd} pipeline run --help   (the two daemons, for real hardware and Kafka)
+  {cmd} plan --config {config}        (what to buy, per quarter: a MILP over the capacity plan)
+  {cmd} plan --config {config} --move "research:NVIDIA H100 80GB HBM3:NVIDIA A100-SXM4-80GB"
+  {cmd} query --config {config} "SELECT * FROM forecasts WHERE tenant = 'research' AND mean IS NOT NULL"
   {cmd} import prometheus --url http://prometheus:9090 --since 90d --dry-run
       (start with the history your dcgm-exporter left in Prometheus; docs/backfill.md)""")

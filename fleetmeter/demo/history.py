@@ -9,7 +9,6 @@ can check a forecast against the truth.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -128,5 +127,17 @@ def whole_hour(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def weeks(days: int) -> int:
-    return math.ceil(days / 7)
+HISTORY_CLUSTER = "east"
+_H100, _A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"
+
+
+def demo_history(end: datetime) -> History:
+    """The demo's second cluster: 32 H100s and 16 A100s, nine weeks of four tenants growing at their own pace.
+    Its H100 pool runs short within the forecast horizon; its A100 pool does not."""
+    h100 = Pool(HISTORY_CLUSTER, _H100, [f"GPU-east-h{i:02d}" for i in range(32)],
+                [f"east-h100-{i // 8}" for i in range(32)])
+    a100 = Pool(HISTORY_CLUSTER, _A100, [f"GPU-east-a{i:02d}" for i in range(16)],
+                [f"east-a100-{i // 8}" for i in range(16)])
+    demands = [Demand("research", _H100, 9, 0.05, 0.4, 0.55), Demand("search-ranking", _H100, 7, 0.03, 0.2, 0.75),
+               Demand("vision", _H100, 4, 0.04, 0.5, 0.4), Demand("speech", _A100, 6, 0.02, 0.4, 0.6)]
+    return History([h100, a100], demands, 63, end)
