@@ -23,7 +23,7 @@ import pyarrow as pa
 import typer
 from rich.console import Console
 
-from bench import collector, commits, freshness, imports, ingest, queries, storage
+from bench import collector, commits, freshness, imports, ingest, planning, queries, storage
 from bench.fleet import DEVICES_PER_NODE, messages
 from bench.report import machine, splice, table
 from fleetmeter.common import logs
@@ -214,12 +214,29 @@ def import_section(nodes: list[int], hours: float) -> str:
     ])
 
 
+def planning_section(series: int, days: int, models: int, quarters: int) -> str:
+    fitted = step(f"forecasts: {series} series of {days} days", lambda: planning.forecast_run(series, days))
+    solved = step(f"procurement: {models} models x {quarters} quarters", lambda: planning.plan_run(models, quarters))
+    return "\n\n".join([
+        "### 8. Planning (one core)",
+        "Forecasts with the default configuration (AutoETS and MSTL backtested on 3 origins against "
+        "seasonal-naive, then 90 days with intervals), on generated series with trend, weekly season and noise; "
+        "the procurement MILP (HiGHS) over 4 clusters with lead times, minimum orders, a budget and site power:",
+        table(["series", "days each", "seconds", "ms per series", "methods chosen", "mean backtest coverage of 80 %"],
+              [(fitted.series, fitted.days, fitted.seconds, fitted.seconds / fitted.series * 1000,
+                ", ".join(f"{name} {count}" for name, count in sorted(fitted.methods.items())), fitted.coverage_80)]),
+        table(["models", "quarters", "clusters", "variables", "seconds", "feasible", "devices bought"],
+              [(solved.models, solved.quarters, solved.clusters, solved.variables, solved.seconds, solved.feasible,
+                solved.devices)]),
+    ])
+
+
 def main(
     out: Annotated[Path, typer.Option(help="Markdown file whose results block is rewritten.")] = Path(
         "docs/benchmarks.md"),
     only: Annotated[str, typer.Option(
-        help="Sections to run: ingest,freshness,collector,queries,storage,commits,imports.")] = (
-        "ingest,freshness,collector,queries,storage,commits,imports"),
+        help="Sections to run: ingest,freshness,collector,queries,storage,commits,imports,planning.")] = (
+        "ingest,freshness,collector,queries,storage,commits,imports,planning"),
     ingest_devices: Annotated[str, typer.Option(help="Fleet sizes for ingest (multiples of 128).")] = "1024,2048,4096",
     ingest_scrapes: Annotated[int, typer.Option(help="10 s intervals of samples per ingest run.")] = 90,
     fresh_devices: Annotated[str, typer.Option(help="Fleet sizes for freshness.")] = "10240,30720,102400",
@@ -235,6 +252,10 @@ def main(
         help="Transaction-only commits per table after the history.", min=0)] = 120,
     import_nodes: Annotated[str, typer.Option(help="Nodes of 8 GPUs in the Prometheus import's history.")] = "4,16",
     import_hours: Annotated[float, typer.Option(help="Hours of history per import.", min=0.1)] = 12.0,
+    forecast_series: Annotated[int, typer.Option(help="Daily series to forecast.", min=1)] = 1000,
+    forecast_days: Annotated[int, typer.Option(help="Days of each series.", min=60)] = 365,
+    plan_models: Annotated[int, typer.Option(help="Models in the procurement MILP.", min=1)] = 20,
+    plan_quarters: Annotated[int, typer.Option(help="Quarters in the procurement MILP.", min=1)] = 8,
     repeats: Annotated[int, typer.Option(help="Runs per figure; the median is reported.")] = 3,
 ) -> None:
     """Run the benchmarks and write their figures."""
@@ -245,7 +266,8 @@ def main(
                f"--query-days {query_days} --sample-days {sample_days} --commit-devices {commit_devices} "
                f"--commit-days {commit_days} --commit-flushes {commit_flushes} "
                f"--commit-log-commits {commit_log_commits} --import-nodes {import_nodes} "
-               f"--import-hours {import_hours:g} --repeats {repeats}`")
+               f"--import-hours {import_hours:g} --forecast-series {forecast_series} --forecast-days {forecast_days} "
+               f"--plan-models {plan_models} --plan-quarters {plan_quarters} --repeats {repeats}`")
     sections: list[str] = []
     with EmbeddedBroker() as broker:
         if "ingest" in chosen:
@@ -262,6 +284,8 @@ def main(
         sections.append(commits_section(commit_devices, commit_days, commit_flushes, commit_log_commits))
     if "imports" in chosen:
         sections.append(import_section(sizes(import_nodes), import_hours))
+    if "planning" in chosen:
+        sections.append(planning_section(forecast_series, forecast_days, plan_models, plan_quarters))
     splice(out, [f"{section}\n\nMeasured {machine()} by {command}." for section in sections])
     console.log(f"figures written to {out}")
 
