@@ -72,6 +72,8 @@ def demo(
     = Path("fleetmeter-demo"),
     metrics_port: Annotated[int, typer.Option(help="Collector /metrics port while the demo runs.")] = 9410,
     pipeline_metrics_port: Annotated[int, typer.Option(help="Pipeline /metrics port while it runs.")] = 9411,
+    history: Annotated[bool, typer.Option(help="Import nine weeks of a second cluster's history, then forecast "
+                                               "and plan.")] = True,
 ) -> None:
     """Run a simulated fleet through collector, Kafka and pipeline into a warehouse, then report on it."""
     logs.configure(LoggingSettings(level="warning", format="console"))
@@ -104,12 +106,13 @@ def demo(
     config = directory / "analysis.yaml"
     config.write_text(yaml.safe_dump(analysis, sort_keys=False))
     settings = AnalysisSettings.model_validate(analysis)
-    with Progress(TextColumn("{task.description:<30}"), BarColumn(), TaskProgressColumn(),
-                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=out) as progress:
-        _history(progress, _pipeline_settings(pipeline_config))
-        planning = progress.add_task("forecasts and capacity plan", total=1, detail="statsforecast, backtested")
-        refresh(Catalog.open(settings, parse_since(None)))
-        progress.update(planning, completed=1)
+    if history:
+        with Progress(TextColumn("{task.description:<30}"), BarColumn(), TaskProgressColumn(),
+                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=out) as progress:
+            _history(progress, _pipeline_settings(pipeline_config))
+            planning = progress.add_task("forecasts and capacity plan", total=1, detail="statsforecast, backtested")
+            refresh(Catalog.open(settings, parse_since(None)))
+            progress.update(planning, completed=1)
     report = build_report(Catalog.open(settings, parse_since(None)))
     print_report(report, out)
     html = directory / "report.html"
