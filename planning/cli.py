@@ -58,7 +58,7 @@ def plan(warehouse: Warehouse = None, config: Config = None,
         stored_plan = pl.DataFrame(pl.from_arrow(connection.sql("SELECT * FROM capacity_plan").to_arrow_table()))
         forecasts = pl.DataFrame(pl.from_arrow(connection.sql("SELECT * FROM forecasts").to_arrow_table()))
         costs = pl.DataFrame(pl.from_arrow(connection.sql(
-            "SELECT model, owned_per_allocated_hour FROM tco_by_model").to_arrow_table()))
+            "SELECT model, per_allocated_hour FROM tco_by_model WHERE pricing = 'owned'").to_arrow_table()))
         moves = [Move.parse(text) for text in move or []]
     except (duckdb.Error, ValueError) as exc:
         _fail("plan", exc, 2)

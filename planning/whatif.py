@@ -40,7 +40,7 @@ class Move:
 def moved(forecasts: pl.DataFrame, moves: list[Move], settings: AnalysisSettings,
           costs: pl.DataFrame) -> tuple[pl.DataFrame, float]:
     """The forecasts after the moves, and the change in running cost over the horizon (NaN: a cost unknown)."""
-    per_hour = dict(costs.select("model", "owned_per_allocated_hour").iter_rows())
+    per_hour = dict(costs.select("model", "per_allocated_hour").iter_rows())
     change = 0.0
     for move in moves:
         ratio = _throughput(move.from_model, settings) / _throughput(move.to_model, settings)

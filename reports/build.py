@@ -85,9 +85,9 @@ SELECT cluster, tenant, model, measure, any_value(method) AS method, any_value(m
 FROM forecasts GROUP BY ALL ORDER BY cluster, tenant, model, measure
 """
 _TCO = """
-SELECT model, present_device_hours, allocated_device_hours, busy_device_hours, owned_cost,
-       owned_per_allocated_hour, owned_per_busy_hour, rented_per_allocated_hour, rented_per_busy_hour
-FROM tco_by_model WHERE owned_cost IS NOT NULL OR rented_cost IS NOT NULL ORDER BY model
+SELECT model, pricing, present_device_hours, allocated_device_hours, busy_device_hours, cost, per_allocated_hour,
+       per_busy_hour
+FROM tco_by_model ORDER BY model, pricing
 """
 
 

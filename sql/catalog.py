@@ -28,7 +28,7 @@ VIEWS = SQL_DIR / "views.sql"
 QUERIES = SQL_DIR / "queries"
 
 ECONOMICS_COLUMNS = ("model", "purchase_price", "depreciation_years", "hosting_per_year", "support_per_year",
-                     "cloud_per_hour", "throughput")
+                     "on_demand_per_hour", "reserved_per_hour", "committed_per_hour", "throughput")
 _DUCKDB_TYPES = {pa.date32(): "DATE", pa.int32(): "INTEGER", pa.string(): "VARCHAR"}
 #: The pipeline's tables and those computed from them (forecasts, the capacity plan).
 READABLE = TABLES | DERIVED
@@ -125,7 +125,8 @@ class Catalog:
             "CREATE TABLE prices (model_pattern VARCHAR, per_device_hour DOUBLE, per_kwh DOUBLE);",
             f"INSERT INTO prices VALUES {prices};" if prices else "",
             "CREATE TABLE economics (model_pattern VARCHAR, purchase_price DOUBLE, depreciation_years DOUBLE, "
-            "hosting_per_year DOUBLE, support_per_year DOUBLE, cloud_per_hour DOUBLE, throughput DOUBLE);",
+            "hosting_per_year DOUBLE, support_per_year DOUBLE, on_demand_per_hour DOUBLE, reserved_per_hour DOUBLE, "
+            "committed_per_hour DOUBLE, throughput DOUBLE);",
             f"INSERT INTO economics VALUES {economics};" if economics else "",
             f"SET VARIABLE pue = {literal(self.settings.pue)};",
             f"SET VARIABLE per_kwh = CAST({literal(self.settings.per_kwh)} AS DOUBLE);",

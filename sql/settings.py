@@ -33,8 +33,11 @@ class Economics(Section):
     depreciation_years: float = Field(default=4.0, gt=0, le=30)
     hosting_per_year: float = Field(default=0.0, ge=0, description="Rack, network, people: per device-year.")
     support_per_year: float = Field(default=0.0, ge=0)
-    cloud_per_hour: float | None = Field(default=None, ge=0, description="Rented instead: per device-hour "
-                                                                         "(on-demand, reserved or committed rate).")
+    on_demand_per_hour: float | None = Field(default=None, ge=0, description="Rented by the hour: paid for the "
+                                                                             "hours allocated.")
+    reserved_per_hour: float | None = Field(default=None, ge=0, description="Reserved: paid for every hour of "
+                                                                            "every device present.")
+    committed_per_hour: float | None = Field(default=None, ge=0, description="A committed-use rate: likewise.")
     throughput: float = Field(default=1.0, gt=0, description="Compute per device relative to the others' (units).")
     power_kw: float = Field(default=0.7, ge=0, le=100, description="Drawn per device at full load, for site power.")
     lead_time_quarters: int = Field(default=1, ge=0, le=8, description="From order to service.")

@@ -150,52 +150,60 @@ SELECT seen.model,
        arg_max(e.depreciation_years, length(e.model_pattern)) AS depreciation_years,
        arg_max(e.hosting_per_year, length(e.model_pattern)) AS hosting_per_year,
        arg_max(e.support_per_year, length(e.model_pattern)) AS support_per_year,
-       arg_max(e.cloud_per_hour, length(e.model_pattern)) FILTER (WHERE e.cloud_per_hour IS NOT NULL) AS cloud_per_hour,
+       arg_max(e.on_demand_per_hour, length(e.model_pattern)) FILTER (WHERE e.on_demand_per_hour IS NOT NULL)
+           AS on_demand_per_hour,
+       arg_max(e.reserved_per_hour, length(e.model_pattern)) FILTER (WHERE e.reserved_per_hour IS NOT NULL)
+           AS reserved_per_hour,
+       arg_max(e.committed_per_hour, length(e.model_pattern)) FILTER (WHERE e.committed_per_hour IS NOT NULL)
+           AS committed_per_hour,
        arg_max(e.throughput, length(e.model_pattern)) AS throughput
 FROM (SELECT DISTINCT model FROM stored.util_1d) AS seen
 LEFT JOIN economics AS e ON seen.model GLOB e.model_pattern
 GROUP BY seen.model;
 
--- Total cost of ownership per model since `since`: owning every device present (depreciation, hosting,
--- support per device-hour present, plus the measured energy x PUE), or renting only what was allocated; per
--- allocated and per busy device-hour. A device-year is 8,766 hours.
+-- Total cost of ownership per model since `since`, one row per way of paying for it (pricing):
+--   owned      depreciation, hosting and support for every device-hour present (a device-year is 8,766 hours),
+--              plus the measured energy x PUE x the energy price;
+--   on_demand  the hourly rate for the hours allocated only;
+--   reserved, committed   the rate for every hour of every device present (paid whether used or not).
+-- Each per allocated device-hour and per busy device-hour (what a useful hour really costs).
 CREATE OR REPLACE VIEW tco_by_model AS
 WITH used AS (
     SELECT vendor, model,
            sum(device_hours) AS present_device_hours,
-           sum(device_hours) FILTER (WHERE allocated) AS allocated_device_hours,
-           sum(busy_seconds) FILTER (WHERE allocated) / 3600 AS busy_device_hours,
+           coalesce(sum(device_hours) FILTER (WHERE allocated), 0) AS allocated_device_hours,
+           coalesce(sum(busy_seconds) FILTER (WHERE allocated), 0) / 3600 AS busy_device_hours,
            sum(energy_kwh) AS energy_kwh
     FROM util_1d
     WHERE window_start >= getvariable('since')
     GROUP BY ALL
-), costed AS (
-    SELECT used.*, e.throughput,
-           present_device_hours * (e.purchase_price / e.depreciation_years + coalesce(e.hosting_per_year, 0)
-                                   + coalesce(e.support_per_year, 0)) / 8766 AS owned_fixed_cost,
-           energy_kwh * getvariable('pue') * coalesce(getvariable('per_kwh'), p.per_kwh) AS energy_cost,
-           allocated_device_hours * e.cloud_per_hour AS rented_cost
+), priced AS (
+    SELECT used.*, pricing, cost
     FROM used
     LEFT JOIN model_economics AS e USING (model)
-    LEFT JOIN model_prices AS p USING (model)
+    LEFT JOIN model_prices AS p USING (model),
+    LATERAL (VALUES
+        ('owned', present_device_hours * (e.purchase_price / e.depreciation_years + coalesce(e.hosting_per_year, 0)
+                                          + coalesce(e.support_per_year, 0)) / 8766
+                  + coalesce(energy_kwh * getvariable('pue') * coalesce(getvariable('per_kwh'), p.per_kwh), 0)),
+        ('on_demand', allocated_device_hours * e.on_demand_per_hour),
+        ('reserved', present_device_hours * e.reserved_per_hour),
+        ('committed', present_device_hours * e.committed_per_hour)
+    ) AS ways(pricing, cost)
 )
-SELECT *,
-       owned_fixed_cost + coalesce(energy_cost, 0) AS owned_cost,
-       ratio(owned_fixed_cost + coalesce(energy_cost, 0), allocated_device_hours) AS owned_per_allocated_hour,
-       ratio(owned_fixed_cost + coalesce(energy_cost, 0), busy_device_hours) AS owned_per_busy_hour,
-       ratio(rented_cost, allocated_device_hours) AS rented_per_allocated_hour,
-       ratio(rented_cost, busy_device_hours) AS rented_per_busy_hour
-FROM costed;
+SELECT vendor, model, pricing, present_device_hours, allocated_device_hours, busy_device_hours, energy_kwh, cost,
+       ratio(cost, allocated_device_hours) AS per_allocated_hour,
+       ratio(cost, busy_device_hours) AS per_busy_hour
+FROM priced
+WHERE cost IS NOT NULL;
 
--- The same per tenant: its allocated device-hours at its models' cost per allocated hour, and per busy hour.
+-- The same per tenant: its allocated device-hours at its models' cost per allocated hour, each way of paying.
 CREATE OR REPLACE VIEW tco_by_tenant AS
-SELECT u.tenant, u.model,
+SELECT u.tenant, u.model, t.pricing,
        sum(u.device_hours) AS allocated_device_hours,
        sum(u.busy_seconds) / 3600 AS busy_device_hours,
-       sum(u.device_hours) * any_value(t.owned_per_allocated_hour) AS owned_cost,
-       ratio(sum(u.device_hours) * any_value(t.owned_per_allocated_hour), sum(u.busy_seconds) / 3600)
-           AS owned_per_busy_hour,
-       sum(u.device_hours) * any_value(t.rented_per_allocated_hour) AS rented_cost
+       sum(u.device_hours) * any_value(t.per_allocated_hour) AS cost,
+       ratio(sum(u.device_hours) * any_value(t.per_allocated_hour), sum(u.busy_seconds) / 3600) AS per_busy_hour
 FROM util_1d AS u
 JOIN tco_by_model AS t USING (vendor, model)
 WHERE u.allocated AND u.window_start >= getvariable('since')

@@ -50,10 +50,10 @@ MARKER = ".fleetmeter-demo"
 DEMO_ECONOMICS = [
     {"model": "NVIDIA H100 80GB HBM3", "purchase_price": 30_000, "depreciation_years": 4, "hosting_per_year": 3_000,
      "support_per_year": 1_500, "throughput": 2.0, "power_kw": 0.7, "lead_time_quarters": 1, "min_order": 8,
-     "cloud_per_hour": 4.0},
+     "on_demand_per_hour": 4.0, "reserved_per_hour": 2.6},
     {"model": "NVIDIA A100-SXM4-80GB", "purchase_price": 12_000, "depreciation_years": 4, "hosting_per_year": 2_500,
      "support_per_year": 1_000, "throughput": 1.0, "power_kw": 0.4, "lead_time_quarters": 0, "min_order": 8,
-     "cloud_per_hour": 1.8},
+     "on_demand_per_hour": 1.8},
 ]
 #: Illustrative prices: the longest matching pattern wins, so H100s cost 2.50 and anything else 2.00.
 DEMO_PRICES = [

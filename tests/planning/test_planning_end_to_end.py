@@ -26,7 +26,8 @@ ECONOMICS = [
     {"model": H100, "purchase_price": 25_000, "depreciation_years": 4, "hosting_per_year": 2_000,
      "support_per_year": 1_000, "throughput": 2.0, "power_kw": 0.7, "lead_time_quarters": 1, "min_order": 8},
     {"model": A100, "purchase_price": 10_000, "depreciation_years": 5, "hosting_per_year": 1_500,
-     "throughput": 1.0, "power_kw": 0.4, "lead_time_quarters": 0, "min_order": 8, "cloud_per_hour": 1.5},
+     "throughput": 1.0, "power_kw": 0.4, "lead_time_quarters": 0, "min_order": 8, "on_demand_per_hour": 1.5,
+     "reserved_per_hour": 0.9},
 ]
 
 
@@ -95,18 +96,28 @@ def test_plan_buys_within_the_constraints_and_answers_what_if(fleet: tuple[Path,
     assert wrong.exit_code == 2 and "TENANT:FROM_MODEL:TO_MODEL" in wrong.output
 
 
-def test_tco_by_model_is_what_owning_costs(fleet: tuple[Path, History, str]) -> None:
+def test_tco_by_model_is_what_owning_or_renting_costs(fleet: tuple[Path, History, str]) -> None:
     root, history, _ = fleet
     output = run("query", "--config", str(root / "analysis.yaml"), "--format", "json",
-                 "SELECT model, present_device_hours, owned_fixed_cost, allocated_device_hours, rented_cost "
-                 "FROM tco_by_model ORDER BY model")
-    rows = {row["model"]: row for row in json.loads(output)}
+                 "SELECT model, pricing, present_device_hours, allocated_device_hours, busy_device_hours, cost, "
+                 "per_allocated_hour, per_busy_hour FROM tco_by_model ORDER BY model, pricing")
+    rows = {(row["model"], row["pricing"]): row for row in json.loads(output)}
+    assert set(rows) == {(A100, "on_demand"), (A100, "owned"), (A100, "reserved"), (H100, "owned")}
     hours = (history.end - history.start).days * 24
-    assert rows[H100]["present_device_hours"] == pytest.approx(16 * hours)
-    assert rows[H100]["owned_fixed_cost"] == pytest.approx(16 * hours * (25_000 / 4 + 2_000 + 1_000) / 8766)
+    owned = rows[H100, "owned"]
+    assert owned["present_device_hours"] == pytest.approx(16 * hours)
+    samples = pl.DataFrame(pl.from_arrow(DeltaTable(str(root / "warehouse" / "samples")).to_pyarrow_table(
+        columns=["model", "energy_j"])))
+    energy_kwh = samples.filter(pl.col("model") == H100)["energy_j"].sum() / 3.6e6
+    fixed = 16 * hours * (25_000 / 4 + 2_000 + 1_000) / 8766
+    assert owned["cost"] == pytest.approx(fixed + energy_kwh * 1.3 * 0.1)
+    assert owned["per_allocated_hour"] == pytest.approx(owned["cost"] / owned["allocated_device_hours"])
     held_hours = sum(history.held()["speech", A100]) * 24
-    assert rows[A100]["allocated_device_hours"] == pytest.approx(held_hours)
-    assert rows[A100]["rented_cost"] == pytest.approx(held_hours * 1.5)
+    assert rows[A100, "on_demand"]["allocated_device_hours"] == pytest.approx(held_hours)
+    assert rows[A100, "on_demand"]["cost"] == pytest.approx(held_hours * 1.5)
+    assert rows[A100, "reserved"]["cost"] == pytest.approx(8 * hours * 0.9)  # paid for every device, used or not
+    assert rows[A100, "reserved"]["per_busy_hour"] == pytest.approx(
+        8 * hours * 0.9 / rows[A100, "reserved"]["busy_device_hours"])
 
 
 def test_the_report_shows_the_forecast_and_the_plan(fleet: tuple[Path, History, str]) -> None:
