@@ -2,14 +2,13 @@
 
 Demand is the pool's (every tenant's) peak devices at the upper bound of the configured prediction interval;
 supply is the devices present on the last measured day plus the procurement plan's additions and retirements
-from their dates on. Headroom is supply minus demand; a pool runs out on the first day it is negative; the
-devices to add in a quarter are those that keep ``target_headroom`` above demand on every day of it, beyond
-what earlier quarters added.
-"""
+of exactly that cluster and model from their dates on (never below zero; a model only planned is a pool too).
+Headroom is supply minus demand; a pool runs out on the first day it is negative; the devices to add in a
+quarter are those that keep ``target_headroom`` above demand on every day of it, beyond what earlier quarters
+added."""
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from datetime import date
 
@@ -35,20 +34,26 @@ def pool_demand(forecasts: pl.DataFrame, level: int) -> pl.DataFrame:
 
 
 def capacity_plan(forecasts: pl.DataFrame, supply: pl.DataFrame, settings: CapacitySettings) -> pl.DataFrame:
-    """Rows of the capacity_plan table (without ``run_at``)."""
+    """Rows of the capacity_plan table (without ``run_at``). A pool's devices present are those of the last day
+    measured (``supply``'s last day: a model whose rows stopped before it has none left)."""
     demand = pool_demand(forecasts, settings.level)
-    present = supply.sort("day").group_by("cluster", "model").agg(pl.col("devices").last())
+    last_day = supply["day"].max()
+    present = (supply.filter(pl.col("day") == last_day).group_by("cluster", "model").agg(pl.col("devices").sum())
+               if last_day is not None else supply.select("cluster", "model", "devices"))
+    forecast_pools = set(forecasts.filter(pl.col("tenant") == POOL).select("cluster", "model").unique().iter_rows())
+    pools = sorted(set(supply.select("cluster", "model").unique().iter_rows()) | forecast_pools
+                   | {(change.cluster, change.model) for change in settings.planned})
     rows = []
-    pools = sorted(set(present.select("cluster", "model").iter_rows()) | set(
-        forecasts.filter(pl.col("tenant") == POOL).select("cluster", "model").unique().iter_rows()))
     for cluster, model in pools:
         now = present.filter((pl.col("cluster") == cluster) & (pl.col("model") == model))["devices"]
         days = demand.filter((pl.col("cluster") == cluster) & (pl.col("model") == model)).sort("day")
         if days.is_empty():
+            why = ("not enough history to forecast its pool's demand" if (cluster, model) in forecast_pools
+                   else "no tenant held any of its devices: no demand to forecast")
             rows.append({"cluster": cluster, "model": model, "quarter": "", "quarter_start": None,
-                         "supply_devices": float(now[0]) if len(now) else None, "demand_devices": None,
+                         "supply_devices": float(now[0]) if len(now) else 0.0, "demand_devices": None,
                          "headroom_devices": None, "runs_out_on": None, "add_devices": None, "level": settings.level,
-                         "note": "no forecast of its pool's demand (not enough history)"})
+                         "note": why})
             continue
         rows += _quarters(cluster, model, float(now[0]) if len(now) else 0.0, days, settings)
     return pl.DataFrame(rows, schema={
@@ -59,9 +64,8 @@ def capacity_plan(forecasts: pl.DataFrame, supply: pl.DataFrame, settings: Capac
 
 def _quarters(cluster: str, model: str, present: float, days: pl.DataFrame, settings: CapacitySettings,
               ) -> list[dict[str, object]]:
-    planned = [change for change in settings.planned
-               if change.cluster == cluster and fnmatch.fnmatchcase(model, change.model)]
-    daily = [(day, demand, present + sum(change.devices for change in planned if change.on <= day))
+    planned = [change for change in settings.planned if (change.cluster, change.model) == (cluster, model)]
+    daily = [(day, demand, max(0.0, present + sum(change.devices for change in planned if change.starting <= day)))
              for day, demand in days.select("day", "demand").iter_rows()]
     runs_out = next((day for day, demand, supply in daily if supply < demand), None)
     rows, added = [], 0

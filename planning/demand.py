@@ -34,13 +34,17 @@ def hourly(catalog: Catalog) -> pl.DataFrame:
     return frame.with_columns(pl.col("hour").dt.replace_time_zone("UTC"))
 
 
-def last_full_day(hours: pl.DataFrame) -> date | None:
-    """The last day the rollups hold to its end (the current day is left out of every series)."""
+def last_full_day(hours: pl.DataFrame, now: datetime | None = None) -> date | None:
+    """The last day every cluster's rollups hold to its end: the current hour is never complete, and a cluster
+    whose collectors lag holds the others back (the series of all end on the same day)."""
     if hours.is_empty():
         return None
-    latest = hours["hour"].max()
-    assert isinstance(latest, datetime)
-    return latest.date() if latest.hour == 23 else latest.date() - timedelta(days=1)
+    complete = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    last_full: list[date] = []
+    for latest in hours.group_by("cluster").agg(pl.col("hour").max())["hour"].to_list():
+        done = min(latest, complete)
+        last_full.append(done.date() if done.hour == 23 else done.date() - timedelta(days=1))
+    return min(last_full)
 
 
 def daily_demand(hours: pl.DataFrame, through: date) -> pl.DataFrame:

@@ -4,11 +4,11 @@ Per series: every candidate model (AutoETS, MSTL with weekly seasonality, AutoAR
 configuration says which) and the seasonal-naive baseline are backtested on rolling origins
 (``backtest_windows`` forecasts of ``backtest_days``, each from a later origin). A candidate is used only
 where its MASE (mean absolute error over the backtests, scaled by the in-sample seasonal-naive error) is below
-the baseline's; otherwise the baseline is, and the row says so. The chosen method is then fitted on the
-whole history and forecasts ``horizon_days`` with 80 % and 95 % prediction intervals, clipped at zero (demand
-is never negative). A series shorter than two seasons plus the backtests gets "not enough history" and no
-forecast.
-"""
+the baseline's; otherwise the baseline is, and the row says so. A model that cannot fit a series (AutoARIMA
+finds no suitable model) stands aside there: statsforecast fits seasonal-naive in its place. The chosen method
+is then fitted on the whole history and forecasts ``horizon_days`` with 80 % and 95 % prediction intervals,
+clipped at zero (demand is never negative). A series shorter than two seasons plus the backtests gets "not
+enough history" and no forecast."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def _models(names: Sequence[str], season: int) -> list[Any]:
 def _backtest(frame: pd.DataFrame, settings: ForecastSettings) -> dict[str, Choice]:
     season, horizon = settings.season_days, settings.backtest_days
     engine = StatsForecast(models=[*_models(settings.models, season), SeasonalNaive(season_length=season)],
-                           freq="D", n_jobs=1)
+                           freq="D", n_jobs=1, fallback_model=SeasonalNaive(season_length=season))
     backtests: Any = engine.cross_validation(df=frame, h=horizon, n_windows=settings.backtest_windows,
                                              step_size=horizon, level=[80])  # pandas in, pandas out
     first_cutoff = backtests.groupby("unique_id")["cutoff"].min()
@@ -87,8 +87,8 @@ def _backtest(frame: pd.DataFrame, settings: ForecastSettings) -> dict[str, Choi
         observed = frame.loc[(frame["unique_id"] == uid) & (frame["ds"] <= first_cutoff[uid]), "y"].to_numpy()
         scale = float(np.mean(np.abs(observed[season:] - observed[:-season])))
         errors = {name: float(np.mean(np.abs(tests["y"] - tests[name]))) for name in [*settings.models, BASELINE]}
-        mase = {name: error / scale if scale > 0 else (0.0 if error == 0 else float("inf"))
-                for name, error in errors.items()}
+        # MASE where the in-sample seasonal-naive error is not zero; else the plain errors rank the models
+        mase = {name: error / scale if scale > 0 else error for name, error in errors.items()}
         best = min(settings.models, key=lambda name: mase[name])
         beats = np.isfinite(mase[best]) and mase[best] < mase[BASELINE]
         method = best if beats else BASELINE
@@ -106,19 +106,24 @@ def _predict(frame: pd.DataFrame, choices: dict[str, Choice], settings: Forecast
         ids = [uid for uid, choice in choices.items() if choice.method == method]
         model = SeasonalNaive(season_length=settings.season_days) if method == BASELINE else CANDIDATES[method](
             settings.season_days)
-        engine = StatsForecast(models=[model], freq="D", n_jobs=1)
+        engine = StatsForecast(models=[model], freq="D", n_jobs=1,
+                               fallback_model=SeasonalNaive(season_length=settings.season_days))
         predicted: Any = engine.forecast(df=frame[frame["unique_id"].isin(ids)], h=settings.horizon_days,
                                          level=[80, 95])
         predicted = predicted.reset_index() if "unique_id" not in predicted.columns else predicted
         parts.append(pl.from_pandas(predicted).select(
             pl.col("unique_id").cast(pl.String), pl.col("ds").cast(pl.Date).alias("day"),
             *[pl.col(f"{method}{suffix}").clip(lower_bound=0).alias(name) for suffix, name in
-              (("", "mean"), ("-lo-80", "lo_80"), ("-hi-80", "hi_80"), ("-lo-95", "lo_95"), ("-hi-95", "hi_95"))]))
+              zip(("", "-lo-80", "-hi-80", "-lo-95", "-hi-95"), _BOUNDS, strict=True)]))
     return pl.concat(parts) if parts else pl.DataFrame()
 
 
+_BOUNDS = ("mean", "lo_80", "hi_80", "lo_95", "hi_95")
+
+
 def _rows(series: pl.DataFrame, predicted: pl.DataFrame, choices: dict[str, Choice]) -> pl.DataFrame:
-    actual = series.select("unique_id", "day", pl.col("y").alias("actual"))
+    actual = series.select("unique_id", "day", pl.col("y").alias("actual"),
+                           *[pl.lit(None, pl.Float64).alias(bound) for bound in _BOUNDS])
     if not predicted.is_empty():
         actual = pl.concat([actual, predicted], how="diagonal_relaxed")
     chosen = pl.DataFrame([{"unique_id": uid, "method": c.method or None, "method_mase": c.method_mase,

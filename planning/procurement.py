@@ -67,6 +67,8 @@ class Solution:
     cost: float = 0.0
     binding: list[str] = field(default_factory=list)  # an infeasible plan: the constraints that make it so
     message: str = ""
+    #: compute units short in quarters no order can reach (before the shortest lead time): bought for later
+    unreachable: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 def economics_of(model: str, settings: AnalysisSettings) -> Economics | None:
@@ -75,17 +77,40 @@ def economics_of(model: str, settings: AnalysisSettings) -> Economics | None:
     return max(matching, key=lambda entry: len(entry.model), default=None)
 
 
+def energy_price(model: str, settings: AnalysisSettings) -> float:
+    """The TCO's energy price: ``per_kwh``, else the model's price's (as the views take it), else none."""
+    if settings.per_kwh is not None:
+        return settings.per_kwh
+    priced = [price for price in settings.prices
+              if price.per_kwh is not None and fnmatch.fnmatchcase(model, price.model)]
+    return (max(priced, key=lambda price: len(price.model)).per_kwh or 0.0) if priced else 0.0
+
+
 def offers(settings: AnalysisSettings) -> list[Offer]:
     """The models that may be bought: economics entries with a purchase price (and among the candidates)."""
-    energy = (settings.per_kwh or 0.0) * settings.pue * HOURS_PER_QUARTER
     return [Offer(entry.model, entry.purchase_price, entry.throughput, entry.power_kw, entry.lead_time_quarters,
-                  entry.min_order, (entry.hosting_per_year + entry.support_per_year) / 4 + entry.power_kw * energy)
+                  entry.min_order, (entry.hosting_per_year + entry.support_per_year) / 4
+                  + entry.power_kw * energy_price(entry.model, settings) * settings.pue * HOURS_PER_QUARTER)
             for entry in settings.economics
             if entry.purchase_price is not None and "*" not in entry.model and "?" not in entry.model
             and (not settings.procurement.candidates or entry.model in settings.procurement.candidates)]
 
 
 def solve(problem: Problem) -> Solution:
+    """The least-cost purchases. A shortfall in a quarter that no order can reach in time is reported, not
+    planned for (it would make every plan infeasible); the quarters after it are planned."""
+    soonest = min((offer.lead for offer in problem.offers), default=0)
+    unreachable = {(cluster, problem.quarters[q]): need for (cluster, q), need in problem.need.items()
+                   if q < soonest and need > 1e-9}
+    if unreachable:
+        problem = replace(problem, need={key: 0.0 if key[1] < soonest else need
+                                         for key, need in problem.need.items()})
+    solution = _solve_explained(problem)
+    solution.unreachable = unreachable
+    return solution
+
+
+def _solve_explained(problem: Problem) -> Solution:
     solution = _solve(problem)
     if solution.feasible or not problem.offers:
         return solution
@@ -133,7 +158,8 @@ def _solve(problem: Problem) -> Solution:
                 power = np.zeros(2 * n)
                 for i, offer in in_service:
                     power[i] = offer.power_kw
-                rows.append((power, -np.inf, problem.site_power_kw[cluster] - problem.power_used.get((cluster, q), 0)))
+                left = problem.site_power_kw[cluster] - problem.power_used.get((cluster, q), 0.0)
+                rows.append((power, -np.inf, max(0.0, left)))  # a site already over its power: nothing more
     if problem.budget_per_quarter is not None:
         for q in range(n_q):
             spend = np.zeros(2 * n)
@@ -160,11 +186,16 @@ def problem_from(plan: list[dict[str, object]], settings: AnalysisSettings) -> P
     power: dict[tuple[str, int], float] = {}
     headroom = 1 + settings.capacity.target_headroom
     for row in plan:
-        if row["quarter"] not in quarters or row["demand_devices"] is None:
-            continue
         entry = economics_of(str(row["model"]), settings) or Economics(model=str(row["model"]))
+        supply = float(row["supply_devices"] or 0.0)  # type: ignore[arg-type]
+        if row["demand_devices"] is None:  # a pool without a forecast: its devices draw power all the same
+            for q in range(len(quarters)):
+                power[str(row["cluster"]), q] = power.get((str(row["cluster"]), q), 0.0) + supply * entry.power_kw
+            continue
+        if row["quarter"] not in quarters:
+            continue
         key = (str(row["cluster"]), quarters.index(str(row["quarter"])))
-        supply, demand = float(row["supply_devices"] or 0.0), float(row["demand_devices"])  # type: ignore[arg-type]
+        demand = float(row["demand_devices"])  # type: ignore[arg-type]
         need[key] = need.get(key, 0.0) + (demand * headroom - supply) * entry.throughput
         power[key] = power.get(key, 0.0) + supply * entry.power_kw
     return Problem(clusters, quarters, need, power, offers(settings), settings.procurement.budget_per_quarter,

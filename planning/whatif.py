@@ -4,7 +4,7 @@ pool and joins the second's, converted by the models' throughput (a device of th
 model's owned cost per allocated hour instead of the old's.
 
 Quantiles do not add: the pools' interval bounds after a move are the bounds before, minus or plus the
-tenant's own bounds, an approximation that errs on the side of more demand where the pool gains it.
+tenant's own bounds: an approximation, high where a pool gains the demand and low where it loses it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class Move:
 
     @classmethod
     def parse(cls, text: str) -> Move:
-        parts = text.split(":")
+        """TENANT:FROM_MODEL:TO_MODEL (a tenant's name may hold colons; model names do not)."""
+        parts = text.rsplit(":", 2)
         if len(parts) != 3 or not all(parts):
             raise ValueError(f"--move {text!r}: give TENANT:FROM_MODEL:TO_MODEL")
         return cls(*parts)

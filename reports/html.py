@@ -93,8 +93,18 @@ def _fans(report: Report) -> dict[str, str]:
         fans[name] = charts.demand_fan(
             f"{len(fans)}", (_midnights(past["day"]), past["actual"].to_list()),
             {column: future[column].to_list() for column in ("mean", "lo_80", "hi_80", "lo_95", "hi_95")},
-            _midnights(future["day"]), (_midnights(plan["quarter_start"]), plan["supply_devices"].to_list()))
+            _midnights(future["day"]), _supply_steps(plan, future))
     return fans
+
+
+def _supply_steps(plan: pl.DataFrame, future: pl.DataFrame) -> tuple[list[datetime], list[float]]:
+    """Supply from each quarter's start (the first at the forecast's start), held to the forecast's end."""
+    if plan.is_empty():
+        return [], []
+    starts = _midnights(plan["quarter_start"])
+    starts[0] = max(starts[0], _midnights(future["day"])[0])
+    supply = plan["supply_devices"].to_list()
+    return [*starts, _midnights(future["day"])[-1]], [*supply, supply[-1]]
 
 
 def _midnights(days: pl.Series) -> list[datetime]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from fleetmeter.common.settings import LayeredSettings, Section
 from fleetmeter.schemas.warehouse import HISTOGRAM_BINS
@@ -59,13 +59,22 @@ class ForecastSettings(Section):
         """Two seasons to fit plus every backtest window's days."""
         return 2 * self.season_days + self.backtest_windows * self.backtest_days
 
+    @model_validator(mode="after")
+    def _workable(self) -> ForecastSettings:
+        if self.history_days < self.min_history_days:
+            raise ValueError(f"history_days {self.history_days} is less than the {self.min_history_days} days that "
+                             "two seasons and the backtests need")
+        if "MSTL" in self.models and self.season_days < 2:
+            raise ValueError("MSTL needs a season of at least 2 days")
+        return self
+
 
 class PlannedChange(Section):
     """Devices that will arrive (positive) or be retired (negative) in a cluster on a date."""
 
     cluster: str = Field(min_length=1)
-    model: str = Field(min_length=1)
-    on: date
+    model: str = Field(min_length=1, description="The model's name, exactly as the rows carry it.")
+    starting: date
     devices: int = Field(ge=-1_000_000, le=1_000_000)
 
 

@@ -143,23 +143,12 @@ LEFT JOIN charged USING (cluster, tenant, job_id);
 CREATE OR REPLACE VIEW forecasts AS SELECT * FROM stored.forecasts;
 CREATE OR REPLACE VIEW capacity_plan AS SELECT * FROM stored.capacity_plan;
 
--- What owning or renting each model seen costs, from the most specific matching pattern.
+-- What owning or renting each model seen costs: the whole entry of the most specific (longest) matching pattern.
 CREATE OR REPLACE VIEW model_economics AS
-SELECT seen.model,
-       arg_max(e.purchase_price, length(e.model_pattern)) AS purchase_price,
-       arg_max(e.depreciation_years, length(e.model_pattern)) AS depreciation_years,
-       arg_max(e.hosting_per_year, length(e.model_pattern)) AS hosting_per_year,
-       arg_max(e.support_per_year, length(e.model_pattern)) AS support_per_year,
-       arg_max(e.on_demand_per_hour, length(e.model_pattern)) FILTER (WHERE e.on_demand_per_hour IS NOT NULL)
-           AS on_demand_per_hour,
-       arg_max(e.reserved_per_hour, length(e.model_pattern)) FILTER (WHERE e.reserved_per_hour IS NOT NULL)
-           AS reserved_per_hour,
-       arg_max(e.committed_per_hour, length(e.model_pattern)) FILTER (WHERE e.committed_per_hour IS NOT NULL)
-           AS committed_per_hour,
-       arg_max(e.throughput, length(e.model_pattern)) AS throughput
+SELECT seen.model, e.* EXCLUDE (model_pattern)
 FROM (SELECT DISTINCT model FROM stored.util_1d) AS seen
 LEFT JOIN economics AS e ON seen.model GLOB e.model_pattern
-GROUP BY seen.model;
+QUALIFY row_number() OVER (PARTITION BY seen.model ORDER BY length(e.model_pattern) DESC NULLS LAST) = 1;
 
 -- Total cost of ownership per model since `since`, one row per way of paying for it (pricing):
 --   owned      depreciation, hosting and support for every device-hour present (a device-year is 8,766 hours),

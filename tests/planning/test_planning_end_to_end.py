@@ -82,18 +82,26 @@ def test_forecasts_and_the_capacity_plan_are_stored(fleet: tuple[Path, History, 
 def test_plan_buys_within_the_constraints_and_answers_what_if(fleet: tuple[Path, History, str]) -> None:
     root, _, _ = fleet
     config = str(root / "analysis.yaml")
-    documents = [json.loads(line) for line in run("plan", "--config", config, "--format", "json").splitlines()
-                 if line.startswith(("[", "{"))]
-    capacity, purchases = documents[0], documents[1]
+    document = json.loads(cli.invoke(app, ["plan", "--config", config, "--format", "json"]).stdout)
+    capacity, purchases = document["capacity_plan"], document["purchases"]
+    assert any(note.startswith("purchases:") for note in document["notes"])
     assert {row["model"] for row in capacity} == {H100, A100}
     for purchase in purchases:
         minimum = next(e["min_order"] for e in ECONOMICS if e["model"] == purchase["model"])
         assert purchase["devices"] >= minimum
     what_if = run("plan", "--config", config, "--move", f"speech:{A100}:{H100}")
-    assert f"capacity plan after speech: {A100} -> {H100}" in what_if
-    assert "running cost of the moved demand over the horizon" in what_if
-    wrong = cli.invoke(app, ["plan", "--config", config, "--move", "nobody"])
-    assert wrong.exit_code == 2 and "TENANT:FROM_MODEL:TO_MODEL" in wrong.output
+    assert "capacity plan after" in what_if and f"after speech: {A100} -> {H100}: running cost" in what_if
+    after = json.loads(cli.invoke(app, ["plan", "--config", config, "--move", f"speech:{A100}:{H100}", "--format",
+                                        "json"]).stdout)
+    moved_supply = {(row["model"], row["quarter"]): row["supply_devices"] for row in after["capacity_plan_after"]}
+    assert {supply for (model, _), supply in moved_supply.items() if model == A100} == {8.0}  # measured, not re-added
+    csv = cli.invoke(app, ["plan", "--config", config, "--format", "csv", "--table", "purchases"])
+    assert csv.exit_code == 0 and csv.stdout.splitlines()[0] == '"cluster","model","quarter","devices","cost"'
+    for refused, says in ((["--move", "nobody"], "TENANT:FROM_MODEL:TO_MODEL"),
+                          (["--move", f"nobody:{A100}:{H100}"], "no forecast of nobody"),
+                          (["--format", "parquet"], "--format parquet"), (["--table", "x"], "--table 'x'")):
+        wrong = cli.invoke(app, ["plan", "--config", config, *refused])
+        assert wrong.exit_code == 2 and says in wrong.output, wrong.output
 
 
 def test_tco_by_model_is_what_owning_or_renting_costs(fleet: tuple[Path, History, str]) -> None:
@@ -129,3 +137,11 @@ def test_the_report_shows_the_forecast_and_the_plan(fleet: tuple[Path, History, 
         assert f"Demand and supply: east / {pool}" in page
     for part in ("fan-95-0", "fan-80-0", "fan-mean-0", "fan-history-0", "fan-supply-0", 'id="table-capacity-plan"'):
         assert part in page
+
+
+def test_a_history_too_short_for_any_forecast_is_said_not_crashed_on(fleet: tuple[Path, History, str]) -> None:
+    root, _, _ = fleet  # the last test of the module: it replaces the stored forecasts
+    output = run("forecast", "--config", str(root / "analysis.yaml"), "--since", "20d")
+    assert "0 forecast" in output and "15 without enough history" in output
+    plan = pl.DataFrame(pl.from_arrow(DeltaTable(str(root / "warehouse" / "capacity_plan")).to_pyarrow_table()))
+    assert set(plan["note"]) == {"not enough history to forecast its pool's demand"}

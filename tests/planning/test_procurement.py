@@ -47,8 +47,14 @@ def test_infeasible_plans_name_the_constraint() -> None:
     assert not budget.feasible and budget.binding == ["the budget per quarter"]
     power = solve(problem({0: 4}, [A, B], site_power_kw=10, power_used=8))  # 2 kW left: at most 2 A
     assert not power.feasible and power.binding == ["site power"]
-    lead = solve(problem({0: 1}, [Offer("A", 10, 1, 1, 1, 1, 0)]))  # nothing can arrive in the first quarter
-    assert not lead.feasible and lead.binding == ["lead times"]
-    assert "feasible without lead times" in lead.message
     nothing = solve(problem({0: 1}, []))
     assert not nothing.feasible and "no model to buy" in nothing.message
+
+
+def test_a_shortfall_no_order_can_reach_is_reported_and_the_rest_planned() -> None:
+    late_a = Offer("A", 10, 1, 1, 1, 1, 0)  # a quarter from order to service
+    solution = solve(problem({0: 1, 1: 3}, [late_a]))
+    assert solution.feasible and solution.unreachable == {("c", "q1"): 1}
+    assert bought(solution) == {("A", "q1", 3)}  # ordered in the first quarter for the second
+    over = solve(problem({0: 0, 1: 0}, [A], site_power_kw=10, power_used=12))  # a site over its power, nothing short
+    assert over.feasible and over.purchases == []
