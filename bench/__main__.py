@@ -226,8 +226,8 @@ def planning_section(series: int, days: int, models: int, quarters: int) -> str:
               [(fitted.series, fitted.days, fitted.seconds, fitted.seconds / fitted.series * 1000,
                 ", ".join(f"{name} {count}" for name, count in sorted(fitted.methods.items())), fitted.coverage_80)]),
         table(["models", "quarters", "clusters", "variables", "seconds", "feasible", "devices bought"],
-              [(solved.models, solved.quarters, solved.clusters, solved.variables, solved.seconds, solved.feasible,
-                solved.devices)]),
+              [(solved.models, solved.quarters, solved.clusters, solved.variables, solved.seconds,
+                "yes" if solved.feasible else "no", solved.devices)]),
     ])
 
 
