@@ -16,11 +16,12 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
+from fleetmeter.demo.history import WEEKDAY
 from fleetmeter.planning.forecast import forecast
 from fleetmeter.planning.procurement import Offer, Problem, solve
 from fleetmeter.sql.settings import ForecastSettings
 
-WEEK = (0.15, 0.2, 0.2, 0.15, 0.05, -0.35, -0.4)
+WEEK = WEEKDAY  # the demo history's weekday effect, Monday first
 
 
 @dataclass(frozen=True)

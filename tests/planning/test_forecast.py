@@ -9,10 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from fleetmeter.demo.history import WEEKDAY
 from fleetmeter.planning.forecast import BASELINE, forecast
 from fleetmeter.sql.settings import ForecastSettings
 
-WEEK = (0.15, 0.2, 0.2, 0.15, 0.05, -0.35, -0.4)
+WEEK = WEEKDAY  # the demo history's weekday effect, Monday first
 FIRST = date(2026, 1, 5)  # a Monday
 HISTORY, HORIZON = 126, 28
 
