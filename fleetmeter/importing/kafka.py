@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -37,8 +36,7 @@ class Sent:
     set_aside: Counter[str] = field(default_factory=Counter)
 
 
-def send_import(source: Source, kafka: KafkaSettings, *, max_message_bytes: int = 900_000, retries: int = 6,
-                progress: Callable[[Sent], None] | None = None) -> Sent:
+def send_import(source: Source, kafka: KafkaSettings, *, max_message_bytes: int = 900_000, retries: int = 6) -> Sent:
     sent = Sent()
     headers = wire.headers(f"fleetmeter-import/{__version__}")
     producer: KafkaProducer | None = None
@@ -61,8 +59,6 @@ def send_import(source: Source, kafka: KafkaSettings, *, max_message_bytes: int 
             for aside in batch.set_aside:
                 sent.set_aside[aside.reason] += aside.count
                 log.warning("series set aside", reason=aside.reason, detail=aside.detail, points=aside.count)
-            if progress is not None:
-                progress(sent)
     finally:
         if producer is not None:
             producer.close(timeout=kafka.request_timeout_ms / 1000)

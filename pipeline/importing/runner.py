@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -70,16 +70,13 @@ class Summary:
     set_aside: Counter[str] = field(default_factory=Counter)
 
 
-Progress = Callable[[Summary], None]
-
 
 def for_history(settings: PipelineSettings) -> PipelineSettings:
     """An import's settings: history of any age is accepted (rows from the future are still refused)."""
     return settings.model_copy(update={"validation": settings.validation.model_copy(update={"max_lateness_s": None})})
 
 
-def run_import(source: Source, settings: PipelineSettings, *, yield_to_stored: bool = False,
-               progress: Progress | None = None) -> Summary:
+def run_import(source: Source, settings: PipelineSettings, *, yield_to_stored: bool = False) -> Summary:
     """Store the source's batches; what an earlier run stored is skipped. With ``yield_to_stored``, rows whose
     interval overlaps one the warehouse holds for the same device (a collector's) are left out."""
     topic = f"import.{source.identity}"
@@ -104,8 +101,6 @@ def run_import(source: Source, settings: PipelineSettings, *, yield_to_stored: b
         summary.rows += batch.rows.num_rows
         if (offset + 1) % FLUSH_EVERY == 0:
             writer.flush(_unfenced)
-        if progress is not None:
-            progress(summary)
     writer.flush(_unfenced)
     rows_total = "fleetmeter_pipeline_rows_total"
     summary.stored = int(metrics.registry.get_sample_value(rows_total, {"outcome": "stored"}) or 0)
