@@ -11,6 +11,7 @@ COPY schemas schemas
 COPY sql sql
 COPY reports reports
 COPY planning planning
+COPY anomalies anomalies
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
@@ -19,7 +20,7 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin flee
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels fleetmeter && rm -rf /wheels
 # fleetmeter/<part> are links to the folders copied above: a missing one builds a wheel without that part
-RUN python -c "import fleetmeter.collectors.cli, fleetmeter.pipeline.cli, fleetmeter.sql.serve, fleetmeter.reports.cli, fleetmeter.planning.cli"
+RUN python -c "import fleetmeter.collectors.cli, fleetmeter.pipeline.cli, fleetmeter.sql.serve, fleetmeter.reports.cli, fleetmeter.planning.cli, fleetmeter.anomalies.cli"
 USER 10001
 ENV FLEETMETER_SPOOL__DIR=/var/lib/fleetmeter/spool
 EXPOSE 9410 9411 9412

@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "report": "fleetmeter.reports.cli:report",
     "forecast": "fleetmeter.planning.cli:forecast",
     "plan": "fleetmeter.planning.cli:plan",
+    "anomalies": "fleetmeter.anomalies.cli:anomalies",
     "serve": "fleetmeter.sql.serve:serve",
 }
 

@@ -151,8 +151,21 @@ CAPACITY_PLAN = Table("capacity_plan", pa.schema([
     pa.field("headroom_devices", pa.float64()), pa.field("runs_out_on", pa.date32()),
     pa.field("add_devices", pa.int64()), pa.field("level", pa.int32()), pa.field("note", pa.string()),
 ]), (), "quarter_start", (), ())
+#: Anomalies (``fleetmeter anomalies``): one row per anomaly, updated while it lasts (``end`` null while open).
+ANOMALIES = Table("anomalies", pa.schema([
+    pa.field("id", pa.string(), nullable=False), pa.field("kind", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),  # open or resolved
+    pa.field("cluster", pa.string()), pa.field("tenant", pa.string()), pa.field("job_id", pa.string()),
+    pa.field("node", pa.string()), pa.field("device_uuid", pa.string()), pa.field("model", pa.string()),
+    pa.field("start", TIMESTAMP, nullable=False), pa.field("end", TIMESTAMP),
+    pa.field("severity", pa.float64()),  # how far from normal, in the detector's own unit (docs/anomalies.md)
+    pa.field("evidence", pa.string()),  # the figures that triggered it, as JSON
+    pa.field("cost_impact", pa.float64()),  # wasted so far, in the configured currency
+    pa.field("cost_per_day", pa.float64()),  # if it goes on
+    pa.field("first_detected", TIMESTAMP, nullable=False), pa.field("last_detected", TIMESTAMP, nullable=False),
+]), (), "start", (), ())
 #: Tables computed from the others and replaced whole at each run (not written by the pipeline).
-DERIVED: dict[str, Table] = {table.name: table for table in (FORECASTS, CAPACITY_PLAN)}
+DERIVED: dict[str, Table] = {table.name: table for table in (FORECASTS, CAPACITY_PLAN, ANOMALIES)}
 
 #: The rollup tables and the width of their windows, finest first.
 ROLLUP_WIDTHS = {UTIL_1M.name: "1m", UTIL_1H.name: "1h", UTIL_1D.name: "1d"}

@@ -92,6 +92,16 @@ class ProcurementSettings(Section):
                                                                     "with a purchase price); empty: all of them.")
 
 
+class AnomalySettings(Section):
+    idle_hours: int = Field(default=2, ge=1, le=720, description="A job's devices idle this many hours in a row.")
+    idle_share: float = Field(default=0.95, gt=0, le=1, description="An hour is idle when this share of the job's "
+                                                                    "device-time was below the idle threshold.")
+    straggler_min_devices: int = Field(default=4, ge=3, le=100_000, description="Jobs with fewer have no peers.")
+    straggler_z: float = Field(default=3.5, gt=0, le=100, description="Robust z-score below the peers' median.")
+    straggler_ratio: float = Field(default=0.8, gt=0, lt=1, description="... and at most this share of it.")
+    straggler_min_hours: float = Field(default=1.0, gt=0, description="Device-hours a device must have to judge.")
+
+
 class AnalysisSettings(LayeredSettings):
     warehouse: str = Field(default="warehouse", min_length=1, description="Warehouse directory or object-store URI.")
     storage_options: dict[str, str] = Field(
@@ -108,6 +118,7 @@ class AnalysisSettings(LayeredSettings):
     forecast: ForecastSettings = ForecastSettings()
     capacity: CapacitySettings = CapacitySettings()
     procurement: ProcurementSettings = ProcurementSettings()
+    anomalies: AnomalySettings = AnomalySettings()
 
     @field_validator("idle_threshold")
     @classmethod

@@ -10,6 +10,7 @@
 --                    cloud_per_hour, throughput: what owning or renting a device of a model costs (TCO)
 --   pue, per_kwh     variables: facility power per device power; the energy price of the TCO (NULL: prices')
 --   stored.forecasts, stored.capacity_plan   written by `fleetmeter forecast` (empty until it runs)
+--   stored.anomalies written by `fleetmeter anomalies`
 --
 -- The stored rollups and job_devices hold partials (several rows per key until compaction merges them);
 -- the views below merge them, so each key appears once. Every ratio is computed from sums (busy_seconds / util_known_seconds), never by
@@ -142,6 +143,8 @@ LEFT JOIN charged USING (cluster, tenant, job_id);
 -- Demand forecasts and the capacity plan of the last `fleetmeter forecast` run (docs/planning.md).
 CREATE OR REPLACE VIEW forecasts AS SELECT * FROM stored.forecasts;
 CREATE OR REPLACE VIEW capacity_plan AS SELECT * FROM stored.capacity_plan;
+-- Anomalies kept by `fleetmeter anomalies` (docs/anomalies.md): open ones have no end.
+CREATE OR REPLACE VIEW anomalies AS SELECT * FROM stored.anomalies;
 
 -- What owning or renting each model seen costs: the whole entry of the most specific (longest) matching pattern.
 CREATE OR REPLACE VIEW model_economics AS

@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 #: The part folders, importable under their bare names too while the repository root is on sys.path (pytest).
-BARE_PARTS = ("collectors", "pipeline", "schemas", "sql", "reports", "planning")
+BARE_PARTS = ("collectors", "pipeline", "schemas", "sql", "reports", "planning", "anomalies")
 
 
 @pytest.fixture(scope="session", autouse=True)

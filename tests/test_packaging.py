@@ -22,7 +22,7 @@ import pytest
 from fleetmeter.demo.broker import free_port
 
 ROOT = Path(__file__).parents[1]
-PARTS = ["collectors", "pipeline", "schemas", "sql", "reports", "planning"]
+PARTS = ["collectors", "pipeline", "schemas", "sql", "reports", "planning", "anomalies"]
 #: Files a part's folder holds that are for developers only, not read at run time.
 DEVELOPER_ONLY = {".proto", ".sh"}
 SOURCE_NOISE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",

@@ -1,0 +1,100 @@
+"""``fleetmeter anomalies`` on a warehouse with an idle allocation and a straggler planted in it (and a clean
+job beside them): each found once, with the figures and the cost computed here; a rerun updates instead of
+repeating; an idle job that gets busy again is resolved."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fleetmeter.cli import app
+from fleetmeter.pipeline.importing.runner import run_import
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.schemas.sample_v1 import rows_to_batch
+from tests.importing.sources import Rows
+
+PRICE = 2.0
+STEP_S = 600
+cli = CliRunner()
+START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
+
+
+def rows(hours: range, jobs: dict[str, tuple[str, int, Any]]) -> list[dict[str, Any]]:
+    """Rows every 10 minutes in ``hours`` (counted from START) for each job: (tenant, devices, activity(d, hour))."""
+    made = []
+    for name, (tenant, devices, activity) in jobs.items():
+        for device in range(devices):
+            for hour in hours:
+                for step in range(3600 // STEP_S):
+                    value = activity(device, hour)
+                    made.append({"ts": int((START + timedelta(hours=hour, seconds=step * STEP_S)).timestamp() * 1000),
+                                 "interval_s": float(STEP_S), "cluster": "c", "node": f"{name}-node",
+                                 "device_uuid": f"GPU-{name}-{device}", "device_index": device, "device_kind": "gpu",
+                                 "vendor": "nvidia", "model": "H100", "tenant": tenant, "job_id": name,
+                                 "seq": hour * 6 + step, "util_compute": value, "sm_active": value})
+    return made
+
+
+def straggling(device: int, hour: int) -> float:
+    return 0.3 if device == 5 else 0.84 + 0.01 * (device % 3)
+
+
+JOBS = {"train": ("ml", 8, straggling),
+        "nb": ("research", 2, lambda device, hour: 0.6 if hour < 2 else 0.0),  # idle from the third hour on
+        "clean": ("vision", 4, lambda device, hour: 0.7 + 0.02 * device)}
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Path:
+    run_import(Rows("planted", [rows_to_batch(rows(range(6), JOBS))]),
+               PipelineSettings(warehouse={"uri": str(tmp_path / "w")}))  # type: ignore[arg-type]
+    (tmp_path / "analysis.yaml").write_text(yaml.safe_dump({"warehouse": str(tmp_path / "w"), "prices": [
+        {"model": "*", "per_device_hour": PRICE}]}))
+    return tmp_path
+
+
+def found(directory: Path) -> list[dict[str, Any]]:
+    result = cli.invoke(app, ["anomalies", "--config", str(directory / "analysis.yaml"), "--since", "2d",
+                              "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return list(json.loads(result.stdout))
+
+
+def test_each_planted_anomaly_is_found_once_with_its_cost(warehouse: Path) -> None:
+    anomalies = {row["kind"]: row for row in found(warehouse)}
+    assert set(anomalies) == {"idle_allocation", "straggler"}
+    idle = anomalies["idle_allocation"]
+    assert (idle["tenant"], idle["job_id"], idle["status"], idle["end"]) == ("research", "nb", "open", None)
+    assert idle["cost_impact"] == pytest.approx(2 * 4 * PRICE)  # two devices idle for four hours
+    assert idle["cost_per_day"] == pytest.approx(2 * 24 * PRICE)
+    assert json.loads(idle["evidence"])["idle_hours"] == 4
+    slow = anomalies["straggler"]
+    assert (slow["job_id"], slow["device_uuid"], slow["status"]) == ("train", "GPU-train-5", "open")
+    activities = [straggling(device, 0) for device in range(8)]
+    median = statistics.median(activities)
+    assert json.loads(slow["evidence"])["peers_median"] == pytest.approx(median, abs=1e-4)
+    assert slow["cost_impact"] == pytest.approx(8 * 6 * (1 - 0.3 / median) * PRICE, rel=1e-6)
+
+
+def test_a_rerun_updates_and_a_job_busy_again_is_resolved(warehouse: Path) -> None:
+    first = {row["kind"]: row for row in found(warehouse)}
+    again = {row["kind"]: row for row in found(warehouse)}
+    assert len(again) == 2 and {k: r["start"] for k, r in again.items()} == {k: r["start"] for k, r in first.items()}
+    busy = {"nb": ("research", 2, lambda device, hour: 0.6)}
+    run_import(Rows("later", [rows_to_batch(rows(range(6, 8), busy))]),
+               PipelineSettings(warehouse={"uri": str(warehouse / "w")}))  # type: ignore[arg-type]
+    after = [row for row in found(warehouse) if row["kind"] == "idle_allocation"]
+    assert len(after) == 1 and after[0]["status"] == "resolved"
+    assert after[0]["end"].startswith((START + timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M"))
+
+
+def test_unknown_kinds_are_refused(warehouse: Path) -> None:
+    result = cli.invoke(app, ["anomalies", "--config", str(warehouse / "analysis.yaml"), "--kind", "gremlins"])
+    assert result.exit_code == 2 and "unknown kind(s) ['gremlins']" in result.output
