@@ -18,7 +18,9 @@ from fleetmeter.schemas.warehouse import ANOMALIES
 from fleetmeter.sql.cli import Config, Since, Warehouse, open_catalog
 from fleetmeter.sql.output import Format, console, write
 
-_DETECTORS = {detectors.IDLE_ALLOCATION: detectors.idle_allocations, detectors.STRAGGLER: detectors.stragglers}
+_DETECTORS = {detectors.IDLE_ALLOCATION: detectors.idle_allocations, detectors.STRAGGLER: detectors.stragglers,
+              "regression": detectors.regressions, "sick_hardware": detectors.sick_hardware,
+              "spike": detectors.spikes}
 
 
 def anomalies(
@@ -29,8 +31,9 @@ def anomalies(
     format: Annotated[Format, typer.Option(help="Output format (table, csv, json).")] = Format.table,
     limit: Annotated[int, typer.Option(help="Rows shown in --format table.")] = 50,
 ) -> None:
-    """Look for idle allocations and stragglers since --since; store what is found in the anomalies table
-    (view `anomalies`); list the open and resolved anomalies, the costliest first."""
+    """Look for idle allocations, stragglers, regressions, sick hardware and usage spikes since --since; store
+    what is found in the anomalies table (view `anomalies`); list the open and resolved anomalies, the costliest
+    first."""
     kinds = kind or list(detectors.KINDS)
     unknown = sorted(set(kinds) - set(detectors.KINDS))
     if unknown or format is Format.parquet:

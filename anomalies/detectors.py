@@ -20,13 +20,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
+import ruptures
 
 from fleetmeter.sql.settings import AnomalySettings
 
 IDLE_ALLOCATION = "idle_allocation"
 STRAGGLER = "straggler"
-KINDS = (IDLE_ALLOCATION, STRAGGLER)
+KINDS = (IDLE_ALLOCATION, STRAGGLER, "regression", "sick_hardware", "spike")
 _MAD_FLOOR = 0.01
 
 
@@ -141,3 +143,152 @@ def stragglers(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings,
 
 def evidence_text(finding: Finding) -> str:
     return json.dumps(finding.evidence, sort_keys=True)
+
+
+_JOB_UTIL = """
+SELECT window_start AS hour, cluster, tenant, job_id, model, sum(device_hours) AS device_hours,
+       ratio(sum(busy_seconds), sum(util_known_seconds)) AS utilization, any_value(p.per_device_hour) AS price
+FROM util_1h LEFT JOIN model_prices AS p USING (model)
+WHERE allocated AND job_id IS NOT NULL AND window_start >= getvariable('since')
+GROUP BY ALL ORDER BY cluster, tenant, job_id, model, hour
+"""
+
+
+def regressions(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, latest: datetime,
+                ) -> list[Finding]:
+    """A change point in a job's hourly utilization (ruptures' binary segmentation, one break, each side at
+    least ``regression_min_hours``) after which it runs ``regression_drop`` lower, and lower by more than
+    ``regression_noise`` times the series' noise (the median absolute hour-to-hour change). Cost: the
+    device-hours since x the utilization lost, at the model's price."""
+    hours = pl.DataFrame(pl.from_arrow(connection.sql(_JOB_UTIL).to_arrow_table())).drop_nulls("utilization")
+    idle = connection.execute("SELECT getvariable('idle_threshold')").fetchall()[0][0]
+    findings = []
+    for (cluster, tenant, job, model), series in hours.group_by("cluster", "tenant", "job_id", "model",
+                                                               maintain_order=True):
+        if series.height < 2 * settings.regression_min_hours:
+            continue
+        values = series["utilization"].to_numpy()
+        segmentation = ruptures.Binseg(model="l2", min_size=settings.regression_min_hours, jump=1)
+        cut = segmentation.fit(values.reshape(-1, 1)).predict(n_bkps=1)[0]
+        before, after = float(np.mean(values[:cut])), float(np.mean(values[cut:]))
+        noise = max(float(np.median(np.abs(np.diff(values)))), 0.005)
+        drop = before - after
+        if drop < settings.regression_drop or drop < settings.regression_noise * noise or after < idle:
+            continue  # (a job that fell idle is an idle allocation: not reported twice)
+        since = series.slice(cut)
+        price = since["price"][0]
+        lost_hours = float(since["device_hours"].sum()) * drop
+        findings.append(Finding(
+            "regression", str(cluster), str(tenant), str(job), str(model), since["hour"][0],
+            since["hour"][-1] + timedelta(hours=1), since["hour"][-1] >= latest, severity=round(drop, 4),
+            evidence={"before": round(before, 4), "after": round(after, 4), "noise": round(noise, 4),
+                      "hours_before": cut, "hours_after": since.height},
+            cost_impact=None if price is None else lost_hours * price,
+            cost_per_day=None if price is None else float(since["device_hours"][-1]) * 24 * drop * price))
+    return findings
+
+
+_DEVICE_HEALTH = """
+SELECT s.cluster, s.model, s.device_uuid, any_value(s.node) AS node, any_value(s.tenant) AS tenant,
+       any_value(s.job_id) AS job_id,
+       sum(s.util_compute * s.interval_s) / sum(s.interval_s) FILTER (WHERE s.util_compute IS NOT NULL) AS util,
+       sum(s.temp_c * s.interval_s) / sum(s.interval_s) FILTER (WHERE s.temp_c IS NOT NULL) AS temp_c,
+       sum(s.interval_s) FILTER (WHERE list_has_any(s.throttle_reasons, ['hw_thermal', 'hw_slowdown', 'sw_thermal']))
+           / sum(s.interval_s) AS throttled_share,
+       coalesce(sum(s.ecc_uncorrected), 0) AS ecc_uncorrected, coalesce(sum(len(s.xid_errors)), 0) AS xid_events,
+       sum(s.interval_s * coalesce(s.share, 1)) FILTER (WHERE s.tenant <> 'unallocated') / 3600 AS allocated_hours,
+       min(s.ts) AS first, max(s.ts) AS last, any_value(p.per_device_hour) AS price
+FROM samples AS s LEFT JOIN model_prices AS p USING (model)
+WHERE s.ts >= getvariable('since')
+GROUP BY s.cluster, s.model, s.device_uuid
+"""
+
+
+def sick_hardware(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, latest: datetime,
+                  ) -> list[Finding]:
+    """A device hotter than the devices of its model under similar load (utilization within 0.1) by
+    ``sick_temp_c`` and ``sick_z`` robust z-scores; or held down by thermal or hardware slowdown a
+    ``sick_throttle_share`` of its time while its peers are not; or with uncorrectable ECC errors or an XID
+    burst. Cost: its allocated device-hours in the window, at the model's price (time spent on suspect hardware)."""
+    devices = pl.DataFrame(pl.from_arrow(connection.sql(_DEVICE_HEALTH).to_arrow_table())).with_columns(
+        load=(pl.col("util").fill_null(0) * 10).floor())
+    findings = []
+    for _, peers in devices.group_by("cluster", "model", "load", maintain_order=True):
+        temps = peers["temp_c"].drop_nulls()
+        median = float(temps.median()) if len(temps) else 0.0  # type: ignore[arg-type]
+        mad = max(float((temps - median).abs().median()), 0.5) if len(temps) else 0.5  # type: ignore[arg-type]
+        throttled_median = float(peers["throttled_share"].fill_null(0).median())  # type: ignore[arg-type]
+        for device in peers.iter_rows(named=True):
+            why: dict[str, float | int | str] = {}
+            if len(temps) >= settings.sick_min_peers and device["temp_c"] is not None:
+                z = (device["temp_c"] - median) / (1.4826 * mad)
+                if device["temp_c"] - median >= settings.sick_temp_c and z >= settings.sick_z:
+                    why |= {"temp_c": round(device["temp_c"], 1), "peers_temp_c": round(median, 1),
+                            "temp_z": round(z, 1)}
+            share = device["throttled_share"] or 0.0
+            if peers.height >= settings.sick_min_peers and share >= settings.sick_throttle_share > throttled_median:
+                why |= {"throttled_share": round(share, 3), "peers_throttled_share": round(throttled_median, 3)}
+            if device["ecc_uncorrected"] > 0 or device["xid_events"] >= settings.xid_burst:
+                why |= {"ecc_uncorrected": int(device["ecc_uncorrected"]), "xid_events": int(device["xid_events"])}
+            if not why:
+                continue
+            hours, price = device["allocated_hours"] or 0.0, device["price"]
+            findings.append(Finding(
+                "sick_hardware", str(device["cluster"]), str(device["tenant"]), str(device["job_id"] or ""),
+                str(device["model"]), device["first"], device["last"], device["last"] >= latest,
+                severity=float(len(why)), evidence=why, cost_impact=None if price is None else hours * price,
+                cost_per_day=None, node=device["node"], device_uuid=device["device_uuid"]))
+    return findings
+
+
+_TENANT_DAYS = """
+SELECT u.window_start AS day, u.cluster, u.tenant, u.model, sum(u.device_hours) AS device_hours,
+       any_value(p.per_device_hour) AS price
+FROM util_1d AS u LEFT JOIN model_prices AS p USING (model)
+WHERE u.allocated
+GROUP BY ALL ORDER BY u.cluster, u.tenant, u.model, day
+"""
+_BANDS = """
+SELECT cluster, tenant, model, day, mean, hi_95 FROM forecasts
+WHERE measure = 'allocated_device_hours' AND mean IS NOT NULL
+"""
+
+
+def spikes(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, latest: datetime) -> list[Finding]:
+    """A tenant's day (device-hours of a model in a cluster) above its forecast's 95 % band where
+    ``fleetmeter forecast`` made one for that day, else ``spike_z`` robust z-scores above its trailing
+    ``spike_trailing_days``. Only whole days since --since. Cost: the device-hours above the expected, at the
+    model's price."""
+    days = pl.DataFrame(pl.from_arrow(connection.sql(_TENANT_DAYS).to_arrow_table())).with_columns(
+        pl.col("day").dt.date())
+    bands = pl.DataFrame(pl.from_arrow(connection.sql(_BANDS).to_arrow_table()))
+    since = connection.execute("SELECT getvariable('since')").fetchall()[0][0]
+    days = days.join(bands, on=["cluster", "tenant", "model", "day"], how="left") if not bands.is_empty() else (
+        days.with_columns(mean=pl.lit(None, pl.Float64), hi_95=pl.lit(None, pl.Float64)))
+    findings = []
+    for (cluster, tenant, model), series in days.group_by("cluster", "tenant", "model", maintain_order=True):
+        values = series["device_hours"].to_list()
+        for i, row in enumerate(series.iter_rows(named=True)):
+            day_start = datetime.combine(row["day"], datetime.min.time(), tzinfo=latest.tzinfo)
+            if day_start < since or day_start + timedelta(days=1) > latest:  # whole days in the window only
+                continue
+            if row["hi_95"] is not None:
+                expected, above = row["mean"], row["device_hours"] > row["hi_95"]
+                evidence: dict[str, float | int | str] = {"band": "forecast 95 %", "hi_95": round(row["hi_95"], 2)}
+            else:
+                trailing = values[max(0, i - settings.spike_trailing_days):i]
+                if len(trailing) < 7:
+                    continue
+                expected = float(np.median(trailing))
+                mad = max(float(np.median(np.abs(np.array(trailing) - expected))), 0.05 * max(expected, 1.0))
+                above = (row["device_hours"] - expected) / (1.4826 * mad) >= settings.spike_z
+                evidence = {"band": f"trailing {len(trailing)} days", "mad": round(mad, 2)}
+            if not above:
+                continue
+            extra = row["device_hours"] - expected
+            findings.append(Finding(
+                "spike", str(cluster), str(tenant), "", str(model), day_start, day_start + timedelta(days=1), False,
+                severity=round(row["device_hours"] / expected, 2) if expected else float(row["device_hours"]),
+                evidence=evidence | {"device_hours": round(row["device_hours"], 2), "expected": round(expected, 2)},
+                cost_impact=None if row["price"] is None else extra * row["price"], cost_per_day=None))
+    return findings

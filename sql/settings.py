@@ -100,6 +100,18 @@ class AnomalySettings(Section):
     straggler_z: float = Field(default=3.5, gt=0, le=100, description="Robust z-score below the peers' median.")
     straggler_ratio: float = Field(default=0.8, gt=0, lt=1, description="... and at most this share of it.")
     straggler_min_hours: float = Field(default=1.0, gt=0, description="Device-hours a device must have to judge.")
+    regression_min_hours: int = Field(default=3, ge=2, le=720, description="Hours on each side of a change point.")
+    regression_drop: float = Field(default=0.2, gt=0, le=1, description="Utilization lost at the change point.")
+    regression_noise: float = Field(default=4.0, gt=0, description="... and at least this many times its noise.")
+    sick_min_peers: int = Field(default=5, ge=3, description="Devices of a model under similar load to compare.")
+    sick_temp_c: float = Field(default=10.0, gt=0, description="Hotter than its peers' median by this much ...")
+    sick_z: float = Field(default=4.0, gt=0, description="... and by this many robust z-scores.")
+    sick_throttle_share: float = Field(default=0.2, gt=0, le=1, description="Time held down by thermal or "
+                                                                            "hardware slowdown.")
+    xid_burst: int = Field(default=3, ge=1, description="XID events in the window that make a burst.")
+    spike_z: float = Field(default=4.0, gt=0, description="A day this many robust z-scores above its trailing "
+                                                          "days (where no forecast band covers it).")
+    spike_trailing_days: int = Field(default=28, ge=7, le=366)
 
 
 class AnalysisSettings(LayeredSettings):

@@ -26,19 +26,22 @@ cli = CliRunner()
 START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
 
 
-def rows(hours: range, jobs: dict[str, tuple[str, int, Any]]) -> list[dict[str, Any]]:
-    """Rows every 10 minutes in ``hours`` (counted from START) for each job: (tenant, devices, activity(d, hour))."""
+def rows(hours: range, jobs: dict[str, tuple[str, int, Any]], start: datetime = START, step_s: int = STEP_S,
+         ) -> list[dict[str, Any]]:
+    """Rows every ``step_s`` in ``hours`` (counted from ``start``) for each job: (tenant, devices, activity(d, hour)).
+    Every device runs at 60 C but GPU-fleet-2, at 85 C."""
     made = []
     for name, (tenant, devices, activity) in jobs.items():
         for device in range(devices):
             for hour in hours:
-                for step in range(3600 // STEP_S):
+                for step in range(3600 // step_s):
                     value = activity(device, hour)
-                    made.append({"ts": int((START + timedelta(hours=hour, seconds=step * STEP_S)).timestamp() * 1000),
-                                 "interval_s": float(STEP_S), "cluster": "c", "node": f"{name}-node",
+                    made.append({"ts": int((start + timedelta(hours=hour, seconds=step * step_s)).timestamp() * 1000),
+                                 "interval_s": float(step_s), "cluster": "c", "node": f"{name}-node",
                                  "device_uuid": f"GPU-{name}-{device}", "device_index": device, "device_kind": "gpu",
                                  "vendor": "nvidia", "model": "H100", "tenant": tenant, "job_id": name,
-                                 "seq": hour * 6 + step, "util_compute": value, "sm_active": value})
+                                 "seq": hour * 6 + step, "util_compute": value, "sm_active": value,
+                                 "temp_c": 85.0 if (name, device) == ("fleet", 2) else 60.0})
     return made
 
 
@@ -48,12 +51,19 @@ def straggling(device: int, hour: int) -> float:
 
 JOBS = {"train": ("ml", 8, straggling),
         "nb": ("research", 2, lambda device, hour: 0.6 if hour < 2 else 0.0),  # idle from the third hour on
+        "infer": ("search", 4, lambda device, hour: 0.8 if hour < 3 else 0.4),  # halved from the fourth hour
+        "fleet": ("vision", 6, lambda device, hour: 0.72),  # one of them runs hot
         "clean": ("vision", 4, lambda device, hour: 0.7 + 0.02 * device)}
+MIDNIGHT = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+#: ten days of a tenant's batch work, two devices a day, then six on the day before yesterday
+BATCH = [row for day in range(10) for row in rows(
+    range(24), {"batch": ("batch", 6 if day == 9 else 2, lambda device, hour: 0.5)},
+    start=MIDNIGHT - timedelta(days=11 - day), step_s=3600)]
 
 
 @pytest.fixture
 def warehouse(tmp_path: Path) -> Path:
-    run_import(Rows("planted", [rows_to_batch(rows(range(6), JOBS))]),
+    run_import(Rows("planted", [rows_to_batch(BATCH), rows_to_batch(rows(range(6), JOBS))]),
                PipelineSettings(warehouse={"uri": str(tmp_path / "w")}))  # type: ignore[arg-type]
     (tmp_path / "analysis.yaml").write_text(yaml.safe_dump({"warehouse": str(tmp_path / "w"), "prices": [
         {"model": "*", "per_device_hour": PRICE}]}))
@@ -68,8 +78,10 @@ def found(directory: Path) -> list[dict[str, Any]]:
 
 
 def test_each_planted_anomaly_is_found_once_with_its_cost(warehouse: Path) -> None:
-    anomalies = {row["kind"]: row for row in found(warehouse)}
-    assert set(anomalies) == {"idle_allocation", "straggler"}
+    every = found(warehouse)
+    anomalies = {row["kind"]: row for row in every}
+    assert len(every) == 5 and set(anomalies) == {"idle_allocation", "straggler", "regression", "sick_hardware",
+                                                  "spike"}
     idle = anomalies["idle_allocation"]
     assert (idle["tenant"], idle["job_id"], idle["status"], idle["end"]) == ("research", "nb", "open", None)
     assert idle["cost_impact"] == pytest.approx(2 * 4 * PRICE)  # two devices idle for four hours
@@ -81,12 +93,22 @@ def test_each_planted_anomaly_is_found_once_with_its_cost(warehouse: Path) -> No
     median = statistics.median(activities)
     assert json.loads(slow["evidence"])["peers_median"] == pytest.approx(median, abs=1e-4)
     assert slow["cost_impact"] == pytest.approx(8 * 6 * (1 - 0.3 / median) * PRICE, rel=1e-6)
+    fell = anomalies["regression"]
+    assert (fell["job_id"], fell["status"], fell["start"][:13]) == (
+        "infer", "open", (START + timedelta(hours=3)).strftime("%Y-%m-%dT%H"))
+    assert json.loads(fell["evidence"])["before"] == pytest.approx(0.8)
+    assert fell["cost_impact"] == pytest.approx(4 * 3 * 0.4 * PRICE)  # 12 device-hours at 0.4 less
+    hot = anomalies["sick_hardware"]
+    assert hot["device_uuid"] == "GPU-fleet-2" and json.loads(hot["evidence"])["temp_c"] == 85.0
+    spike = anomalies["spike"]
+    assert (spike["tenant"], spike["start"][:10]) == ("batch", (MIDNIGHT - timedelta(days=2)).strftime("%Y-%m-%d"))
+    assert spike["cost_impact"] == pytest.approx((6 - 2) * 24 * PRICE)
 
 
 def test_a_rerun_updates_and_a_job_busy_again_is_resolved(warehouse: Path) -> None:
     first = {row["kind"]: row for row in found(warehouse)}
     again = {row["kind"]: row for row in found(warehouse)}
-    assert len(again) == 2 and {k: r["start"] for k, r in again.items()} == {k: r["start"] for k, r in first.items()}
+    assert len(again) == 5 and {k: r["start"] for k, r in again.items()} == {k: r["start"] for k, r in first.items()}
     busy = {"nb": ("research", 2, lambda device, hour: 0.6)}
     run_import(Rows("later", [rows_to_batch(rows(range(6, 8), busy))]),
                PipelineSettings(warehouse={"uri": str(warehouse / "w")}))  # type: ignore[arg-type]
