@@ -84,6 +84,11 @@ SELECT cluster, tenant, model, measure, any_value(method) AS method, any_value(m
        any_value(note) AS note
 FROM forecasts GROUP BY ALL ORDER BY cluster, tenant, model, measure
 """
+_ANOMALIES = """
+SELECT kind, status, cluster, tenant, job_id, coalesce(device_uuid, '') AS device, start, "end", cost_impact,
+       cost_per_day, evidence
+FROM anomalies ORDER BY status = 'open' DESC, cost_impact DESC NULLS LAST LIMIT 20
+"""
 _TCO = """
 SELECT model, pricing, present_device_hours, allocated_device_hours, busy_device_hours, cost, per_allocated_hour,
        per_busy_hour
@@ -113,6 +118,7 @@ class Report:
     capacity_plan: pl.DataFrame
     forecast_methods: pl.DataFrame  # per series: the method used and its backtest scores, or why none
     tco: pl.DataFrame  # tco_by_model, where economics are configured
+    anomalies: pl.DataFrame  # the open anomalies, then the resolved, the costliest first (fleetmeter anomalies)
 
 
 def _frame(connection: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
@@ -160,4 +166,5 @@ def build_report(catalog: Catalog) -> Report:
         capacity_plan=_frame(connection, _PLAN),
         forecast_methods=_frame(connection, _METHODS),
         tco=_frame(connection, _TCO),
+        anomalies=_frame(connection, _ANOMALIES),
     )

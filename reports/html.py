@@ -70,6 +70,9 @@ def render_html(report: Report) -> str:
         _section("low-jobs", "Jobs with low utilization for their size", report.low_jobs,
                  "Canned query low_utilization_jobs."),
         _section("health", "Nodes with hardware trouble", report.health, "Canned query hardware_health_by_node."),
+        *([_section("anomalies", "Anomalies by cost impact", report.anomalies,
+                    "Open first, then resolved (fleetmeter anomalies; docs/anomalies.md).")]
+          if report.anomalies.height else []),
         *_planning_sections(report),
     ]
     # every template here is HTML; select_autoescape() judged report.html.j2 by ".j2" and escaped nothing

@@ -55,6 +55,8 @@ def print_report(report: Report, out: Console) -> None:
     out.print(_section(report.low_jobs, "Jobs with low utilization for their size (low_utilization_jobs)"))
     if report.health.height:
         out.print(_section(report.health, "Nodes with hardware trouble (hardware_health_by_node)"))
+    if report.anomalies.height:
+        out.print(_section(report.anomalies, "Anomalies, open first, by cost impact (fleetmeter anomalies)"))
     if report.capacity_plan.height:
         out.print(_section(report.capacity_plan.drop("quarter_start"),
                            "Capacity plan: supply against forecast pool demand (fleetmeter forecast)"))

@@ -120,3 +120,16 @@ def test_a_rerun_updates_and_a_job_busy_again_is_resolved(warehouse: Path) -> No
 def test_unknown_kinds_are_refused(warehouse: Path) -> None:
     result = cli.invoke(app, ["anomalies", "--config", str(warehouse / "analysis.yaml"), "--kind", "gremlins"])
     assert result.exit_code == 2 and "unknown kind(s) ['gremlins']" in result.output
+
+
+def test_the_report_ranks_them_by_cost(warehouse: Path) -> None:
+    found(warehouse)
+    result = cli.invoke(app, ["report", "--config", str(warehouse / "analysis.yaml"), "--since", "30d", "--html",
+                              str(warehouse / "report.html")])
+    assert result.exit_code == 0, result.output
+    assert "Anomalies, open first, by cost impact" in result.output
+    page = (warehouse / "report.html").read_text()
+    table = page[page.index('id="table-anomalies"'):]
+    table = table[:table.index("</table>")]
+    assert table.index("idle_allocation") < table.index("spike")  # open ones first; the spike (a past day) resolved
+    assert table.index("sick_hardware") < table.index("regression")  # by cost: 6 h x 2.0 = 12 above 4.8 h x 2.0
