@@ -1,26 +1,47 @@
 """``fleetmeter anomalies``: run the detectors over the warehouse, keep their findings in the anomalies table
-(ongoing anomalies updated, not repeated), and list them by cost impact."""
+(ongoing anomalies updated, not repeated), and list them by cost impact; or, with ``--watch``, do so every few
+minutes, sending new and resolved anomalies to an Alertmanager-compatible webhook and counting them on
+``/metrics``."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Annotated, NoReturn
 
 import duckdb
 import polars as pl
+import structlog
 import typer
 from deltalake.exceptions import DeltaError
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from fleetmeter.anomalies import detectors
 from fleetmeter.anomalies.ledger import merge
+from fleetmeter.anomalies.notify import WebhookFailed, pending, send
+from fleetmeter.common.signals import stop_on_signals
 from fleetmeter.planning.store import replace_table
 from fleetmeter.schemas.warehouse import ANOMALIES
+from fleetmeter.sql.catalog import Catalog, WarehouseEmpty
 from fleetmeter.sql.cli import Config, Since, Warehouse, open_catalog
 from fleetmeter.sql.output import Format, console, write
+from fleetmeter.sql.since import parse_since
 
+log = structlog.get_logger(__name__)
 _DETECTORS = {detectors.IDLE_ALLOCATION: detectors.idle_allocations, detectors.STRAGGLER: detectors.stragglers,
               "regression": detectors.regressions, "sick_hardware": detectors.sick_hardware,
               "spike": detectors.spikes}
+_ERRORS = (duckdb.Error, DeltaError, OSError, WarehouseEmpty)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.events = Counter("fleetmeter_anomalies_events", "Anomaly events sent to the webhook.",
+                              ["kind", "status"], registry=self.registry)
+        self.open = Gauge("fleetmeter_anomalies_open", "Open anomalies, by kind.", ["kind"], registry=self.registry)
+        self.failures = Counter("fleetmeter_anomalies_round_failures", "Rounds that failed (warehouse, webhook).",
+                                ["step"], registry=self.registry)
 
 
 def anomalies(
@@ -30,6 +51,12 @@ def anomalies(
     kind: Annotated[list[str] | None, typer.Option(help=f"Only these kinds: {', '.join(detectors.KINDS)}.")] = None,
     format: Annotated[Format, typer.Option(help="Output format (table, csv, json).")] = Format.table,
     limit: Annotated[int, typer.Option(help="Rows shown in --format table.")] = 50,
+    watch: Annotated[bool, typer.Option("--watch", help="Evaluate every --every seconds until stopped.")] = False,
+    every: Annotated[float, typer.Option(help="With --watch: seconds between rounds.", min=10, max=86_400)] = 300.0,
+    webhook: Annotated[str | None, typer.Option(help="Send new and resolved anomalies here (Alertmanager's "
+                                                     "webhook format).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="With --watch: serve /metrics on 127.0.0.1 here.",
+                                                     min=1, max=65535)] = None,
 ) -> None:
     """Look for idle allocations, stragglers, regressions, sick hardware and usage spikes since --since; store
     what is found in the anomalies table (view `anomalies`); list the open and resolved anomalies, the costliest
@@ -40,25 +67,72 @@ def anomalies(
         _fail(f"unknown kind(s) {unknown}: {', '.join(detectors.KINDS)}" if unknown
               else "--format parquet: query the view instead (fleetmeter query --format parquet --output ...)")
     catalog = open_catalog("anomalies", warehouse, config, since)
-    try:
-        connection = catalog.connect()
-        latest = detectors.last_hour(connection)
-        if latest is None:
-            _fail("the warehouse holds no hourly rollups")
-        findings = [finding for name in kinds for finding in _DETECTORS[name](
-            connection, catalog.settings.anomalies, latest)]
-        stored = pl.DataFrame(pl.from_arrow(connection.sql("SELECT * FROM anomalies").to_arrow_table()))
-        table = merge(stored, findings, datetime.now(UTC))
-        replace_table(catalog.settings, ANOMALIES, table, datetime.now(UTC))
-    except (duckdb.Error, DeltaError, OSError) as exc:
-        _fail(str(exc))
+    metrics = Metrics()
+    if not watch:
+        try:
+            table, findings = evaluate(catalog, kinds, webhook, metrics)
+        except (*_ERRORS, WebhookFailed, NoHourlyData) as exc:
+            _fail(str(exc))
+        _show(table, kinds, findings, catalog.settings.currency, format, limit)
+        return
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    stopping = threading.Event()
+    stop_on_signals(stopping)
+    while not stopping.is_set():
+        try:
+            table, findings = evaluate(Catalog.open(catalog.settings, parse_since(since)), kinds, webhook, metrics)
+            log.info("anomalies evaluated", findings=findings, open=table.filter(pl.col("status") == "open").height)
+        except (*_ERRORS, NoHourlyData) as exc:  # a round that fails is tried again at the next: never stop watching
+            metrics.failures.labels("warehouse").inc()
+            log.warning("anomaly round failed", error=str(exc))
+        stopping.wait(every)
+
+
+class NoHourlyData(Exception):
+    """The warehouse holds no hourly rollups yet."""
+
+
+def evaluate(catalog: Catalog, kinds: list[str], webhook: str | None, metrics: Metrics) -> tuple[pl.DataFrame, int]:
+    """One round: detect, merge into the stored anomalies, send what the webhook has not accepted yet, store.
+    The table and how many findings the detectors made."""
+    connection = catalog.connect()
+    latest = detectors.last_hour(connection)
+    if latest is None:
+        raise NoHourlyData("the warehouse holds no hourly rollups")
+    findings = [finding for name in kinds for finding in _DETECTORS[name](connection, catalog.settings.anomalies,
+                                                                          latest)]
+    stored = pl.DataFrame(pl.from_arrow(connection.sql("SELECT * FROM anomalies").to_arrow_table()))
+    table = merge(stored, findings, datetime.now(UTC))
+    if webhook is not None:
+        events = pending(table)
+        try:
+            send(webhook, events, catalog.settings.currency)
+        except WebhookFailed as exc:  # kept pending: sent again at the next round
+            metrics.failures.labels("webhook").inc()
+            log.warning("webhook refused the anomaly events; they are sent again next round", error=str(exc))
+        else:
+            sent = set(events["id"]) if not events.is_empty() else set()
+            table = table.with_columns(notified=pl.when(pl.col("id").is_in(list(sent))).then(pl.col("status"))
+                                       .otherwise(pl.col("notified")))
+            for row in events.iter_rows(named=True):
+                metrics.events.labels(row["kind"], row["status"]).inc()
+    for name in detectors.KINDS:
+        metrics.open.labels(name).set(table.filter((pl.col("kind") == name) & (pl.col("status") == "open")).height
+                                      if not table.is_empty() else 0)
+    replace_table(catalog.settings, ANOMALIES, table, datetime.now(UTC))
+    return table, len(findings)
+
+
+def _show(table: pl.DataFrame, kinds: list[str], findings: int, currency: str, format: Format, limit: int) -> None:
     shown = table.filter(pl.col("kind").is_in(kinds)).sort("status", pl.col("cost_impact").fill_null(-1.0),
-                                                            descending=[False, True])
+                                                            descending=[False, True]) if not table.is_empty() else table
     if format is Format.table:
-        console().print(f"{len(findings)} finding(s); {shown.filter(pl.col('status') == 'open').height} open "
-                        f"anomalies, {shown.filter(pl.col('status') == 'resolved').height} resolved "
-                        f"(costs in {catalog.settings.currency})")
-    write(shown.drop("id", "first_detected", "last_detected").to_arrow(), format, None, limit)
+        opened = shown.filter(pl.col("status") == "open").height if not shown.is_empty() else 0
+        console().print(f"{findings} finding(s); {opened} open anomalies, {shown.height - opened} resolved "
+                        f"(costs in {currency})")
+    write(shown.drop("id", "first_detected", "last_detected", "notified").to_arrow() if not shown.is_empty()
+          else shown.to_arrow(), format, None, limit)
 
 
 def _fail(problem: str) -> NoReturn:

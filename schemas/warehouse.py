@@ -163,6 +163,7 @@ ANOMALIES = Table("anomalies", pa.schema([
     pa.field("cost_impact", pa.float64()),  # wasted so far, in the configured currency
     pa.field("cost_per_day", pa.float64()),  # if it goes on
     pa.field("first_detected", TIMESTAMP, nullable=False), pa.field("last_detected", TIMESTAMP, nullable=False),
+    pa.field("notified", pa.string()),  # the last status sent to the webhook (fleetmeter anomalies --watch)
 ]), (), "start", (), ())
 #: Tables computed from the others and replaced whole at each run (not written by the pipeline).
 DERIVED: dict[str, Table] = {table.name: table for table in (FORECASTS, CAPACITY_PLAN, ANOMALIES)}

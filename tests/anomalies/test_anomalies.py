@@ -5,8 +5,15 @@ repeating; an idle job that gets busy again is resolved."""
 from __future__ import annotations
 
 import json
+import signal
 import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from fleetmeter.cli import app
+from fleetmeter.demo.broker import free_port
 from fleetmeter.pipeline.importing.runner import run_import
 from fleetmeter.pipeline.settings import PipelineSettings
 from fleetmeter.schemas.sample_v1 import rows_to_batch
@@ -133,3 +141,71 @@ def test_the_report_ranks_them_by_cost(warehouse: Path) -> None:
     table = table[:table.index("</table>")]
     assert table.index("idle_allocation") < table.index("spike")  # open ones first; the spike (a past day) resolved
     assert table.index("sick_hardware") < table.index("regression")  # by cost: 6 h x 2.0 = 12 above 4.8 h x 2.0
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """An Alertmanager-compatible webhook receiver: keeps each payload; answers the server's ``status``."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.payloads.append(json.loads(body))  # type: ignore[attr-defined]
+        self.send_response(self.server.status)  # type: ignore[attr-defined]
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_webhook_gets_each_event_once_and_a_refused_one_again(warehouse: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    server.payloads, server.status = [], 200  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    config = str(warehouse / "analysis.yaml")
+
+    def notify() -> None:
+        result = cli.invoke(app, ["anomalies", "--config", config, "--since", "2d", "--webhook", url])
+        assert result.exit_code == 0, result.output
+
+    try:
+        notify()
+        [first] = server.payloads  # type: ignore[attr-defined]
+        fired = {(alert["labels"]["kind"], alert["status"]) for alert in first["alerts"]}
+        assert fired == {(kind, "firing") for kind in ("idle_allocation", "straggler", "regression", "sick_hardware")}
+        assert first["version"] == "4" and first["status"] == "firing"  # the spike was over before it was seen
+        notify()
+        assert len(server.payloads) == 1  # type: ignore[attr-defined]  # nothing new: nothing sent
+        later = JOBS | {"nb": ("research", 2, lambda device, hour: 0.6)}  # only the idle job changes
+        run_import(Rows("later", [rows_to_batch(rows(range(6, 8), later))]),
+                   PipelineSettings(warehouse={"uri": str(warehouse / "w")}))  # type: ignore[arg-type]
+        server.status = 500  # type: ignore[attr-defined]  # the receiver fails: the resolution stays pending
+        notify()
+        server.status = 200  # type: ignore[attr-defined]
+        notify()
+        notify()
+        refused, accepted = server.payloads[1:]  # type: ignore[attr-defined]
+        assert [(a["labels"]["kind"], a["status"]) for a in accepted["alerts"]] == [("idle_allocation", "resolved")]
+        assert refused["alerts"] == accepted["alerts"]
+    finally:
+        server.shutdown()
+
+
+def test_watch_counts_open_anomalies_on_metrics_and_stops_on_sigterm(warehouse: Path) -> None:
+    port = free_port()
+    watcher = subprocess.Popen([sys.executable, "-m", "fleetmeter", "anomalies", "--config",
+                                str(warehouse / "analysis.yaml"), "--since", "2d", "--watch", "--every", "10",
+                                "--metrics-port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline, text = time.monotonic() + 60, ""
+        while 'fleetmeter_anomalies_open{kind="straggler"} 1.0' not in text:
+            assert time.monotonic() < deadline and watcher.poll() is None, text
+            time.sleep(0.3)
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+        assert 'fleetmeter_anomalies_open{kind="sick_hardware"} 1.0' in text
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(30) == 0
+    finally:
+        watcher.kill()
