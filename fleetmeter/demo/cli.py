@@ -21,11 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
 import typer
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from fleetmeter.anomalies.cli import Metrics, evaluate
+from fleetmeter.anomalies.detectors import KINDS
 from fleetmeter.collectors.backends import open_backends
 from fleetmeter.collectors.daemon import CollectorDaemon
 from fleetmeter.collectors.settings import CollectorSettings
@@ -113,6 +116,11 @@ def demo(
             planning = progress.add_task("forecasts and capacity plan", total=1, detail="statsforecast, backtested")
             refresh(Catalog.open(settings, parse_since(None)))
             progress.update(planning, completed=1)
+    with Progress(TextColumn("{task.description:<30}"), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+                  console=out) as progress:
+        task = progress.add_task("anomalies", detail="idle, stragglers, regressions, hardware, spikes")
+        table, _ = evaluate(Catalog.open(settings, parse_since(None)), list(KINDS), None, Metrics())
+        progress.update(task, detail=f"{table.height} found, {table.filter(pl.col('status') == 'open').height} open")
     report = build_report(Catalog.open(settings, parse_since(None)))
     print_report(report, out)
     html = directory / "report.html"
@@ -268,6 +276,7 @@ def _next_steps(config: Path, html: Path) -> None:
       (the tables are Delta Lake tables: Spark, Trino, DuckDB and polars read them; docs/warehouse.md)
   {cmd} report --config {config} --since 7d --html report.html
   {cmd} collect --help · {cmd} pipeline run --help   (the two daemons, for real hardware and Kafka)
+  {cmd} anomalies --config {config} --since 30d   (idle allocations, stragglers, ... with their cost)
   {cmd} plan --config {config}        (what to buy, per quarter: a MILP over the capacity plan)
   {cmd} plan --config {config} --move "research:NVIDIA H100 80GB HBM3:NVIDIA A100-SXM4-80GB"
   {cmd} query --config {config} "SELECT * FROM forecasts WHERE tenant = 'research' AND mean IS NOT NULL"
