@@ -6,6 +6,7 @@ minutes, sending new and resolved anomalies to an Alertmanager-compatible webhoo
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, NoReturn
 
@@ -70,10 +71,13 @@ def anomalies(
     metrics = Metrics()
     if not watch:
         try:
-            table, findings = evaluate(catalog, kinds, webhook, metrics)
-        except (*_ERRORS, WebhookFailed, NoHourlyData) as exc:
+            outcome = evaluate(catalog, kinds, webhook, metrics)
+        except (*_ERRORS, NoHourlyData) as exc:
             _fail(str(exc))
-        _show(table, kinds, findings, catalog.settings.currency, format, limit)
+        _show(outcome.table, kinds, outcome.findings, catalog.settings.currency, format, limit)
+        if outcome.webhook_error is not None:
+            typer.echo(f"fleetmeter anomalies: {outcome.webhook_error}; the events are sent again next run", err=True)
+            raise typer.Exit(1)
         return
     if metrics_port is not None:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
@@ -81,11 +85,15 @@ def anomalies(
     stop_on_signals(stopping)
     while not stopping.is_set():
         try:
-            table, findings = evaluate(Catalog.open(catalog.settings, parse_since(since)), kinds, webhook, metrics)
-            log.info("anomalies evaluated", findings=findings, open=table.filter(pl.col("status") == "open").height)
+            outcome = evaluate(Catalog.open(catalog.settings, parse_since(since)), kinds, webhook, metrics)
+            log.info("anomalies evaluated", findings=outcome.findings,
+                     open=outcome.table.filter(pl.col("status") == "open").height)
         except (*_ERRORS, NoHourlyData) as exc:  # a round that fails is tried again at the next: never stop watching
             metrics.failures.labels("warehouse").inc()
             log.warning("anomaly round failed", error=str(exc))
+        except Exception:  # a detector's bug must not end the watch either: counted, logged, tried again
+            metrics.failures.labels("detector").inc()
+            log.exception("anomaly round failed unexpectedly")
         stopping.wait(every)
 
 
@@ -93,9 +101,15 @@ class NoHourlyData(Exception):
     """The warehouse holds no hourly rollups yet."""
 
 
-def evaluate(catalog: Catalog, kinds: list[str], webhook: str | None, metrics: Metrics) -> tuple[pl.DataFrame, int]:
-    """One round: detect, merge into the stored anomalies, send what the webhook has not accepted yet, store.
-    The table and how many findings the detectors made."""
+@dataclass(frozen=True)
+class Round:
+    table: pl.DataFrame  # the anomalies table as stored
+    findings: int  # what the detectors found this round
+    webhook_error: str | None  # the receiver refused the events (kept pending)
+
+
+def evaluate(catalog: Catalog, kinds: list[str], webhook: str | None, metrics: Metrics) -> Round:
+    """One round: detect, merge into the stored anomalies, send what the webhook has not accepted yet, store."""
     connection = catalog.connect()
     latest = detectors.last_hour(connection)
     if latest is None:
@@ -104,13 +118,15 @@ def evaluate(catalog: Catalog, kinds: list[str], webhook: str | None, metrics: M
                                                                           latest)]
     stored = pl.DataFrame(pl.from_arrow(connection.sql("SELECT * FROM anomalies").to_arrow_table()))
     table = merge(stored, findings, datetime.now(UTC))
+    refused = None
     if webhook is not None:
         events = pending(table)
         try:
             send(webhook, events, catalog.settings.currency)
         except WebhookFailed as exc:  # kept pending: sent again at the next round
+            refused = str(exc)
             metrics.failures.labels("webhook").inc()
-            log.warning("webhook refused the anomaly events; they are sent again next round", error=str(exc))
+            log.warning("webhook refused the anomaly events; they are sent again next round", error=refused)
         else:
             sent = set(events["id"]) if not events.is_empty() else set()
             table = table.with_columns(notified=pl.when(pl.col("id").is_in(list(sent))).then(pl.col("status"))
@@ -121,7 +137,7 @@ def evaluate(catalog: Catalog, kinds: list[str], webhook: str | None, metrics: M
         metrics.open.labels(name).set(table.filter((pl.col("kind") == name) & (pl.col("status") == "open")).height
                                       if not table.is_empty() else 0)
     replace_table(catalog.settings, ANOMALIES, table, datetime.now(UTC))
-    return table, len(findings)
+    return Round(table, len(findings), refused)
 
 
 def _show(table: pl.DataFrame, kinds: list[str], findings: int, currency: str, format: Format, limit: int) -> None:

@@ -51,7 +51,10 @@ class Finding:
 
     @property
     def key(self) -> tuple[str, ...]:
-        """What makes two runs' findings the same anomaly (with an overlapping or adjoining span)."""
+        """What makes two runs' findings the same anomaly (with an overlapping or adjoining span): a sick device
+        stays sick whoever runs on it."""
+        if self.kind == "sick_hardware":
+            return (self.kind, self.cluster, "", "", self.node or "", self.device_uuid or "")
         return (self.kind, self.cluster, self.tenant, self.job_id, self.node or "", self.device_uuid or "")
 
 
@@ -189,8 +192,8 @@ def regressions(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings
 
 
 _DEVICE_HEALTH = """
-SELECT s.cluster, s.model, s.device_uuid, any_value(s.node) AS node, any_value(s.tenant) AS tenant,
-       any_value(s.job_id) AS job_id,
+SELECT s.cluster, s.model, s.device_uuid, arg_max(s.node, s.ts) AS node, arg_max(s.tenant, s.ts) AS tenant,
+       arg_max(s.job_id, s.ts) AS job_id,
        sum(s.util_compute * s.interval_s) / sum(s.interval_s) FILTER (WHERE s.util_compute IS NOT NULL) AS util,
        sum(s.temp_c * s.interval_s) / sum(s.interval_s) FILTER (WHERE s.temp_c IS NOT NULL) AS temp_c,
        sum(s.interval_s) FILTER (WHERE list_has_any(s.throttle_reasons, ['hw_thermal', 'hw_slowdown', 'sw_thermal']))
@@ -211,16 +214,16 @@ def sick_hardware(connection: duckdb.DuckDBPyConnection, settings: AnomalySettin
     ``sick_throttle_share`` of its time while its peers are not; or with uncorrectable ECC errors or an XID
     burst. Cost: its allocated device-hours in the window, at the model's price (time spent on suspect hardware)."""
     devices = pl.DataFrame(pl.from_arrow(connection.sql(_DEVICE_HEALTH).to_arrow_table())).with_columns(
-        load=(pl.col("util").fill_null(0) * 10).floor())
+        load=(pl.col("util") * 10).floor())  # unknown load (a MIG board): compared with nobody's temperature
     findings = []
     for _, peers in devices.group_by("cluster", "model", "load", maintain_order=True):
-        temps = peers["temp_c"].drop_nulls()
+        temps = peers.filter(pl.col("util").is_not_null())["temp_c"].drop_nulls()
         median = float(temps.median()) if len(temps) else 0.0  # type: ignore[arg-type]
         mad = max(float((temps - median).abs().median()), 0.5) if len(temps) else 0.5  # type: ignore[arg-type]
         throttled_median = float(peers["throttled_share"].fill_null(0).median())  # type: ignore[arg-type]
         for device in peers.iter_rows(named=True):
             why: dict[str, float | int | str] = {}
-            if len(temps) >= settings.sick_min_peers and device["temp_c"] is not None:
+            if len(temps) >= settings.sick_min_peers and device["temp_c"] is not None and device["util"] is not None:
                 z = (device["temp_c"] - median) / (1.4826 * mad)
                 if device["temp_c"] - median >= settings.sick_temp_c and z >= settings.sick_z:
                     why |= {"temp_c": round(device["temp_c"], 1), "peers_temp_c": round(median, 1),
@@ -267,8 +270,9 @@ def spikes(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, lat
         days.with_columns(mean=pl.lit(None, pl.Float64), hi_95=pl.lit(None, pl.Float64)))
     findings = []
     for (cluster, tenant, model), series in days.group_by("cluster", "tenant", "model", maintain_order=True):
-        values = series["device_hours"].to_list()
-        for i, row in enumerate(series.iter_rows(named=True)):
+        by_day = dict(series.select("day", "device_hours").iter_rows())
+        first_day = min(by_day)
+        for row in series.iter_rows(named=True):
             day_start = datetime.combine(row["day"], datetime.min.time(), tzinfo=latest.tzinfo)
             if day_start < since or day_start + timedelta(days=1) > latest:  # whole days in the window only
                 continue
@@ -276,7 +280,9 @@ def spikes(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, lat
                 expected, above = row["mean"], row["device_hours"] > row["hi_95"]
                 evidence: dict[str, float | int | str] = {"band": "forecast 95 %", "hi_95": round(row["hi_95"], 2)}
             else:
-                trailing = values[max(0, i - settings.spike_trailing_days):i]
+                trailing = [by_day.get(row["day"] - timedelta(days=back), 0.0)  # a day without rows held nothing
+                            for back in range(1, settings.spike_trailing_days + 1)
+                            if row["day"] - timedelta(days=back) >= first_day]
                 if len(trailing) < 7:
                     continue
                 expected = float(np.median(trailing))

@@ -1,11 +1,14 @@
-"""The anomalies table across runs: a finding that continues an anomaly already stored (same kind and entity,
-its span overlapping or adjoining the stored one's) updates it; a new one is added; a stored open anomaly that
-no finding continues is resolved, its end where it was last seen. Resolved anomalies stay as they were."""
+"""The anomalies table across runs. A finding continues a stored anomaly of the same kind and entity whose span
+(start to the end of the data it was last seen in) overlaps or adjoins its own, open or resolved, and updates
+it; otherwise it is a new anomaly. A stored open anomaly that no finding continues is resolved where it was last
+seen. Each stored anomaly is continued by one finding at most: a job idle, busy, then idle again is two."""
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import json
+from datetime import datetime, timedelta
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -14,38 +17,38 @@ from fleetmeter.anomalies.detectors import Finding, evidence_text
 from fleetmeter.schemas.warehouse import ANOMALIES
 
 OPEN, RESOLVED = "open", "resolved"
-_ENTITY = ("kind", "cluster", "tenant", "job_id", "node", "device_uuid")
+#: Spans this close count as adjoining (the hour a run's window starts or ends in).
+_ADJOINING = timedelta(hours=1)
 
 
 def merge(stored: pl.DataFrame, findings: list[Finding], now: datetime) -> pl.DataFrame:
     """The anomalies table after this run (every column of ``ANOMALIES``)."""
-    rows = {row["id"]: row for row in stored.to_dicts()} if not stored.is_empty() else {}
-    open_by_key = {_key(row): row["id"] for row in rows.values() if row["status"] == OPEN}
-    continued = set()
-    for finding in findings:
-        anomaly_id = open_by_key.get(finding.key)
-        if anomaly_id is not None and rows[anomaly_id]["start"] <= finding.end:
-            row = rows[anomaly_id]
-            continued.add(anomaly_id)
-            start = min(row["start"], finding.start)
-        else:
-            anomaly_id = hashlib.sha256("/".join([*finding.key, finding.start.isoformat()]).encode()).hexdigest()[:16]
-            row = rows.get(anomaly_id, {"id": anomaly_id, "first_detected": now})
-            continued.add(anomaly_id)
-            start = finding.start
-        rows[anomaly_id] = row | {
+    rows: dict[str, dict[str, Any]] = {row["id"]: row for row in stored.to_dicts()} if not stored.is_empty() else {}
+    continued: set[str] = set()
+    for finding in sorted(findings, key=lambda f: f.start):
+        match = next((anomaly_id for anomaly_id, row in rows.items()
+                      if anomaly_id not in continued and key_of(row) == finding.key
+                      and row["start"] - _ADJOINING <= finding.end and finding.start <= row["seen_until"] + _ADJOINING),
+                     None)
+        if match is None:
+            match = hashlib.sha256(json.dumps([*finding.key, finding.start.isoformat()]).encode()).hexdigest()[:16]
+            rows[match] = {"id": match, "first_detected": now, "start": finding.start}
+        row = rows[match]
+        continued.add(match)
+        rows[match] = row | {
             "kind": finding.kind, "status": OPEN if finding.ongoing else RESOLVED, "cluster": finding.cluster,
             "tenant": finding.tenant, "job_id": finding.job_id, "node": finding.node,
-            "device_uuid": finding.device_uuid, "model": finding.model, "start": start,
-            "end": None if finding.ongoing else finding.end, "severity": finding.severity,
+            "device_uuid": finding.device_uuid, "model": finding.model, "start": min(row["start"], finding.start),
+            "end": None if finding.ongoing else finding.end, "seen_until": finding.end, "severity": finding.severity,
             "evidence": evidence_text(finding), "cost_impact": finding.cost_impact,
             "cost_per_day": finding.cost_per_day if finding.ongoing else None, "last_detected": now}
     for anomaly_id, row in rows.items():
         if row["status"] == OPEN and anomaly_id not in continued:
-            rows[anomaly_id] = row | {"status": RESOLVED, "end": row["last_detected"], "cost_per_day": None}
-    table = pa.Table.from_pylist(list(rows.values()), schema=ANOMALIES.schema)
-    return pl.DataFrame(pl.from_arrow(table))
+            rows[anomaly_id] = row | {"status": RESOLVED, "end": row["seen_until"], "cost_per_day": None}
+    return pl.DataFrame(pl.from_arrow(pa.Table.from_pylist(list(rows.values()), schema=ANOMALIES.schema)))
 
 
-def _key(row: dict[str, object]) -> tuple[str, ...]:
-    return tuple("" if row[name] is None else str(row[name]) for name in _ENTITY)
+def key_of(row: dict[str, Any]) -> tuple[str, ...]:
+    """A stored row's entity, as ``Finding.key`` names it."""
+    return Finding(row["kind"], row["cluster"] or "", row["tenant"] or "", row["job_id"] or "", row["model"] or "",
+                   row["start"], row["start"], False, 0.0, {}, None, None, row["node"], row["device_uuid"]).key

@@ -50,6 +50,7 @@ def _alert(row: dict[str, Any], currency: str) -> dict[str, Any]:
                if row[name]}
     cost = "unknown" if row["cost_impact"] is None else f"{row['cost_impact']:,.2f} {currency}"
     return {"status": "firing" if row["status"] == "open" else "resolved", "labels": labels,
+            "fingerprint": row["id"],
             "annotations": {"summary": f"{row['kind']} of {row['tenant']}/{row['job_id'] or '-'}, cost so far {cost}",
                             "evidence": row["evidence"] or ""},
             "startsAt": _iso(row["start"]), "endsAt": _iso(row["end"]) if row["end"] else "0001-01-01T00:00:00Z",

@@ -158,6 +158,7 @@ ANOMALIES = Table("anomalies", pa.schema([
     pa.field("cluster", pa.string()), pa.field("tenant", pa.string()), pa.field("job_id", pa.string()),
     pa.field("node", pa.string()), pa.field("device_uuid", pa.string()), pa.field("model", pa.string()),
     pa.field("start", TIMESTAMP, nullable=False), pa.field("end", TIMESTAMP),
+    pa.field("seen_until", TIMESTAMP, nullable=False),  # the end of the data it was last seen in
     pa.field("severity", pa.float64()),  # how far from normal, in the detector's own unit (docs/anomalies.md)
     pa.field("evidence", pa.string()),  # the figures that triggered it, as JSON
     pa.field("cost_impact", pa.float64()),  # wasted so far, in the configured currency

@@ -119,7 +119,7 @@ def demo(
     with Progress(TextColumn("{task.description:<30}"), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
                   console=out) as progress:
         task = progress.add_task("anomalies", detail="idle, stragglers, regressions, hardware, spikes")
-        table, _ = evaluate(Catalog.open(settings, parse_since(None)), list(KINDS), None, Metrics())
+        table = evaluate(Catalog.open(settings, parse_since(None)), list(KINDS), None, Metrics()).table
         progress.update(task, detail=f"{table.height} found, {table.filter(pl.col('status') == 'open').height} open")
     report = build_report(Catalog.open(settings, parse_since(None)))
     print_report(report, out)

@@ -31,7 +31,7 @@ from tests.importing.sources import Rows
 PRICE = 2.0
 STEP_S = 600
 cli = CliRunner()
-START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
+START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=12)
 
 
 def rows(hours: range, jobs: dict[str, tuple[str, int, Any]], start: datetime = START, step_s: int = STEP_S,
@@ -163,9 +163,9 @@ def test_the_webhook_gets_each_event_once_and_a_refused_one_again(warehouse: Pat
     url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
     config = str(warehouse / "analysis.yaml")
 
-    def notify() -> None:
+    def notify(accepted: bool = True) -> None:
         result = cli.invoke(app, ["anomalies", "--config", config, "--since", "2d", "--webhook", url])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == (0 if accepted else 1), result.output
 
     try:
         notify()
@@ -179,7 +179,7 @@ def test_the_webhook_gets_each_event_once_and_a_refused_one_again(warehouse: Pat
         run_import(Rows("later", [rows_to_batch(rows(range(6, 8), later))]),
                    PipelineSettings(warehouse={"uri": str(warehouse / "w")}))  # type: ignore[arg-type]
         server.status = 500  # type: ignore[attr-defined]  # the receiver fails: the resolution stays pending
-        notify()
+        notify(accepted=False)
         server.status = 200  # type: ignore[attr-defined]
         notify()
         notify()
@@ -209,3 +209,17 @@ def test_watch_counts_open_anomalies_on_metrics_and_stops_on_sigterm(warehouse: 
         assert watcher.wait(30) == 0
     finally:
         watcher.kill()
+
+
+def test_idle_busy_idle_again_is_two_anomalies_and_a_sick_device_stays_one(warehouse: Path) -> None:
+    found(warehouse)  # the idle allocation of hours 2-5, open
+    run_import(Rows("later", [rows_to_batch(rows(range(6, 11), JOBS | {
+        "nb": ("research", 2, lambda device, hour: 0.6 if hour < 8 else 0.0),  # busy 6-7, idle again 8-10
+        "fleet": ("search", 6, lambda device, hour: 0.72)}))]),  # the hot device now runs another tenant's job
+        PipelineSettings(warehouse={"uri": str(warehouse / "w")}))  # type: ignore[arg-type]
+    anomalies = found(warehouse)
+    idle = sorted((row["start"][11:13], row["status"]) for row in anomalies if row["kind"] == "idle_allocation")
+    first, second = (START + timedelta(hours=2)).strftime("%H"), (START + timedelta(hours=8)).strftime("%H")
+    assert idle == sorted([(first, "resolved"), (second, "open")])
+    hot = [row for row in anomalies if row["kind"] == "sick_hardware"]
+    assert len(hot) == 1 and hot[0]["status"] == "open" and hot[0]["tenant"] == "search"
