@@ -94,7 +94,10 @@ def assert_warehouse_holds_exactly(warehouse: Path, produced: list[Row]) -> int:
     samples = samples_frame(warehouse)
     stored = Counter(samples.select("device_uuid", pl.col("ts").dt.epoch("ms")).iter_rows())
     assert max(stored.values(), default=1) == 1, "a sample is stored twice"
-    assert set(stored) == {(row["device_uuid"], row["ts"]) for row in expected}
+    wanted = {(row["device_uuid"], row["ts"]) for row in expected}
+    missing, extra = sorted(wanted - set(stored)), sorted(set(stored) - wanted)
+    assert not missing and not extra, (f"{len(missing)} samples missing (the first: {missing[:3]}), {len(extra)} "
+                                       f"not produced (the first: {extra[:3]}), of {len(wanted)}")
     assert_rollups_match(warehouse, expected)
     record(samples_compared=len(expected), samples_lost=0)
     return len(expected)
