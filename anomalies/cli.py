@@ -133,22 +133,20 @@ def evaluate(catalog: Catalog, kinds: list[str], webhook: str | None, metrics: M
                                        .otherwise(pl.col("notified")))
             for row in events.iter_rows(named=True):
                 metrics.events.labels(row["kind"], row["status"]).inc()
-    for name in detectors.KINDS:
-        metrics.open.labels(name).set(table.filter((pl.col("kind") == name) & (pl.col("status") == "open")).height
-                                      if not table.is_empty() else 0)
+    for name in detectors.KINDS:  # the merged table always has the catalogue's columns, rows or not
+        metrics.open.labels(name).set(table.filter((pl.col("kind") == name) & (pl.col("status") == "open")).height)
     replace_table(catalog.settings, ANOMALIES, table, datetime.now(UTC))
     return Round(table, len(findings), refused)
 
 
 def _show(table: pl.DataFrame, kinds: list[str], findings: int, currency: str, format: Format, limit: int) -> None:
     shown = table.filter(pl.col("kind").is_in(kinds)).sort("status", pl.col("cost_impact").fill_null(-1.0),
-                                                            descending=[False, True]) if not table.is_empty() else table
+                                                            descending=[False, True])
     if format is Format.table:
-        opened = shown.filter(pl.col("status") == "open").height if not shown.is_empty() else 0
+        opened = shown.filter(pl.col("status") == "open").height
         console().print(f"{findings} finding(s); {opened} open anomalies, {shown.height - opened} resolved "
                         f"(costs in {currency})")
-    write(shown.drop("id", "first_detected", "last_detected", "notified").to_arrow() if not shown.is_empty()
-          else shown.to_arrow(), format, None, limit)
+    write(shown.drop("id", "first_detected", "last_detected", "notified").to_arrow(), format, None, limit)
 
 
 def _fail(problem: str) -> NoReturn:

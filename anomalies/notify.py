@@ -38,7 +38,7 @@ def send(url: str, events: pl.DataFrame, currency: str) -> None:
     try:
         answer = httpx.post(url, content=json.dumps(payload, default=str), timeout=_TIMEOUT_S,
                             headers={"Content-Type": "application/json"})
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # a URL from the command line: refused, not a traceback
         raise WebhookFailed(f"{url}: {exc}") from exc
     if answer.status_code >= 300:
         raise WebhookFailed(f"{url}: HTTP {answer.status_code}")
