@@ -49,6 +49,7 @@ from fleetmeter.pipeline import rollups
 from fleetmeter.pipeline.settings import ConsumerSettings
 from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.schemas.warehouse import (
+    DEVICE_1H,
     JOB_DEVICES,
     SAMPLES,
     TABLES,
@@ -63,6 +64,7 @@ DAY = timedelta(days=1)
 OTHER_PARTITIONS = 16  # Kafka partitions of other workers, whose transactions the log records
 #: Each table's time columns, shifted to copy a day.
 TIME_COLUMNS = {SAMPLES.name: ("ts",), UTIL_1M.name: ("window_start",), UTIL_1H.name: ("window_start",),
+                DEVICE_1H.name: ("window_start",),
                 JOB_DEVICES.name: ("first_seen", "last_seen")}
 
 
@@ -115,9 +117,10 @@ def history(root: str, devices: int, days: int, log_commits: int, today: datetim
     scrape = template_rows(1, 10.0, first_day)
     hourly = pl.concat([scrape.with_columns(pl.col("ts") + timedelta(hours=hour)) for hour in range(24)])
     samples = replicate(hourly, max(1, devices // (TEMPLATE_NODES * DEVICES_PER_NODE)))
-    minutes = rollups.minute_partials(samples)
+    pieces = rollups.minute_pieces(samples)
+    minutes = rollups.minute_partials(pieces)
     one_day = {JOB_DEVICES.name: rollups.job_device_partials(samples),
-               UTIL_1H.name: rollups.merge(minutes, WINDOW_KEYS, "1h"), UTIL_1M.name: minutes, SAMPLES.name: samples}
+               DEVICE_1H.name: rollups.device_hour_partials(pieces), UTIL_1H.name: rollups.merge(minutes, WINDOW_KEYS, "1h"), UTIL_1M.name: minutes, SAMPLES.name: samples}
     warehouse = DeltaWarehouse(root, {}, ConsumerSettings().group_id)
     writer, versions = app_id(warehouse.group, "bench.history", None, 0), itertools.count(1)
     for day in range(days):

@@ -18,10 +18,10 @@ from deltalake import DeltaTable
 
 from bench.fleet import messages, template_rows
 from bench.ingest import compact, process, recent_start, records, writer_for
-from fleetmeter.schemas.warehouse import JOB_DEVICES, SAMPLES, UTIL_1D, UTIL_1H, UTIL_1M, table_uri
+from fleetmeter.schemas.warehouse import DEVICE_1H, JOB_DEVICES, SAMPLES, UTIL_1D, UTIL_1H, UTIL_1M, table_uri
 
 #: The tables measured, in the order of the figures.
-MEASURED = (SAMPLES.name, UTIL_1M.name, UTIL_1H.name, UTIL_1D.name, JOB_DEVICES.name)
+MEASURED = (SAMPLES.name, UTIL_1M.name, UTIL_1H.name, UTIL_1D.name, DEVICE_1H.name, JOB_DEVICES.name)
 
 
 class Stored(NamedTuple):

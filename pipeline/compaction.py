@@ -80,7 +80,7 @@ def _merged(warehouse: DeltaWarehouse, table: str, partition: PartitionValues) -
         return rows
     if table == JOB_DEVICES.name:
         return rollups.merge_job_devices(rows)
-    return rollups.merge(rows, TABLES[table].keys)
+    return rollups.merge(rows, TABLES[table].keys, measures=TABLES[table].measures)
 
 
 def _closed(partition: PartitionValues, now: datetime) -> bool:

@@ -30,6 +30,7 @@ from fleetmeter.pipeline.validate import MessageRejected, check
 from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA
 from fleetmeter.schemas.warehouse import (
+    DEVICE_1H,
     JOB_DEVICES,
     QUARANTINE,
     ROLLUP_WIDTHS,
@@ -227,7 +228,8 @@ class PartitionWriter:
         """Each table's rows of this flush, in commit order, leaving out what a table already holds."""
         pending = self.pending
         assert pending.first_offset is not None
-        minutes: dict[int, pl.DataFrame] = {}  # by the first offset included: computed once per distinct set
+        pieces: dict[int, pl.DataFrame] = {}  # by the first offset included: computed once per distinct set
+        minutes: dict[int, pl.DataFrame] = {}
         for name in TABLES:
             since = self.stored_up_to[name] or 0
             if since >= next_offset:
@@ -240,10 +242,15 @@ class PartitionWriter:
             elif name == JOB_DEVICES.name:
                 frame = rollups.job_device_partials(rows)
             else:
-                if since not in minutes:
-                    minutes[since] = rollups.minute_partials(rows)
-                width = ROLLUP_WIDTHS[name]
-                frame = minutes[since] if name == UTIL_1M.name else rollups.merge(minutes[since], WINDOW_KEYS, width)
+                if since not in pieces:
+                    pieces[since] = rollups.minute_pieces(rows)
+                    minutes[since] = rollups.minute_partials(pieces[since])
+                if name == DEVICE_1H.name:
+                    frame = rollups.device_hour_partials(pieces[since])
+                elif name == UTIL_1M.name:
+                    frame = minutes[since]
+                else:
+                    frame = rollups.merge(minutes[since], WINDOW_KEYS, ROLLUP_WIDTHS[name])
             if not frame.is_empty() or name == SAMPLES.name or self._restarted:  # samples': where reading resumes
                 yield name, frame
 

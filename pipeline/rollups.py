@@ -1,5 +1,5 @@
-"""The rollup math: sample rows -> mergeable partials per window, tenant, job, vendor and model, and per job
-and device. The measures and how each merges are catalogued in ``schemas/warehouse.py``; this module
+"""The rollup math: sample rows -> mergeable partials per window, tenant, job, vendor and model (and node, for
+minutes), per device and hour, and per job and device. The measures and how each merges are catalogued in ``schemas/warehouse.py``; this module
 computes them.
 
 Device time counts capacity: a row of a shared device counts ``interval_s x share``; a GPU in MIG mode
@@ -21,6 +21,9 @@ import polars as pl
 import pyarrow as pa
 
 from fleetmeter.schemas.warehouse import (
+    DEVICE_KEYS,
+    DEVICE_MEASURES,
+    HEALTH_MEASURES,
     HISTOGRAM_BINS,
     JOB_DEVICE_KEYS,
     JOB_MEASURES,
@@ -35,12 +38,14 @@ _MINUTE_MS = 60_000
 #: Measures split by time in proportion (the others are counts, maxima or the histogram).
 _PROPORTIONAL = ("device_seconds", "util_known_seconds", "busy_seconds", "sm_active_seconds",
                  "sm_active_known_seconds", "tensor_active_seconds", "tensor_active_known_seconds", "energy_j",
-                 *_BIN_COLUMNS)
+                 "temp_seconds", "temp_known_seconds", "throttled_seconds", *_BIN_COLUMNS)
 _EVENT_COUNTS = ("ecc_corrected", "ecc_uncorrected", "xid_events")
+#: Throttle reasons that mean the device is held down by heat or a hardware fault, not by its power cap or idling.
+_HELD_DOWN = ["hw_thermal", "hw_slowdown", "sw_thermal"]
 
 #: The polars type of each measure but the histogram, from the catalogue's Arrow type.
 _SCALAR_TYPES = {measure.name: pl.from_arrow(pa.array([], measure.type)).dtype  # type: ignore[union-attr]
-                 for measure in WINDOW_MEASURES if measure.merge != "sum_bins"}
+                 for measure in (*WINDOW_MEASURES, *HEALTH_MEASURES) if measure.merge != "sum_bins"}
 
 
 def _is_mig_parent() -> pl.Expr:
@@ -71,6 +76,10 @@ def row_measures(samples: pl.DataFrame) -> pl.DataFrame:
         ecc_uncorrected=pl.col("ecc_uncorrected").fill_null(0),
         xid_events=pl.col("xid_errors").list.len().fill_null(0).cast(pl.Int64),
         mem_used_max_bytes=pl.col("mem_used_bytes"),
+        temp_seconds=(pl.col("temp_c") * pl.col("_capacity_s")).fill_null(0.0),
+        temp_known_seconds=_seconds_where("temp_c"),
+        throttled_seconds=pl.when(pl.col("throttle_reasons").list.eval(pl.element().is_in(_HELD_DOWN)).list.any())
+        .then(pl.col("_capacity_s")).otherwise(0.0),
         **{column: pl.when(pl.col("_bin") == i).then(pl.col("_capacity_s")).otherwise(0.0)
            for i, column in enumerate(_BIN_COLUMNS)},
     )
@@ -82,9 +91,11 @@ def _events_before(count: pl.Expr, offset_ms: pl.Expr, duration_ms: pl.Expr) -> 
     return (2 * count * offset_ms + duration_ms) // (2 * duration_ms)
 
 
-def _by_minute(measured: pl.DataFrame) -> pl.DataFrame:
-    """Each row once per minute its interval overlaps, its measures scaled to the part of it in that minute;
-    ``window_start`` is the minute."""
+def minute_pieces(samples: pl.DataFrame) -> pl.DataFrame:
+    """Each row of ``samples`` (sample schema v1, already deduplicated) once per minute its interval overlaps,
+    with its measures scaled to the part of it in that minute; ``window_start`` is the minute. What every
+    window's partials are summed from."""
+    measured = row_measures(samples)
     start_ms = pl.col("ts").dt.epoch("ms")
     end_ms = start_ms.cast(pl.Float64) + pl.col("interval_s") * 1000
     first = start_ms // _MINUTE_MS
@@ -129,30 +140,40 @@ def _aggregations(measures: tuple[Measure, ...]) -> list[pl.Expr]:
     return expressions
 
 
-def _finish(frame: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
-    packed = frame.with_columns(pl.concat_list(_BIN_COLUMNS).alias(HISTOGRAM)).drop(_BIN_COLUMNS)
-    packed = packed.with_columns(pl.col(name).cast(kind) for name, kind in _SCALAR_TYPES.items())
-    return packed.select(*keys, *(measure.name for measure in WINDOW_MEASURES))
+def _finish(frame: pl.DataFrame, keys: tuple[str, ...], measures: tuple[Measure, ...]) -> pl.DataFrame:
+    if HISTOGRAM in (measure.name for measure in measures):
+        frame = frame.with_columns(pl.concat_list(_BIN_COLUMNS).alias(HISTOGRAM)).drop(_BIN_COLUMNS)
+    names = [measure.name for measure in measures]
+    return frame.with_columns(pl.col(name).cast(_SCALAR_TYPES[name]) for name in names if name in _SCALAR_TYPES
+                              ).select(*keys, *names)
 
 
 def _unpack(frame: pl.DataFrame) -> pl.DataFrame:
+    if HISTOGRAM not in frame.columns:
+        return frame
     return frame.with_columns(
         pl.col(HISTOGRAM).list.get(i).alias(column) for i, column in enumerate(_BIN_COLUMNS)
     ).drop(HISTOGRAM)
 
 
-def minute_partials(samples: pl.DataFrame) -> pl.DataFrame:
-    """``util_1m`` partials of ``samples`` (rows of sample schema v1, already deduplicated)."""
-    measured = _by_minute(row_measures(samples))
-    return _finish(measured.group_by(MINUTE_KEYS).agg(_aggregations(WINDOW_MEASURES)), MINUTE_KEYS)
+def minute_partials(pieces: pl.DataFrame) -> pl.DataFrame:
+    """``util_1m`` partials of :func:`minute_pieces`."""
+    return _finish(pieces.group_by(MINUTE_KEYS).agg(_aggregations(WINDOW_MEASURES)), MINUTE_KEYS, WINDOW_MEASURES)
 
 
-def merge(partials: pl.DataFrame, keys: tuple[str, ...], every: str | None = None) -> pl.DataFrame:
+def device_hour_partials(pieces: pl.DataFrame) -> pl.DataFrame:
+    """``device_1h`` partials of :func:`minute_pieces`."""
+    hours = pieces.with_columns(pl.col("window_start").dt.truncate("1h"))
+    return _finish(hours.group_by(DEVICE_KEYS).agg(_aggregations(DEVICE_MEASURES)), DEVICE_KEYS, DEVICE_MEASURES)
+
+
+def merge(partials: pl.DataFrame, keys: tuple[str, ...], every: str | None = None,
+          measures: tuple[Measure, ...] = WINDOW_MEASURES) -> pl.DataFrame:
     """Merge partials that share their keys; with ``every``, first widen ``window_start`` to that width."""
     frame = _unpack(partials)
     if every is not None:
         frame = frame.with_columns(pl.col("window_start").dt.truncate(every))
-    return _finish(frame.group_by(keys).agg(_aggregations(WINDOW_MEASURES)), keys)
+    return _finish(frame.group_by(keys).agg(_aggregations(measures)), keys, measures)
 
 
 def job_device_partials(samples: pl.DataFrame) -> pl.DataFrame:

@@ -75,6 +75,16 @@ WINDOW_MEASURES = (
             f"device-seconds per util_compute bin ({HISTOGRAM_BINS} bins of 1/{HISTOGRAM_BINS})"),
 )
 
+#: Per device-hour only (``device_1h``): how a device fared, for comparing it with its peers.
+HEALTH_MEASURES = (
+    Measure("temp_seconds", "sum", pa.float64(), "device-seconds x temp_c"),
+    Measure("temp_known_seconds", "sum", pa.float64(), "device-seconds with a temp_c reading"),
+    Measure("throttled_seconds", "sum", pa.float64(),
+            "device-seconds held down by heat or a hardware slowdown (hw_thermal, hw_slowdown, sw_thermal)"),
+)
+#: ``device_1h``: the window measures but the histogram (one row per device-hour: kept light), and health.
+DEVICE_MEASURES = (*(measure for measure in WINDOW_MEASURES if measure.merge != "sum_bins"), *HEALTH_MEASURES)
+
 JOB_MEASURES = (
     Measure("first_seen", "min", TIMESTAMP, "start of the job's first interval on the device"),
     Measure("last_seen", "max", TIMESTAMP, "end of its last interval on the device"),
@@ -85,6 +95,7 @@ JOB_MEASURES = (
 
 WINDOW_KEYS = ("window_start", "cluster", "tenant", "job_id", "vendor", "model")
 MINUTE_KEYS = (*WINDOW_KEYS, "node")
+DEVICE_KEYS = (*MINUTE_KEYS, "device_uuid")
 JOB_KEYS = ("cluster", "tenant", "job_id")
 JOB_DEVICE_KEYS = (*JOB_KEYS, "device_uuid", "vendor", "model", "node")
 
@@ -101,9 +112,9 @@ def _schema(columns: tuple[str, ...], measures: tuple[Measure, ...], partition_b
     return pa.schema(fields)
 
 
-def _rollup(name: str, keys: tuple[str, ...], partition_by: tuple[str, ...]) -> Table:
-    return Table(name, _schema(keys, WINDOW_MEASURES, partition_by), partition_by, "window_start", keys,
-                 WINDOW_MEASURES)
+def _rollup(name: str, keys: tuple[str, ...], partition_by: tuple[str, ...],
+            measures: tuple[Measure, ...] = WINDOW_MEASURES) -> Table:
+    return Table(name, _schema(keys, measures, partition_by), partition_by, "window_start", keys, measures)
 
 
 SAMPLES = Table(
@@ -113,6 +124,8 @@ SAMPLES = Table(
 UTIL_1M = _rollup("util_1m", MINUTE_KEYS, ("date", "hour"))
 UTIL_1H = _rollup("util_1h", WINDOW_KEYS, ("date",))
 UTIL_1D = _rollup("util_1d", WINDOW_KEYS, ("month",))
+#: Per device and hour (and owner): what compares a device with its peers (stragglers, sick hardware).
+DEVICE_1H = _rollup("device_1h", DEVICE_KEYS, ("date",), DEVICE_MEASURES)
 JOB_DEVICES = Table("job_devices", _schema(JOB_DEVICE_KEYS, JOB_MEASURES, ("date",)), ("date",), "first_seen",
                     JOB_DEVICE_KEYS, JOB_MEASURES)
 QUARANTINE = Table(
@@ -130,8 +143,8 @@ QUARANTINE = Table(
 
 #: Every table, in the order a commit writes them: ``samples`` last, so that a sample the warehouse holds has
 #: its rollups stored too (the pipeline's deduplication reads ``samples``).
-TABLES: dict[str, Table] = {table.name: table for table in (QUARANTINE, JOB_DEVICES, UTIL_1D, UTIL_1H, UTIL_1M,
-                                                             SAMPLES)}
+TABLES: dict[str, Table] = {table.name: table for table in (QUARANTINE, JOB_DEVICES, DEVICE_1H, UTIL_1D, UTIL_1H,
+                                                             UTIL_1M, SAMPLES)}
 _PLAN_KEYS = [pa.field("run_at", TIMESTAMP, nullable=False), pa.field("cluster", pa.string(), nullable=False),
               pa.field("model", pa.string(), nullable=False)]
 #: Demand forecasts (``fleetmeter forecast``): per cluster, tenant ('*': the pool, every tenant together), model

@@ -2,7 +2,7 @@
 -- defining, from the warehouse and the configuration:
 --
 --   stored.<table>   each warehouse table's Delta snapshot, as stored: samples, util_1m, util_1h,
---                    util_1d, job_devices, quarantine (schemas/warehouse.py, docs/warehouse.md)
+--                    util_1d, device_1h, job_devices, quarantine (schemas/warehouse.py, docs/warehouse.md)
 --   prices           model_pattern (a GLOB), per_device_hour, per_kwh: the configured price list
 --   idle_threshold   variable: util_compute below it is idle (a multiple of 0.05, a histogram bin edge)
 --   since            variable: where the canned queries (sql/queries/) start, a UTC midnight
@@ -71,6 +71,41 @@ FROM merged;
 CREATE OR REPLACE VIEW util_1m AS SELECT * EXCLUDE (width) FROM rollups WHERE width = '1m';
 CREATE OR REPLACE VIEW util_1h AS SELECT * EXCLUDE (width, node) FROM rollups WHERE width = '1h';
 CREATE OR REPLACE VIEW util_1d AS SELECT * EXCLUDE (width, node) FROM rollups WHERE width = '1d';
+
+-- One row per hour, device and owner (several owners in an hour: a job that ended, a shared device), with the
+-- window measures but the histogram, and the device's health: temperature and time held down by heat or a fault.
+CREATE OR REPLACE VIEW device_1h AS
+WITH merged AS (
+    SELECT window_start, cluster, tenant, job_id, vendor, model, node, device_uuid,
+           sum(samples) AS samples,
+           sum(device_seconds) AS device_seconds,
+           sum(util_known_seconds) AS util_known_seconds,
+           sum(busy_seconds) AS busy_seconds,
+           sum(sm_active_seconds) AS sm_active_seconds,
+           sum(sm_active_known_seconds) AS sm_active_known_seconds,
+           sum(tensor_active_seconds) AS tensor_active_seconds,
+           sum(tensor_active_known_seconds) AS tensor_active_known_seconds,
+           sum(energy_j) AS energy_j,
+           sum(ecc_corrected) AS ecc_corrected,
+           sum(ecc_uncorrected) AS ecc_uncorrected,
+           sum(xid_events) AS xid_events,
+           max(mem_used_max_bytes) AS mem_used_max_bytes,
+           sum(temp_seconds) AS temp_seconds,
+           sum(temp_known_seconds) AS temp_known_seconds,
+           sum(throttled_seconds) AS throttled_seconds
+    FROM stored.device_1h
+    GROUP BY ALL
+)
+SELECT *,
+       tenant <> 'unallocated' AS allocated,
+       device_seconds / 3600 AS device_hours,
+       ratio(busy_seconds, util_known_seconds) AS utilization,
+       ratio(sm_active_seconds, sm_active_known_seconds) AS sm_active,
+       ratio(tensor_active_seconds, tensor_active_known_seconds) AS tensor_active,
+       ratio(temp_seconds, temp_known_seconds) AS temp_c,
+       ratio(throttled_seconds, device_seconds) AS throttled_share,
+       energy_j / 3.6e6 AS energy_kwh
+FROM merged;
 
 CREATE OR REPLACE VIEW samples AS SELECT * FROM stored.samples;
 CREATE OR REPLACE VIEW quarantine AS SELECT * FROM stored.quarantine;

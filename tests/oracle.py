@@ -164,6 +164,10 @@ SUMMED = ("samples", "device_seconds", "util_known_seconds", "busy_seconds",
           "energy_j", "ecc_corrected", "ecc_uncorrected", "xid_events")
 WINDOW_MEASURES = (*SUMMED, "mem_used_max_bytes", "util_hist_seconds")
 EVENT_COUNTS = ("ecc_corrected", "ecc_uncorrected", "xid_events")
+#: device_1h's own sums; it holds the window measures but the histogram besides.
+HEALTH = ("temp_seconds", "temp_known_seconds", "throttled_seconds")
+DEVICE_MEASURES = (*SUMMED, "mem_used_max_bytes", *HEALTH)
+HELD_DOWN = {"hw_thermal", "hw_slowdown", "sw_thermal"}
 MINUTE_MS = 60_000
 
 
@@ -212,6 +216,12 @@ def row_amounts(row: Row) -> dict[str, Any]:
         if row.get(ratio) is not None:
             amounts[f"{ratio}_seconds"] = row[ratio] * seconds
             amounts[f"{ratio}_known_seconds"] = seconds
+    amounts |= {name: 0.0 for name in HEALTH}
+    if row.get("temp_c") is not None:
+        amounts["temp_seconds"] = row["temp_c"] * seconds
+        amounts["temp_known_seconds"] = seconds
+    if HELD_DOWN & set(row.get("throttle_reasons") or ()):
+        amounts["throttled_seconds"] = seconds
     util = row.get("util_compute")
     if util is not None:
         amounts["util_known_seconds"] = seconds
@@ -239,7 +249,7 @@ def minute_pieces(row: Row) -> list[tuple[datetime, dict[str, Any]]]:
     while minute * MINUTE_MS < end:
         share = (min(end, (minute + 1) * MINUTE_MS) - max(start, minute * MINUTE_MS)) / (end - start)
         piece = {name: value * share for name, value in whole.items()
-                 if name in SUMMED and name not in (*EVENT_COUNTS, "samples")}
+                 if name in (*SUMMED, *HEALTH) and name not in (*EVENT_COUNTS, "samples")}
         if minute * MINUTE_MS <= start and end <= (minute + 1) * MINUTE_MS:
             piece |= {name: whole[name] for name in EVENT_COUNTS}
         else:
@@ -269,6 +279,23 @@ def windows(rows: Iterable[Row], width: str, with_node: bool) -> dict[Key, dict[
             total["util_hist_seconds"] = [a + b for a, b in zip(total["util_hist_seconds"],
                                                                 piece["util_hist_seconds"], strict=True)]
     return dict(totals)
+
+
+def device_hours(rows: Iterable[Row]) -> dict[Key, dict[str, Any]]:
+    """``device_1h``: per hour, owner and device, every window measure but the histogram, and health."""
+    totals: dict[Key, dict[str, Any]] = {}
+    for row in rows:
+        for minute, piece in minute_pieces(row):
+            key: Key = (_floor(minute, "1h"), row["cluster"], row["tenant"], row["job_id"], row["vendor"],
+                        row["model"], row["node"], row["device_uuid"])
+            if key not in totals:
+                totals[key] = {name: 0.0 for name in HEALTH} | _new_window()
+                del totals[key]["util_hist_seconds"]
+            total = totals[key]
+            for name in (*SUMMED, *HEALTH):
+                total[name] += piece[name]
+            total["mem_used_max_bytes"] = max_known(total["mem_used_max_bytes"], piece["mem_used_max_bytes"])
+    return totals
 
 
 JOB_DEVICE_SUMS = ("samples", "device_seconds", "util_known_seconds", "busy_seconds", "energy_j")

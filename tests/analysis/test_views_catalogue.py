@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from fleetmeter.schemas.warehouse import DERIVED, JOB_DEVICES, TABLES, UTIL_1M, Measure
+from fleetmeter.schemas.warehouse import DERIVED, DEVICE_1H, JOB_DEVICES, TABLES, UTIL_1M, Measure
 from fleetmeter.sql.catalog import VIEWS
 
 _SQL_MERGE = {"sum": "sum", "max": "max", "min": "min", "sum_bins": "hist_add"}
@@ -27,6 +27,7 @@ def merged_as_catalogued(sql: str, measures: tuple[Measure, ...]) -> list[str]:
 def test_the_views_merge_every_catalogued_measure_by_its_rule() -> None:
     assert merged_as_catalogued(view("rollups"), UTIL_1M.measures) == []
     assert merged_as_catalogued(view("job_devices"), JOB_DEVICES.measures) == []
+    assert merged_as_catalogued(view("device_1h"), DEVICE_1H.measures) == []
 
 
 def test_the_views_read_only_catalogued_tables() -> None:

@@ -176,6 +176,22 @@ JOB_KEYS = ("cluster", "tenant", "job_id")
 JOB_DEVICE_KEYS = (*JOB_KEYS, "device_uuid", "vendor", "model", "node")
 
 
+def merged_device_hours(rows: list[Row]) -> dict[tuple[Any, ...], Row]:
+    """Stored device_1h partials merged by key."""
+    merged: dict[tuple[Any, ...], Row] = {}
+    for row in rows:
+        key = tuple(row[name] for name in ("window_start", "cluster", "tenant", "job_id", "vendor", "model", "node",
+                                           "device_uuid"))
+        if key not in merged:
+            merged[key] = dict(row)
+            continue
+        for name in (*oracle.SUMMED, *oracle.HEALTH):
+            merged[key][name] += row[name]
+        merged[key]["mem_used_max_bytes"] = oracle.max_known(merged[key]["mem_used_max_bytes"],
+                                                             row["mem_used_max_bytes"])
+    return merged
+
+
 def merged_job_devices(rows: list[Row]) -> dict[tuple[Any, ...], Row]:
     """Stored job-device partials (one per commit and day until compaction) merged by key."""
     merged: dict[tuple[Any, ...], Row] = {}
@@ -189,10 +205,12 @@ def merged_job_devices(rows: list[Row]) -> dict[tuple[Any, ...], Row]:
 
 
 def assert_rollups_match(warehouse: Path | str, rows: list[Row]) -> None:
-    """Every rollup table (util_1m, util_1h, util_1d, job_devices) holds the oracle's figures for ``rows``."""
+    """Every rollup table (util_1m, util_1h, util_1d, device_1h, job_devices) holds the oracle's figures for
+    ``rows``."""
     assert_windows_match(read_table(warehouse, "util_1m"), rows, "1m", with_node=True)
     assert_windows_match(read_table(warehouse, "util_1h"), rows, "1h", with_node=False)
     assert_windows_match(read_table(warehouse, "util_1d"), rows, "1d", with_node=False)
+    assert_same_figures(merged_device_hours(read_table(warehouse, "device_1h")), oracle.device_hours(rows))
     assert_same_figures(merged_job_devices(read_table(warehouse, "job_devices")), oracle.job_devices(rows))
 
 

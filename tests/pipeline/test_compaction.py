@@ -78,10 +78,12 @@ def test_partials_are_merged_into_one_row_per_key_and_samples_into_one_file(tmp_
         flush(writer, offset, f"GPU-{offset}")
     rows, seconds, samples = totals(tmp_path, "util_1m")
     assert (rows, samples) == (5 * 2, 10)  # five flushes' partials, two minutes each
-    assert compact_all(writer, NOW) == 3  # five appends to each rollup partition: all due; samples' day is open
+    assert totals(tmp_path, "device_1h")[0] == 5  # one partial per flush (the two minutes are in one hour)
+    assert compact_all(writer, NOW) == 4  # five appends to each rollup partition: all due; samples' day is open
     assert files(tmp_path, "util_1m") == 1
     assert totals(tmp_path, "util_1m") == (2, seconds, samples)  # one row per minute (one node, tenant, model)
     assert totals(tmp_path, "util_1d")[1:] == (seconds, samples)
+    assert totals(tmp_path, "device_1h") == (3, seconds, samples)  # one row per device (GPU-1, GPU-3, GPU-4)
     assert files(tmp_path, "samples") == 5
     assert compact_all(writer, LATER) == 1  # the day closed: its samples now
     assert files(tmp_path, "samples") == 1
