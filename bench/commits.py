@@ -120,7 +120,8 @@ def history(root: str, devices: int, days: int, log_commits: int, today: datetim
     pieces = rollups.minute_pieces(samples)
     minutes = rollups.minute_partials(pieces)
     one_day = {JOB_DEVICES.name: rollups.job_device_partials(samples),
-               DEVICE_1H.name: rollups.device_hour_partials(pieces), UTIL_1H.name: rollups.merge(minutes, WINDOW_KEYS, "1h"), UTIL_1M.name: minutes, SAMPLES.name: samples}
+               DEVICE_1H.name: rollups.device_hour_partials(pieces),
+               UTIL_1H.name: rollups.merge(minutes, WINDOW_KEYS, "1h"), UTIL_1M.name: minutes, SAMPLES.name: samples}
     warehouse = DeltaWarehouse(root, {}, ConsumerSettings().group_id)
     writer, versions = app_id(warehouse.group, "bench.history", None, 0), itertools.count(1)
     for day in range(days):

@@ -1,6 +1,6 @@
 """The rollup math: sample rows -> mergeable partials per window, tenant, job, vendor and model (and node, for
-minutes), per device and hour, and per job and device. The measures and how each merges are catalogued in ``schemas/warehouse.py``; this module
-computes them.
+minutes), per device and hour, and per job and device. The measures and how each merges are catalogued in
+``schemas/warehouse.py``; this module computes them.
 
 Device time counts capacity: a row of a shared device counts ``interval_s x share``; a GPU in MIG mode
 (extras ``mig.enabled``) adds its board readings (energy, errors) but not its seconds, which its MIG

@@ -125,6 +125,6 @@ def sql(
     with tempfile.NamedTemporaryFile("w", prefix="fleetmeter-", suffix=".sql") as init:
         init.write(script)
         init.flush()
-        console().print(f"views: samples, util_1m, util_1h, util_1d, device_1h, jobs, job_devices, costs, model_prices, "
-                        f"quarantine; canned queries: .read {QUERIES}/<name>.sql")
+        console().print(f"views: samples, util_1m, util_1h, util_1d, device_1h, jobs, job_devices, costs, "
+                        f"model_prices, quarantine; canned queries: .read {QUERIES}/<name>.sql")
         subprocess.run([cli, "-init", init.name], check=False)
