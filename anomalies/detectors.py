@@ -3,7 +3,7 @@
 - **idle allocation** (``util_1h``): a job's hours in which at least ``idle_share`` of its device-time was below
   the idle threshold (read off the stored histogram), ``idle_hours`` or more in a row. Cost so far: its
   device-hours in those hours at the model's price; per day: its devices at the last idle hour, for 24 hours.
-- **straggler** (``samples``): in a job on at least ``straggler_min_devices`` devices, a device whose mean SM
+- **straggler** (``device_1h``): in a job on at least ``straggler_min_devices`` devices, a device whose mean SM
   activity (utilization where SM activity is unknown) over the window is ``straggler_z`` robust z-scores below
   the devices' median (z = (median - x) / (1.4826 x MAD), the MAD floored at 0.01) and at most
   ``straggler_ratio`` of it: the slow GPU that holds a data-parallel job back. Cost: the job's device-hours
@@ -67,17 +67,15 @@ ORDER BY u.cluster, u.tenant, u.job_id, u.model, u.window_start
 """
 _LAST_HOUR = "SELECT max(window_start) FROM util_1h"
 _DEVICES = """
-SELECT s.cluster, s.tenant, s.job_id, s.model, s.device_uuid, any_value(s.node) AS node,
-       sum(coalesce(s.sm_active, s.util_compute) * s.interval_s * coalesce(s.share, 1))
-           / sum(s.interval_s * coalesce(s.share, 1)) FILTER (WHERE coalesce(s.sm_active, s.util_compute) IS NOT NULL)
-           AS activity,
-       bool_or(s.sm_active IS NOT NULL) AS sm_known,
-       sum(s.interval_s * coalesce(s.share, 1)) / 3600 AS device_hours,
-       min(s.ts) AS first, max(s.ts + to_microseconds(CAST(s.interval_s * 1e6 AS BIGINT))) AS last,
-       any_value(p.per_device_hour) AS per_device_hour
-FROM samples AS s LEFT JOIN model_prices AS p USING (model)
-WHERE s.job_id IS NOT NULL AND s.tenant <> 'unallocated' AND s.ts >= getvariable('since')
-GROUP BY s.cluster, s.tenant, s.job_id, s.model, s.device_uuid
+SELECT d.cluster, d.tenant, d.job_id, d.model, d.device_uuid, arg_max(d.node, d.window_start) AS node,
+       coalesce(ratio(sum(d.sm_active_seconds), sum(d.sm_active_known_seconds)),
+                ratio(sum(d.busy_seconds), sum(d.util_known_seconds))) AS activity,
+       sum(d.sm_active_known_seconds) > 0 AS sm_known,
+       sum(d.device_seconds) / 3600 AS device_hours,
+       min(d.window_start) AS first, max(d.window_start) AS last_hour, any_value(p.per_device_hour) AS per_device_hour
+FROM device_1h AS d LEFT JOIN model_prices AS p USING (model)
+WHERE d.job_id IS NOT NULL AND d.allocated AND d.window_start >= getvariable('since')
+GROUP BY d.cluster, d.tenant, d.job_id, d.model, d.device_uuid
 """
 
 
@@ -131,10 +129,11 @@ def stragglers(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings,
                 continue
             lost = 1 - device["activity"] / median if median > 0 else 0.0
             price = device["per_device_hour"]
-            span_days = max((device["last"] - device["first"]).total_seconds() / 86_400, 1 / 24)
+            end = device["last_hour"] + timedelta(hours=1)
+            span_days = (end - device["first"]).total_seconds() / 86_400
             findings.append(Finding(
-                STRAGGLER, str(cluster), str(tenant), str(job), str(model), device["first"], device["last"],
-                device["last"] >= latest, severity=round(z, 2),
+                STRAGGLER, str(cluster), str(tenant), str(job), str(model), device["first"], end,
+                device["last_hour"] >= latest, severity=round(z, 2),
                 evidence={"activity": round(device["activity"], 4), "peers_median": round(median, 4),
                           "peers_mad": round(mad, 4), "peers": peers.height,
                           "measure": "sm_active" if device["sm_known"] else "util_compute"},
@@ -163,8 +162,9 @@ def regressions(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings
     least ``regression_min_hours``) after which it runs ``regression_drop`` lower, and lower by more than
     ``regression_noise`` times the series' noise (the median absolute hour-to-hour change). Cost: the
     device-hours since x the utilization lost, at the model's price."""
-    hours = pl.DataFrame(pl.from_arrow(connection.sql(_JOB_UTIL).to_arrow_table())).drop_nulls("utilization")
     idle = connection.execute("SELECT getvariable('idle_threshold')").fetchall()[0][0]
+    hours = pl.DataFrame(pl.from_arrow(connection.sql(_JOB_UTIL).to_arrow_table())).drop_nulls("utilization").filter(
+        pl.col("utilization") >= idle)  # idle hours are idle allocations: a job idle a while and back is no drop
     findings = []
     for (cluster, tenant, job, model), series in hours.group_by("cluster", "tenant", "job_id", "model",
                                                                maintain_order=True):
@@ -176,8 +176,8 @@ def regressions(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings
         before, after = float(np.mean(values[:cut])), float(np.mean(values[cut:]))
         noise = max(float(np.median(np.abs(np.diff(values)))), 0.005)
         drop = before - after
-        if drop < settings.regression_drop or drop < settings.regression_noise * noise or after < idle:
-            continue  # (a job that fell idle is an idle allocation: not reported twice)
+        if drop < settings.regression_drop or drop < settings.regression_noise * noise:
+            continue
         since = series.slice(cut)
         price = since["price"][0]
         lost_hours = float(since["device_hours"].sum()) * drop
@@ -191,57 +191,101 @@ def regressions(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings
     return findings
 
 
-_DEVICE_HEALTH = """
-SELECT s.cluster, s.model, s.device_uuid, arg_max(s.node, s.ts) AS node, arg_max(s.tenant, s.ts) AS tenant,
-       arg_max(s.job_id, s.ts) AS job_id,
-       sum(s.util_compute * s.interval_s) / sum(s.interval_s) FILTER (WHERE s.util_compute IS NOT NULL) AS util,
-       sum(s.temp_c * s.interval_s) / sum(s.interval_s) FILTER (WHERE s.temp_c IS NOT NULL) AS temp_c,
-       sum(s.interval_s) FILTER (WHERE list_has_any(s.throttle_reasons, ['hw_thermal', 'hw_slowdown', 'sw_thermal']))
-           / sum(s.interval_s) AS throttled_share,
-       coalesce(sum(s.ecc_uncorrected), 0) AS ecc_uncorrected, coalesce(sum(len(s.xid_errors)), 0) AS xid_events,
-       sum(s.interval_s * coalesce(s.share, 1)) FILTER (WHERE s.tenant <> 'unallocated') / 3600 AS allocated_hours,
-       min(s.ts) AS first, max(s.ts) AS last, any_value(p.per_device_hour) AS price
-FROM samples AS s LEFT JOIN model_prices AS p USING (model)
-WHERE s.ts >= getvariable('since')
-GROUP BY s.cluster, s.model, s.device_uuid
+_DEVICE_DAYS = """
+SELECT d.cluster, d.model, d.device_uuid, date_trunc('day', d.window_start) AS day,
+       arg_max(d.node, d.window_start) AS node, arg_max(d.tenant, d.window_start) AS tenant,
+       arg_max(d.job_id, d.window_start) AS job_id,
+       ratio(sum(d.busy_seconds), sum(d.util_known_seconds)) AS util,
+       ratio(sum(d.temp_seconds), sum(d.temp_known_seconds)) AS temp_c,
+       coalesce(ratio(sum(d.throttled_seconds), sum(d.device_seconds)), 0) AS throttled_share,
+       sum(d.ecc_uncorrected) AS ecc_uncorrected, sum(d.xid_events) AS xid_events,
+       coalesce(sum(d.device_seconds) FILTER (WHERE d.allocated), 0) / 3600 AS allocated_hours,
+       min(d.window_start) AS first, max(d.window_start) AS last_hour, any_value(p.per_device_hour) AS price
+FROM device_1h AS d LEFT JOIN model_prices AS p USING (model)
+WHERE d.window_start >= getvariable('since')
+GROUP BY d.cluster, d.model, d.device_uuid, day
 """
+_TEMP_MAD_FLOOR = 0.5
 
 
 def sick_hardware(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, latest: datetime,
                   ) -> list[Finding]:
-    """A device hotter than the devices of its model under similar load (utilization within 0.1) by
-    ``sick_temp_c`` and ``sick_z`` robust z-scores; or held down by thermal or hardware slowdown a
-    ``sick_throttle_share`` of its time while its peers are not; or with uncorrectable ECC errors or an XID
-    burst. Cost: its allocated device-hours in the window, at the model's price (time spent on suspect hardware)."""
-    devices = pl.DataFrame(pl.from_arrow(connection.sql(_DEVICE_HEALTH).to_arrow_table())).with_columns(
-        load=(pl.col("util") * 10).floor())  # unknown load (a MIG board): compared with nobody's temperature
-    findings = []
-    for _, peers in devices.group_by("cluster", "model", "load", maintain_order=True):
-        temps = peers.filter(pl.col("util").is_not_null())["temp_c"].drop_nulls()
-        median = float(temps.median()) if len(temps) else 0.0  # type: ignore[arg-type]
-        mad = max(float((temps - median).abs().median()), 0.5) if len(temps) else 0.5  # type: ignore[arg-type]
-        throttled_median = float(peers["throttled_share"].fill_null(0).median())  # type: ignore[arg-type]
-        for device in peers.iter_rows(named=True):
+    """Per UTC day, a device (a) hotter than expected at its load by ``sick_temp_c`` and ``sick_z`` robust
+    z-scores, the expected temperature interpolated between the median temperatures of the devices of its model
+    and cluster in each tenth of load (tenths of at least ``sick_min_peers``); (b) held down by heat or a
+    hardware slowdown ``sick_throttle_share`` of its time while its peers' median is below that; or (c) with an
+    uncorrectable ECC error or ``xid_burst`` XID events that day. Consecutive sick days of a device are one
+    finding. Cost: its allocated device-hours on those days, at the model's price (time spent on suspect
+    hardware)."""
+    days = pl.DataFrame(pl.from_arrow(connection.sql(_DEVICE_DAYS).to_arrow_table()))
+    sick: list[dict[str, Any]] = []
+    for _, peers in days.group_by("cluster", "model", "day", maintain_order=True):
+        residuals = _temperature_residuals(peers, settings.sick_min_peers)
+        throttled_median = float(peers["throttled_share"].median())  # type: ignore[arg-type]
+        for device, residual in zip(peers.iter_rows(named=True), residuals, strict=True):
             why: dict[str, float | int | str] = {}
-            if len(temps) >= settings.sick_min_peers and device["temp_c"] is not None and device["util"] is not None:
-                z = (device["temp_c"] - median) / (1.4826 * mad)
-                if device["temp_c"] - median >= settings.sick_temp_c and z >= settings.sick_z:
-                    why |= {"temp_c": round(device["temp_c"], 1), "peers_temp_c": round(median, 1),
-                            "temp_z": round(z, 1)}
-            share = device["throttled_share"] or 0.0
+            if residual is not None and residual[0] >= settings.sick_temp_c and residual[1] >= settings.sick_z:
+                expected = device["temp_c"] - residual[0]
+                why |= {"temp_c": round(device["temp_c"], 1), "expected_temp_c": round(expected, 1),
+                        "temp_z": round(residual[1], 1)}
+            share = device["throttled_share"]
             if peers.height >= settings.sick_min_peers and share >= settings.sick_throttle_share > throttled_median:
                 why |= {"throttled_share": round(share, 3), "peers_throttled_share": round(throttled_median, 3)}
             if device["ecc_uncorrected"] > 0 or device["xid_events"] >= settings.xid_burst:
                 why |= {"ecc_uncorrected": int(device["ecc_uncorrected"]), "xid_events": int(device["xid_events"])}
-            if not why:
-                continue
-            hours, price = device["allocated_hours"] or 0.0, device["price"]
-            findings.append(Finding(
-                "sick_hardware", str(device["cluster"]), str(device["tenant"]), str(device["job_id"] or ""),
-                str(device["model"]), device["first"], device["last"], device["last"] >= latest,
-                severity=float(len(why)), evidence=why, cost_impact=None if price is None else hours * price,
-                cost_per_day=None, node=device["node"], device_uuid=device["device_uuid"]))
-    return findings
+            if why:
+                sick.append(device | {"why": why})
+    return [_sick_run(run, latest) for run in _consecutive_days(sick)]
+
+
+def _temperature_residuals(peers: pl.DataFrame, min_peers: int) -> list[tuple[float, float] | None]:
+    """Per device of ``peers`` (one model, cluster and day): how much hotter it ran than expected at its load, in
+    degrees and in robust z-scores; None where its load or temperature is unknown (a MIG board) or too few
+    devices share a tenth of load to say what is expected."""
+    known = peers.select("util", "temp_c").to_numpy().astype(float)
+    usable = ~np.isnan(known).any(axis=1)
+    if usable.sum() < min_peers:
+        return [None] * peers.height
+    util, temp = known[usable, 0], known[usable, 1]
+    tenths = np.minimum(np.floor(util * 10), 9)
+    centres, medians = [], []
+    for tenth in np.unique(tenths):
+        members = tenths == tenth
+        if members.sum() >= min_peers:
+            centres.append(float(np.median(util[members])))
+            medians.append(float(np.median(temp[members])))
+    if not centres:
+        return [None] * peers.height
+    residual = temp - np.interp(util, centres, medians)
+    mad = max(float(np.median(np.abs(residual - np.median(residual)))), _TEMP_MAD_FLOOR)
+    scored = iter(zip(residual.tolist(), (residual / (1.4826 * mad)).tolist(), strict=True))
+    return [next(scored) if ok else None for ok in usable]
+
+
+def _consecutive_days(sick: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Sick device-days grouped into runs of consecutive days per device."""
+    runs: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}
+    for day in sorted(sick, key=lambda row: (row["cluster"], row["device_uuid"], row["day"])):
+        device_runs = runs.setdefault((day["cluster"], day["device_uuid"]), [])
+        if device_runs and day["day"] - device_runs[-1][-1]["day"] == timedelta(days=1):
+            device_runs[-1].append(day)
+        else:
+            device_runs.append([day])
+    return [run for device_runs in runs.values() for run in device_runs]
+
+
+def _sick_run(run: list[dict[str, Any]], latest: datetime) -> Finding:
+    last = run[-1]
+    reasons: dict[str, float | int | str] = {}
+    for day in run:
+        reasons |= day["why"]  # the latest day's figures for each reason
+    hours = sum(day["allocated_hours"] for day in run)
+    price = last["price"]
+    return Finding("sick_hardware", str(last["cluster"]), str(last["tenant"]), str(last["job_id"] or ""),
+                   str(last["model"]), run[0]["first"], last["last_hour"] + timedelta(hours=1),
+                   last["last_hour"] >= latest, severity=float(len(last["why"])),
+                   evidence=reasons | {"days": len(run)}, cost_impact=None if price is None else hours * price,
+                   cost_per_day=None, node=last["node"], device_uuid=last["device_uuid"])
 
 
 _TENANT_DAYS = """

@@ -118,7 +118,7 @@ def history(root: str, devices: int, days: int, log_commits: int, today: datetim
     hourly = pl.concat([scrape.with_columns(pl.col("ts") + timedelta(hours=hour)) for hour in range(24)])
     samples = replicate(hourly, max(1, devices // (TEMPLATE_NODES * DEVICES_PER_NODE)))
     pieces = rollups.minute_pieces(samples)
-    minutes = rollups.minute_partials(pieces)
+    minutes = rollups.node_partials(pieces)
     one_day = {JOB_DEVICES.name: rollups.job_device_partials(samples),
                DEVICE_1H.name: rollups.device_hour_partials(pieces),
                UTIL_1H.name: rollups.merge(minutes, WINDOW_KEYS, "1h"), UTIL_1M.name: minutes, SAMPLES.name: samples}

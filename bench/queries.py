@@ -2,8 +2,8 @@
 
 Building such a warehouse through the worker would take hours here (30 days of 10,000 devices at 10 s is
 2.6 billion samples), so its tables are written with the pipeline's own rollup code and Delta appends: one
-template day of 128 simulated GPUs is rolled up (``rollups.minute_pieces``, ``minute_partials`` and ``merge``, as a
-flush does), and the rollup rows are copied per device group (node and job names made unique) and per day, one
+template day of 128 simulated GPUs is rolled up (``rollups.minute_pieces``, ``node_partials`` and ``merge``, as
+a flush does), and the rollup rows are copied per device group (node and job names made unique) and per day, one
 Delta commit per table and day (``DeltaWarehouse.append``: the catalogue's schema and partitions), so that
 each partition holds one file, as after compaction. The rollups hold what the worker would store for such
 a fleet, one row per key and window; the template is sampled every 60 s instead of 10 s, which changes only
@@ -100,7 +100,7 @@ def build(root: str, devices: int, days: int, sample_days: int, end: datetime) -
     copies = max(1, devices // (TEMPLATE_NODES * DEVICES_PER_NODE))
     first_day = end - days * DAY
     template = template_rows(int(86_400 / TEMPLATE_INTERVAL_S), TEMPLATE_INTERVAL_S, first_day)
-    minutes = rollups.minute_partials(rollups.minute_pieces(template))
+    minutes = rollups.node_partials(rollups.minute_pieces(template))
     daily = {UTIL_1H.name: rollups.merge(minutes, WINDOW_KEYS, "1h"), UTIL_1M.name: minutes, SAMPLES.name: template}
     warehouse = DeltaWarehouse(root, {}, "bench")
     writer, versions = app_id("bench", "bench", None, 0), itertools.count(1)  # a transaction, as a worker's

@@ -244,7 +244,7 @@ class PartitionWriter:
             else:
                 if since not in pieces:
                     pieces[since] = rollups.minute_pieces(rows)
-                    minutes[since] = rollups.minute_partials(pieces[since])
+                    minutes[since] = rollups.node_partials(pieces[since])
                 if name == DEVICE_1H.name:
                     frame = rollups.device_hour_partials(pieces[since])
                 elif name == UTIL_1M.name:

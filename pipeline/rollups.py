@@ -40,6 +40,8 @@ _PROPORTIONAL = ("device_seconds", "util_known_seconds", "busy_seconds", "sm_act
                  "sm_active_known_seconds", "tensor_active_seconds", "tensor_active_known_seconds", "energy_j",
                  "temp_seconds", "temp_known_seconds", "throttled_seconds", *_BIN_COLUMNS)
 _EVENT_COUNTS = ("ecc_corrected", "ecc_uncorrected", "xid_events")
+#: The columns of a minute piece that windows sum: every measure, the histogram as its bins.
+_PIECE_MEASURES = (*(measure.name for measure in DEVICE_MEASURES), *_BIN_COLUMNS)
 #: Throttle reasons that mean the device is held down by heat or a hardware fault, not by its power cap or idling.
 _HELD_DOWN = ["hw_thermal", "hw_slowdown", "sw_thermal"]
 
@@ -95,26 +97,33 @@ def minute_pieces(samples: pl.DataFrame) -> pl.DataFrame:
     """Each row of ``samples`` (sample schema v1, already deduplicated) once per minute its interval overlaps,
     with its measures scaled to the part of it in that minute; ``window_start`` is the minute. What every
     window's partials are summed from."""
-    measured = row_measures(samples)
+    return window_pieces(samples, _MINUTE_MS)
+
+
+def window_pieces(samples: pl.DataFrame, width_ms: int) -> pl.DataFrame:
+    """:func:`minute_pieces` for windows of ``width_ms`` (a divisor of a day): hour pieces make every table but
+    ``util_1m`` for hourly history at a sixtieth of the rows (the benchmarks)."""
+    keys = [key for key in DEVICE_KEYS if key != "window_start"]
+    measured = row_measures(samples).select(*keys, "ts", "interval_s", *_PIECE_MEASURES)  # only what windows sum
     start_ms = pl.col("ts").dt.epoch("ms")
     end_ms = start_ms.cast(pl.Float64) + pl.col("interval_s") * 1000
-    first = start_ms // _MINUTE_MS
+    first = start_ms // width_ms
     frame = measured.with_columns(_start_ms=start_ms, _end_ms=end_ms, _first=first,
-                                  _minutes=((end_ms / _MINUTE_MS).ceil().cast(pl.Int64) - first).clip(1))
+                                  _minutes=((end_ms / width_ms).ceil().cast(pl.Int64) - first).clip(1))
     whole = frame.filter(pl.col("_minutes") == 1).with_columns(_window=pl.col("_first"))
     crossing = frame.filter(pl.col("_minutes") > 1)
     if not crossing.is_empty():
         window = pl.col("_first") + pl.col("_piece")
         start = pl.col("_start_ms")
-        lower = pl.max_horizontal(start.cast(pl.Float64), (window * _MINUTE_MS).cast(pl.Float64))
-        upper = pl.min_horizontal(pl.col("_end_ms"), ((window + 1) * _MINUTE_MS).cast(pl.Float64))
+        lower = pl.max_horizontal(start.cast(pl.Float64), (window * width_ms).cast(pl.Float64))
+        upper = pl.min_horizontal(pl.col("_end_ms"), ((window + 1) * width_ms).cast(pl.Float64))
         duration = pl.col("_end_ms") - start
         whole_ms = (pl.col("interval_s") * 1000).round().cast(pl.Int64)  # >= 1: the interval crosses an edge
         pieces = crossing.with_columns(_piece=pl.int_ranges(0, pl.col("_minutes"))).explode("_piece").with_columns(
             _window=window,
             _share=(upper - lower) / duration,
-            _ms_before=(window * _MINUTE_MS - start).clip(0, whole_ms),
-            _ms_after=((window + 1) * _MINUTE_MS - start).clip(0, whole_ms),
+            _ms_before=(window * width_ms - start).clip(0, whole_ms),
+            _ms_after=((window + 1) * width_ms - start).clip(0, whole_ms),
             _whole_ms=whole_ms,
         )
         pieces = pieces.with_columns(
@@ -126,7 +135,7 @@ def minute_pieces(samples: pl.DataFrame) -> pl.DataFrame:
         ).drop("_piece", "_share", "_ms_before", "_ms_after", "_whole_ms")
         whole = pl.concat([whole, pieces], how="vertical")
     return whole.with_columns(
-        window_start=(pl.col("_window") * _MINUTE_MS).cast(pl.Datetime("ms", "UTC")),
+        window_start=(pl.col("_window") * width_ms).cast(pl.Datetime("ms", "UTC")),
     )
 
 
@@ -156,8 +165,9 @@ def _unpack(frame: pl.DataFrame) -> pl.DataFrame:
     ).drop(HISTOGRAM)
 
 
-def minute_partials(pieces: pl.DataFrame) -> pl.DataFrame:
-    """``util_1m`` partials of :func:`minute_pieces`."""
+def node_partials(pieces: pl.DataFrame) -> pl.DataFrame:
+    """Partials per window of the pieces and node: ``util_1m``'s of :func:`minute_pieces`, what ``util_1h`` and
+    ``util_1d`` are merged from."""
     return _finish(pieces.group_by(MINUTE_KEYS).agg(_aggregations(WINDOW_MEASURES)), MINUTE_KEYS, WINDOW_MEASURES)
 
 

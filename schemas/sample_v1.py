@@ -7,6 +7,9 @@ tenant/job. Counters are already per-interval deltas. The meaning of every colum
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pyarrow as pa
 
 #: major.minor. A minor bump adds nullable columns only; a major bump means a new topic (``...v2``).
@@ -72,12 +75,19 @@ COLUMNS: tuple[str, ...] = tuple(SAMPLE_SCHEMA.names)
 
 
 def rows_to_batch(rows: list[dict[str, object]]) -> pa.RecordBatch:
-    """Build a record batch of this schema from row dicts keyed by column name (``ts`` in epoch ms).
+    """Build a record batch of this schema from row dicts keyed by column name (``ts`` in epoch ms)."""
+    return columns_to_batch({name: [row.get(name) for row in rows] for name in COLUMNS}, len(rows))
+
+
+def columns_to_batch(columns: Mapping[str, Any], rows: int) -> pa.RecordBatch:
+    """Build a record batch of this schema from columns (lists or NumPy arrays of ``rows`` values, ``ts`` in
+    epoch ms); a column not given is null.
 
     Arrow does not enforce nullability on construction, so required columns are checked here.
     """
-    columns = {name: [row.get(name) for row in rows] for name in COLUMNS}
-    batch = pa.RecordBatch.from_pydict(columns, schema=SAMPLE_SCHEMA)
+    arrays = [pa.array(columns[field.name], field.type) if field.name in columns else pa.nulls(rows, field.type)
+              for field in SAMPLE_SCHEMA]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=SAMPLE_SCHEMA)
     for field, column in zip(SAMPLE_SCHEMA, batch.columns, strict=True):
         if not field.nullable and column.null_count:
             raise ValueError(f"column {field.name!r} is required but {column.null_count} rows have no value")

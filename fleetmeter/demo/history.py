@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from fleetmeter.pipeline.importing.runner import Batch
-from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA
+from fleetmeter.schemas.sample_v1 import columns_to_batch
 
 #: Weekday effect, Monday first: work days busier than weekends.
 WEEKDAY = (0.15, 0.2, 0.2, 0.15, 0.05, -0.35, -0.4)
@@ -118,9 +118,7 @@ class History:
             "mem_total_bytes": np.full(hours * count, 80 * 2**30),
             "seq": np.repeat(day * 24 + np.arange(hours), count),
         }
-        arrays = [pa.array(columns[field.name], field.type) if field.name in columns
-                  else pa.nulls(hours * count, field.type) for field in SAMPLE_SCHEMA]
-        return pa.RecordBatch.from_arrays(arrays, schema=SAMPLE_SCHEMA)
+        return columns_to_batch(columns, hours * count)
 
 
 def whole_hour(moment: datetime) -> datetime:

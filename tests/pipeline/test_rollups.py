@@ -50,7 +50,7 @@ def test_the_rollup_code_makes_the_catalogued_columns() -> None:
     rows = [{"ts": START_MS, "interval_s": 10.0, "cluster": "c", "node": "n", "device_uuid": "a", "device_index": 0,
              "device_kind": "gpu", "vendor": "nvidia", "model": "H100", "tenant": "t", "job_id": "j", "seq": 0}]
     pieces = rollups.minute_pieces(frame(rows))
-    minutes = rollups.minute_partials(pieces)
+    minutes = rollups.node_partials(pieces)
     for table, made in ((warehouse.UTIL_1M, minutes), (warehouse.UTIL_1H, rollups.merge(minutes, WINDOW_KEYS, "1h")),
                         (warehouse.DEVICE_1H, rollups.device_hour_partials(pieces)),
                         (warehouse.JOB_DEVICES, rollups.job_device_partials(frame(rows)))):
@@ -65,7 +65,7 @@ def test_rollups_of_any_split_equal_the_oracle(rows: list[dict[str, object]], cu
     edges = sorted({0, len(rows), *[min(cut, len(rows)) for cut in cuts]})
     chunks = [rows[a:b] for a, b in itertools.pairwise(edges) if b > a]
     pieces = [rollups.minute_pieces(frame(chunk)) for chunk in reversed(chunks)]
-    minutes = pl.concat([rollups.minute_partials(piece) for piece in pieces])
+    minutes = pl.concat([rollups.node_partials(piece) for piece in pieces])
     for keys, width, every in ((MINUTE_KEYS, "1m", None), (WINDOW_KEYS, "1h", "1h"), (WINDOW_KEYS, "1d", "1d")):
         merged = table_rows(rollups.merge(minutes, keys, every), keys)
         assert_same_figures(merged, oracle.windows(rows, width, with_node=keys == MINUTE_KEYS))
@@ -82,7 +82,7 @@ def test_an_interval_across_minutes_is_split_in_proportion_and_no_window_overflo
     rows = [{"ts": START_MS + 30_000, "interval_s": 150.0, "cluster": "c", "node": "n", "device_uuid": f"GPU-{i}",
              "device_index": i, "device_kind": "gpu", "vendor": "nvidia", "model": "H100", "tenant": "t", "seq": 0,
              "util_compute": 0.5, "energy_j": 1500.0, "ecc_corrected": 5, "xid_errors": [31]} for i in range(8)]
-    minutes = rollups.minute_partials(rollups.minute_pieces(frame(rows))).sort("window_start").to_dicts()
+    minutes = rollups.node_partials(rollups.minute_pieces(frame(rows))).sort("window_start").to_dicts()
     assert [row["device_seconds"] for row in minutes] == [8 * 30.0, 8 * 60.0, 8 * 60.0]
     assert [row["energy_j"] for row in minutes] == [8 * 300.0, 8 * 600.0, 8 * 600.0]
     assert [row["samples"] for row in minutes] == [8, 0, 0]
@@ -97,7 +97,7 @@ def test_a_mig_mode_gpu_adds_energy_but_not_device_seconds() -> None:
     rows = [base | {"device_uuid": "GPU-0", "device_kind": "gpu", "extras": [("mig.enabled", 1.0)]},
             base | {"device_uuid": "MIG-1", "device_kind": "mig", "parent_uuid": "GPU-0", "energy_j": None,
                     "util_compute": None}]
-    (row,) = rollups.merge(rollups.minute_partials(rollups.minute_pieces(frame(rows))), WINDOW_KEYS, "1h").to_dicts()
+    (row,) = rollups.merge(rollups.node_partials(rollups.minute_pieces(frame(rows))), WINDOW_KEYS, "1h").to_dicts()
     assert (row["device_seconds"], row["energy_j"], row["samples"]) == (10.0, 500.0, 2)
 
 
@@ -107,7 +107,7 @@ def test_utilization_on_the_edges_lands_in_the_right_bin_and_a_negative_mig_flag
     rows = [base | {"ts": START_MS, "device_uuid": "a", "util_compute": 1.0},
             base | {"ts": START_MS, "device_uuid": "b", "util_compute": 0.05},
             base | {"ts": START_MS, "device_uuid": "c", "util_compute": 0.0, "extras": [("mig.enabled", -1.0)]}]
-    (row,) = rollups.merge(rollups.minute_partials(rollups.minute_pieces(frame(rows))), WINDOW_KEYS, "1h").to_dicts()
+    (row,) = rollups.merge(rollups.node_partials(rollups.minute_pieces(frame(rows))), WINDOW_KEYS, "1h").to_dicts()
     histogram = row[rollups.HISTOGRAM]
     assert (histogram[19], histogram[1], histogram[0], sum(histogram)) == (10.0, 10.0, 10.0, 30.0)
     assert row["device_seconds"] == 30.0
