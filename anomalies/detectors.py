@@ -148,20 +148,24 @@ def evidence_text(finding: Finding) -> str:
 
 
 _JOB_UTIL = """
-SELECT window_start AS hour, cluster, tenant, job_id, model, sum(device_hours) AS device_hours,
-       ratio(sum(busy_seconds), sum(util_known_seconds)) AS utilization, any_value(p.per_device_hour) AS price
-FROM util_1h LEFT JOIN model_prices AS p USING (model)
-WHERE allocated AND job_id IS NOT NULL AND window_start >= getvariable('since')
-GROUP BY ALL ORDER BY cluster, tenant, job_id, model, hour
+SELECT u.window_start AS hour, u.cluster, u.tenant, u.job_id, u.model, sum(u.device_hours) AS device_hours,
+       ratio(sum(u.busy_seconds), sum(u.util_known_seconds)) AS utilization, any_value(p.per_device_hour) AS price
+FROM util_1h AS u LEFT JOIN model_prices AS p USING (model)
+JOIN (SELECT cluster, tenant, job_id, min(first_seen) AS first_seen FROM job_devices GROUP BY ALL) AS j
+    USING (cluster, tenant, job_id)
+WHERE u.allocated AND u.job_id IS NOT NULL AND u.window_start >= getvariable('since')
+  AND u.window_start >= j.first_seen + INTERVAL 1 HOUR  -- a job's first hour is its start-up
+GROUP BY ALL ORDER BY u.cluster, u.tenant, u.job_id, u.model, hour
 """
 
 
 def regressions(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, latest: datetime,
                 ) -> list[Finding]:
     """A change point in a job's hourly utilization (ruptures' binary segmentation, one break, each side at
-    least ``regression_min_hours``) after which it runs ``regression_drop`` lower, and lower by more than
-    ``regression_noise`` times the series' noise (the median absolute hour-to-hour change). Cost: the
-    device-hours since x the utilization lost, at the model's price."""
+    least ``regression_min_hours``) after which it runs ``regression_drop`` lower, and lower by at least
+    ``regression_noise`` standard errors of the difference of the two means (the hourly noise from the median
+    absolute hour-to-hour change, robust to the odd slow hour). Its first hour (start-up) and idle hours (idle
+    allocations) are left out. Cost: the device-hours since x the utilization lost, at the model's price."""
     idle = connection.execute("SELECT getvariable('idle_threshold')").fetchall()[0][0]
     hours = pl.DataFrame(pl.from_arrow(connection.sql(_JOB_UTIL).to_arrow_table())).drop_nulls("utilization").filter(
         pl.col("utilization") >= idle)  # idle hours are idle allocations: a job idle a while and back is no drop
@@ -174,9 +178,10 @@ def regressions(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings
         segmentation = ruptures.Binseg(model="l2", min_size=settings.regression_min_hours, jump=1)
         cut = segmentation.fit(values.reshape(-1, 1)).predict(n_bkps=1)[0]
         before, after = float(np.mean(values[:cut])), float(np.mean(values[cut:]))
-        noise = max(float(np.median(np.abs(np.diff(values)))), 0.005)
+        noise = max(1.4826 * float(np.median(np.abs(np.diff(values)))) / np.sqrt(2), 0.005)  # one hour's
         drop = before - after
-        if drop < settings.regression_drop or drop < settings.regression_noise * noise:
+        if drop < settings.regression_drop or drop < settings.regression_noise * noise * np.sqrt(
+                1 / cut + 1 / (len(values) - cut)):
             continue
         since = series.slice(cut)
         price = since["price"][0]
@@ -240,26 +245,28 @@ def sick_hardware(connection: duckdb.DuckDBPyConnection, settings: AnomalySettin
 
 def _temperature_residuals(peers: pl.DataFrame, min_peers: int) -> list[tuple[float, float] | None]:
     """Per device of ``peers`` (one model, cluster and day): how much hotter it ran than expected at its load, in
-    degrees and in robust z-scores; None where its load or temperature is unknown (a MIG board) or too few
-    devices share a tenth of load to say what is expected."""
+    degrees and in robust z-scores; None where its load or temperature is unknown (a MIG board) or fewer than
+    ``min_peers`` devices share its tenth of load (nothing to compare with: never extrapolated)."""
     known = peers.select("util", "temp_c").to_numpy().astype(float)
     usable = ~np.isnan(known).any(axis=1)
     if usable.sum() < min_peers:
         return [None] * peers.height
     util, temp = known[usable, 0], known[usable, 1]
     tenths = np.minimum(np.floor(util * 10), 9)
-    centres, medians = [], []
+    centres, medians, populated = [], [], np.zeros(len(util), dtype=bool)
     for tenth in np.unique(tenths):
         members = tenths == tenth
         if members.sum() >= min_peers:
             centres.append(float(np.median(util[members])))
             medians.append(float(np.median(temp[members])))
+            populated |= members
     if not centres:
         return [None] * peers.height
     residual = temp - np.interp(util, centres, medians)
-    mad = max(float(np.median(np.abs(residual - np.median(residual)))), _TEMP_MAD_FLOOR)
-    scored = iter(zip(residual.tolist(), (residual / (1.4826 * mad)).tolist(), strict=True))
-    return [next(scored) if ok else None for ok in usable]
+    mad = max(float(np.median(np.abs(residual[populated] - np.median(residual[populated])))), _TEMP_MAD_FLOOR)
+    judged = iter([(degrees, z) if compared else None for degrees, z, compared
+                   in zip(residual.tolist(), (residual / (1.4826 * mad)).tolist(), populated.tolist(), strict=True)])
+    return [next(judged) if ok else None for ok in usable]
 
 
 def _consecutive_days(sick: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -318,7 +325,7 @@ def spikes(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, lat
         first_day = min(by_day)
         for row in series.iter_rows(named=True):
             day_start = datetime.combine(row["day"], datetime.min.time(), tzinfo=latest.tzinfo)
-            if day_start < since or day_start + timedelta(days=1) > latest:  # whole days in the window only
+            if day_start < since or day_start + timedelta(days=1) > latest + timedelta(hours=1):  # whole days only
                 continue
             if row["hi_95"] is not None:
                 expected, above = row["mean"], row["device_hours"] > row["hi_95"]

@@ -102,7 +102,8 @@ class AnomalySettings(Section):
     straggler_min_hours: float = Field(default=1.0, gt=0, description="Device-hours a device must have to judge.")
     regression_min_hours: int = Field(default=3, ge=2, le=720, description="Hours on each side of a change point.")
     regression_drop: float = Field(default=0.2, gt=0, le=1, description="Utilization lost at the change point.")
-    regression_noise: float = Field(default=4.0, gt=0, description="... and at least this many times its noise.")
+    regression_noise: float = Field(default=4.0, gt=0, description="... and by this many standard errors of the "
+                                                                   "difference of the means before and after.")
     sick_min_peers: int = Field(default=5, ge=3, description="Devices of a model under similar load to compare.")
     sick_temp_c: float = Field(default=10.0, gt=0, description="Hotter than its peers' median by this much ...")
     sick_z: float = Field(default=4.0, gt=0, description="... and by this many robust z-scores.")

@@ -4,11 +4,13 @@ how the anomalies a run found score against that list. What ``fleetmeter anomali
 
 The clean fleet: pools of 8-GPU nodes (three quarters H100, a quarter A100), each node a tenant's or a spare.
 A tenant's nodes are cut into groups of 4, 8, 16 or 32 GPUs that run jobs back to back (6 to 96 hours, log-
-uniform) with gaps of up to two hours between them. A job runs at its own level of utilization (0.35-0.95) with
-its own hourly noise shared by its devices (0.01-0.05) and each device's own (0.03); its first hour at half the
-level (loading); SM activity is 0.5-0.8 of utilization, per job, each device a little off (1.5 %). Temperature
-is 30 C + 45 C x utilization, plus the node's inlet (2 C) and the device's own offset (1.5 C), plus 1 C of
-hourly noise. One XID event per 5,000 device-hours, at random. Spare nodes and gaps are unallocated and idle.
+uniform) with gaps of up to two hours between them; a third of the groups start no job on a weekend. A job runs
+at its own level of utilization (0.35-0.95) with its own hourly noise shared by its devices (0.01-0.05) and each
+device's own (0.03); its first hour at half the level (loading); one job in five evaluates for an hour every 6-12
+hours, at half the level. SM activity is 0.5-0.8 of utilization, per job, each device a little off (1.5 %; one
+in fifty 10 % slower, a mild and normal spread). Temperature is 30 C + 45 C x utilization, plus the node's inlet
+(2 C; one node in thirty 5 C warmer, a hot aisle) and the device's own offset (1.5 C), plus 1 C of hourly noise.
+One XID event per 5,000 device-hours, at random. Spare nodes and gaps are unallocated and idle.
 
 Planted, ``plant`` of each kind, at random but seeded:
 - ``idle_allocation``: a job of 10 hours or more idles (utilization 0-0.02) for 3 to 10 hours, maybe to its end;
@@ -66,6 +68,7 @@ class _Job:
     level: float
     sm_ratio: float
     noise: float
+    evaluates_every: int  # hours; 0: never
 
 
 @dataclass
@@ -105,9 +108,9 @@ class PlantedFleet:
         h100_nodes = math.ceil(nodes * 3 / 4)
         self.model_of_node = np.array([0] * h100_nodes + [1] * (nodes - h100_nodes))
         rng = np.random.default_rng([seed, 0])
-        self.node_temp = rng.normal(0, 2.0, nodes)
+        self.node_temp = rng.normal(0, 2.0, nodes) + 5.0 * (rng.random(nodes) < 1 / 30)
         self.device_temp = rng.normal(0, 1.5, self.devices)
-        self.device_sm = rng.normal(0, 0.015, self.devices)
+        self.device_sm = rng.normal(0, 0.015, self.devices) - 0.1 * (rng.random(self.devices) < 1 / 50)
         self.tenants = [f"team-{chr(ord('a') + t)}" for t in range(tenants)]
         plan = _schedule(self, rng, spare_share)
         self.jobs, self.effects, self.truth = plan.jobs, plan.effects, plan.truth
@@ -137,11 +140,13 @@ class PlantedFleet:
         ratio = np.array([j.sm_ratio for j in self.jobs])[job]
         noise = np.array([j.noise for j in self.jobs])[job]
         starts = np.array([j.start for j in self.jobs])[job]
+        period = np.array([j.evaluates_every or 10**6 for j in self.jobs])[job]
         rng = np.random.default_rng([self.seed, 1, day])
         shape = owner.shape
         hour_of = np.arange(day * 24, day * 24 + 24)[:, None]
         shared = np.random.default_rng([self.seed, 2, day]).normal(0, 1, (24, len(self.jobs)))  # per job and hour
-        util = (level * np.where(hour_of == starts, 0.5, 1.0) + noise * np.take_along_axis(shared, job, axis=1)
+        slower = (hour_of == starts) | ((hour_of - starts) % period == period - 1)  # loading, evaluating
+        util = (level * np.where(slower, 0.5, 1.0) + noise * np.take_along_axis(shared, job, axis=1)
                 + rng.normal(0, 0.03, shape))
         temp_rise = np.zeros(shape)
         throttled = np.zeros(shape, dtype=bool)
@@ -215,7 +220,11 @@ def _schedule(fleet: PlantedFleet, rng: np.random.Generator, spare_share: float)
             tenant = fleet.tenants[number % len(fleet.tenants)]
             held[tenant, model] = held.get((tenant, model), 0) + len(devices)
             hour = int(rng.integers(0, 3))
+            weekdays_only = rng.random() < 1 / 3
             while hour < fleet.hours:
+                if weekdays_only and (weekday := (fleet.start + timedelta(hours=hour)).weekday()) >= 5:
+                    hour = (hour // 24 + 7 - weekday) * 24 + int(rng.integers(0, 3))  # Monday morning
+                    continue
                 length = round(math.exp(rng.uniform(math.log(6), math.log(96))))
                 plan.jobs.append(_job(tenant, f"{tenant}-{len(plan.jobs):06d}", devices, hour,
                                       min(hour + length, fleet.hours), rng))
@@ -268,7 +277,8 @@ def _groups(nodes: list[int], rng: np.random.Generator) -> list[np.ndarray]:
 
 def _job(tenant: str, job_id: str, devices: np.ndarray, start: int, end: int, rng: np.random.Generator) -> _Job:
     return _Job(tenant, job_id, devices, start, end, level=float(rng.uniform(0.35, 0.95)),
-                sm_ratio=float(rng.uniform(0.5, 0.8)), noise=float(rng.uniform(0.01, 0.05)))
+                sm_ratio=float(rng.uniform(0.5, 0.8)), noise=float(rng.uniform(0.01, 0.05)),
+                evaluates_every=int(rng.integers(6, 13)) if rng.random() < 0.2 else 0)
 
 
 def _plant_spikes(fleet: PlantedFleet, plan: _Plan, held: dict[tuple[str, int], int], spares: dict[int, list[int]],

@@ -74,7 +74,8 @@ def warehouse(tmp_path: Path) -> Path:
     run_import(Rows("planted", [rows_to_batch(BATCH), rows_to_batch(rows(range(6), JOBS))]),
                PipelineSettings(warehouse={"uri": str(tmp_path / "w")}))  # type: ignore[arg-type]
     (tmp_path / "analysis.yaml").write_text(yaml.safe_dump({"warehouse": str(tmp_path / "w"), "prices": [
-        {"model": "*", "per_device_hour": PRICE}]}))
+        {"model": "*", "per_device_hour": PRICE}],  # six hours of jobs: "infer" has two before its drop (and its
+        "anomalies": {"regression_min_hours": 2}}))  # start-up hour, left out); the defaults: test_evaluation.py
     return tmp_path
 
 
