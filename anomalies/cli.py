@@ -29,9 +29,6 @@ from fleetmeter.sql.output import Format, console, write
 from fleetmeter.sql.since import parse_since
 
 log = structlog.get_logger(__name__)
-_DETECTORS = {detectors.IDLE_ALLOCATION: detectors.idle_allocations, detectors.STRAGGLER: detectors.stragglers,
-              "regression": detectors.regressions, "sick_hardware": detectors.sick_hardware,
-              "spike": detectors.spikes}
 _ERRORS = (duckdb.Error, DeltaError, OSError, WarehouseEmpty)
 
 
@@ -114,8 +111,8 @@ def evaluate(catalog: Catalog, kinds: list[str], webhook: str | None, metrics: M
     latest = detectors.last_hour(connection)
     if latest is None:
         raise NoHourlyData("the warehouse holds no hourly rollups")
-    findings = [finding for name in kinds for finding in _DETECTORS[name](connection, catalog.settings.anomalies,
-                                                                          latest)]
+    findings = [finding for name in kinds
+                for finding in detectors.DETECTORS[name](connection, catalog.settings.anomalies, latest)]
     stored = pl.DataFrame(pl.from_arrow(connection.sql("SELECT * FROM anomalies").to_arrow_table()))
     table = merge(stored, findings, datetime.now(UTC))
     refused = None

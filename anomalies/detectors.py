@@ -15,8 +15,9 @@ A finding is open when it reaches the last hour the warehouse holds.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -28,7 +29,6 @@ from fleetmeter.sql.settings import AnomalySettings
 
 IDLE_ALLOCATION = "idle_allocation"
 STRAGGLER = "straggler"
-KINDS = (IDLE_ALLOCATION, STRAGGLER, "regression", "sick_hardware", "spike")
 _MAD_FLOOR = 0.01
 
 
@@ -52,10 +52,10 @@ class Finding:
     @property
     def key(self) -> tuple[str, ...]:
         """What makes two runs' findings the same anomaly (with an overlapping or adjoining span): a sick device
-        stays sick whoever runs on it."""
+        stays sick whoever runs on it; a tenant's spike on one model is not its spike on another."""
         if self.kind == "sick_hardware":
-            return (self.kind, self.cluster, "", "", self.node or "", self.device_uuid or "")
-        return (self.kind, self.cluster, self.tenant, self.job_id, self.node or "", self.device_uuid or "")
+            return (self.kind, self.cluster, "", "", "", self.node or "", self.device_uuid or "")
+        return (self.kind, self.cluster, self.tenant, self.job_id, self.model, self.node or "", self.device_uuid or "")
 
 
 _JOB_HOURS = """
@@ -217,22 +217,38 @@ def sick_hardware(connection: duckdb.DuckDBPyConnection, settings: AnomalySettin
                   ) -> list[Finding]:
     """Per UTC day, a device (a) hotter than expected at its load by ``sick_temp_c`` and ``sick_z`` robust
     z-scores, the expected temperature interpolated between the median temperatures of the devices of its model
-    and cluster in each tenth of load (tenths of at least ``sick_min_peers``); (b) held down by heat or a
-    hardware slowdown ``sick_throttle_share`` of its time while its peers' median is below that; or (c) with an
-    uncorrectable ECC error or ``xid_burst`` XID events that day. Consecutive sick days of a device are one
-    finding. Cost: its allocated device-hours on those days, at the model's price (time spent on suspect
-    hardware)."""
+    and cluster in each tenth of load (tenths of at least ``sick_min_peers``), plus its node's own warmth (the
+    median excess of the node's devices, where four or more are compared and it is positive: a warm rack is
+    no sick device); (b) held down by heat or a hardware slowdown ``sick_throttle_share`` of its time while its
+    peers' median is below that; or (c) with an uncorrectable ECC error or ``xid_burst`` XID events that day.
+    A node whose devices' median excess is itself that far out (a cooling fault) is one finding for the node.
+    Consecutive sick days are one finding. Cost: the allocated device-hours on those days, at the model's price
+    (time spent on suspect hardware)."""
     days = pl.DataFrame(pl.from_arrow(connection.sql(_DEVICE_DAYS).to_arrow_table()))
     sick: list[dict[str, Any]] = []
     for _, peers in days.group_by("cluster", "model", "day", maintain_order=True):
-        residuals = _temperature_residuals(peers, settings.sick_min_peers)
+        peers = peers.with_columns(excess=pl.Series(_temperature_residuals(peers, settings.sick_min_peers),
+                                                    dtype=pl.Float64))
+        nodes = peers.group_by("node").agg(
+            pl.col("excess").median().alias("node_excess"), pl.col("excess").count().alias("compared"),
+            pl.col("cluster", "model", "day", "price").first(), pl.col("allocated_hours").sum(),
+            pl.col("first").min(), pl.col("last_hour").max()).filter(pl.col("compared") >= _NODE_DEVICES)
+        peers = peers.join(nodes.select("node", "node_excess"), on="node", how="left").with_columns(
+            node_excess=pl.col("node_excess").clip(lower_bound=0).fill_null(0.0)).with_columns(
+            own_excess=pl.col("excess") - pl.col("node_excess"))
+        device_z = _robust_z(peers["own_excess"])
+        sick += [node | {"device_uuid": "", "tenant": "", "job_id": None, "why": {
+                    "node_excess_c": round(node["node_excess"], 1), "node_z": round(z, 1),
+                    "devices": node["compared"]}}
+                 for node, z in zip(nodes.iter_rows(named=True), _robust_z(nodes["node_excess"]), strict=True)
+                 if nodes.height >= settings.sick_min_peers and z is not None
+                 and node["node_excess"] >= settings.sick_temp_c and z >= settings.sick_z]
         throttled_median = float(peers["throttled_share"].median())  # type: ignore[arg-type]
-        for device, residual in zip(peers.iter_rows(named=True), residuals, strict=True):
+        for device, z in zip(peers.iter_rows(named=True), device_z, strict=True):
             why: dict[str, float | int | str] = {}
-            if residual is not None and residual[0] >= settings.sick_temp_c and residual[1] >= settings.sick_z:
-                expected = device["temp_c"] - residual[0]
-                why |= {"temp_c": round(device["temp_c"], 1), "expected_temp_c": round(expected, 1),
-                        "temp_z": round(residual[1], 1)}
+            if z is not None and device["own_excess"] >= settings.sick_temp_c and z >= settings.sick_z:
+                why |= {"temp_c": round(device["temp_c"], 1), "node_excess_c": round(device["node_excess"], 1),
+                        "expected_temp_c": round(device["temp_c"] - device["own_excess"], 1), "temp_z": round(z, 1)}
             share = device["throttled_share"]
             if peers.height >= settings.sick_min_peers and share >= settings.sick_throttle_share > throttled_median:
                 why |= {"throttled_share": round(share, 3), "peers_throttled_share": round(throttled_median, 3)}
@@ -243,10 +259,14 @@ def sick_hardware(connection: duckdb.DuckDBPyConnection, settings: AnomalySettin
     return [_sick_run(run, latest) for run in _consecutive_days(sick)]
 
 
-def _temperature_residuals(peers: pl.DataFrame, min_peers: int) -> list[tuple[float, float] | None]:
-    """Per device of ``peers`` (one model, cluster and day): how much hotter it ran than expected at its load, in
-    degrees and in robust z-scores; None where its load or temperature is unknown (a MIG board) or fewer than
-    ``min_peers`` devices share its tenth of load (nothing to compare with: never extrapolated)."""
+#: A node's warmth is its devices' median excess where at least this many of them are compared.
+_NODE_DEVICES = 4
+
+
+def _temperature_residuals(peers: pl.DataFrame, min_peers: int) -> list[float | None]:
+    """Per device of ``peers`` (one model, cluster and day): how much hotter it ran than the devices at its load,
+    in degrees; None where its load or temperature is unknown (a MIG board) or fewer than ``min_peers`` devices
+    share its tenth of load (nothing to compare with: never extrapolated)."""
     known = peers.select("util", "temp_c").to_numpy().astype(float)
     usable = ~np.isnan(known).any(axis=1)
     if usable.sum() < min_peers:
@@ -262,18 +282,25 @@ def _temperature_residuals(peers: pl.DataFrame, min_peers: int) -> list[tuple[fl
             populated |= members
     if not centres:
         return [None] * peers.height
-    residual = temp - np.interp(util, centres, medians)
-    mad = max(float(np.median(np.abs(residual[populated] - np.median(residual[populated])))), _TEMP_MAD_FLOOR)
-    judged = iter([(degrees, z) if compared else None for degrees, z, compared
-                   in zip(residual.tolist(), (residual / (1.4826 * mad)).tolist(), populated.tolist(), strict=True)])
-    return [next(judged) if ok else None for ok in usable]
+    excess = iter(np.where(populated, temp - np.interp(util, centres, medians), np.nan).tolist())
+    return [value if ok and not np.isnan(value := next(excess)) else None for ok in usable]
+
+
+def _robust_z(values: pl.Series) -> list[float | None]:
+    """Each value's distance from the values' median in robust standard deviations (1.4826 x MAD, floored)."""
+    known = values.drop_nulls()
+    if known.is_empty():
+        return [None] * len(values)
+    median = float(known.median())  # type: ignore[arg-type]
+    mad = max(float((known - median).abs().median()), _TEMP_MAD_FLOOR)  # type: ignore[arg-type]
+    return [None if value is None else (value - median) / (1.4826 * mad) for value in values.to_list()]
 
 
 def _consecutive_days(sick: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Sick device-days grouped into runs of consecutive days per device."""
-    runs: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}
-    for day in sorted(sick, key=lambda row: (row["cluster"], row["device_uuid"], row["day"])):
-        device_runs = runs.setdefault((day["cluster"], day["device_uuid"]), [])
+    """Sick days grouped into runs of consecutive days per device (or node)."""
+    runs: dict[tuple[str, str, str], list[list[dict[str, Any]]]] = {}
+    for day in sorted(sick, key=lambda row: (row["cluster"], row["node"], row["device_uuid"], row["day"])):
+        device_runs = runs.setdefault((day["cluster"], day["node"], day["device_uuid"]), [])
         if device_runs and day["day"] - device_runs[-1][-1]["day"] == timedelta(days=1):
             device_runs[-1].append(day)
         else:
@@ -310,8 +337,9 @@ WHERE measure = 'allocated_device_hours' AND mean IS NOT NULL
 
 def spikes(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, latest: datetime) -> list[Finding]:
     """A tenant's day (device-hours of a model in a cluster) above its forecast's 95 % band where
-    ``fleetmeter forecast`` made one for that day, else ``spike_z`` robust z-scores above its trailing
-    ``spike_trailing_days``. Only whole days since --since. Cost: the device-hours above the expected, at the
+    ``fleetmeter forecast`` made one for that day, else ``spike_z`` robust z-scores above what its trailing
+    ``spike_trailing_days`` lead to expect (:func:`_baseline`). Only whole days since --since. Cost: the
+    device-hours above the expected, at the
     model's price."""
     days = pl.DataFrame(pl.from_arrow(connection.sql(_TENANT_DAYS).to_arrow_table())).with_columns(
         pl.col("day").dt.date())
@@ -331,15 +359,12 @@ def spikes(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, lat
                 expected, above = row["mean"], row["device_hours"] > row["hi_95"]
                 evidence: dict[str, float | int | str] = {"band": "forecast 95 %", "hi_95": round(row["hi_95"], 2)}
             else:
-                trailing = [by_day.get(row["day"] - timedelta(days=back), 0.0)  # a day without rows held nothing
-                            for back in range(1, settings.spike_trailing_days + 1)
-                            if row["day"] - timedelta(days=back) >= first_day]
-                if len(trailing) < 7:
+                baseline = _baseline(row["day"], by_day, first_day, settings.spike_trailing_days)
+                if baseline is None:
                     continue
-                expected = float(np.median(trailing))
-                mad = max(float(np.median(np.abs(np.array(trailing) - expected))), 0.05 * max(expected, 1.0))
+                expected, mad, band = baseline
                 above = (row["device_hours"] - expected) / (1.4826 * mad) >= settings.spike_z
-                evidence = {"band": f"trailing {len(trailing)} days", "mad": round(mad, 2)}
+                evidence = {"band": band, "mad": round(mad, 2)}
             if not above:
                 continue
             extra = row["device_hours"] - expected
@@ -349,3 +374,33 @@ def spikes(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, lat
                 evidence=evidence | {"device_hours": round(row["device_hours"], 2), "expected": round(expected, 2)},
                 cost_impact=None if row["price"] is None else extra * row["price"], cost_per_day=None))
     return findings
+
+
+def _baseline(day: date, by_day: dict[date, float], first_day: date, trailing_days: int,
+              ) -> tuple[float, float, str] | None:
+    """What a tenant's day is expected to hold, from its trailing days (a day without rows held nothing), and
+    their spread (MAD, at least 5 % of the trailing median): the median of the same weekday where three or more
+    are among them (a weekly rhythm: a busy Saturday of a weekday tenant), else of all; None under a week."""
+    trailing = {earlier: by_day.get(earlier, 0.0) for back in range(1, trailing_days + 1)
+                if (earlier := day - timedelta(days=back)) >= first_day}
+    if len(trailing) < 7:
+        return None
+    overall = float(np.median(list(trailing.values())))
+    weekdays: dict[int, list[float]] = {}
+    for earlier, value in trailing.items():
+        weekdays.setdefault(earlier.weekday(), []).append(value)
+    if len(weekdays.get(day.weekday(), [])) >= 3:
+        centres = {weekday: float(np.median(values)) for weekday, values in weekdays.items()}
+        expected, band = centres[day.weekday()], f"same weekday, trailing {len(trailing)} days"
+        deviations = [value - centres[earlier.weekday()] for earlier, value in trailing.items()]
+    else:
+        expected, band = overall, f"trailing {len(trailing)} days"
+        deviations = [value - overall for value in trailing.values()]
+    return expected, max(float(np.median(np.abs(deviations))), 0.05 * max(overall, 1.0)), band
+
+
+Detector = Callable[[duckdb.DuckDBPyConnection, AnomalySettings, datetime], list[Finding]]
+#: Each kind and its detector.
+DETECTORS: dict[str, Detector] = {IDLE_ALLOCATION: idle_allocations, STRAGGLER: stragglers, "regression": regressions,
+                                  "sick_hardware": sick_hardware, "spike": spikes}
+KINDS = tuple(DETECTORS)

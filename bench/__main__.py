@@ -23,7 +23,7 @@ import pyarrow as pa
 import typer
 from rich.console import Console
 
-from bench import collector, commits, freshness, imports, ingest, planning, queries, storage
+from bench import anomalies, collector, commits, freshness, imports, ingest, planning, queries, storage
 from bench.fleet import DEVICES_PER_NODE, messages
 from bench.report import machine, splice, table
 from fleetmeter.common import logs
@@ -231,12 +231,30 @@ def planning_section(series: int, days: int, models: int, quarters: int) -> str:
     ])
 
 
+def anomalies_section(devices: int, days: int, plant: int) -> str:
+    result = step(f"anomalies: {devices} devices, {days} days, {plant} planted of each kind",
+                  lambda: anomalies.run(devices, days, plant))
+    rows = [(kind, figures.planted, figures.found, figures.precision, figures.recall, result.false_alarms(kind),
+             result.false_alarms(kind) / result.device_days * 1000, result.detector_s[kind])
+            for kind, figures in result.scores.items()]
+    return "\n\n".join([
+        "### 9. Anomaly detection (one core)",
+        f"`fleetmeter anomalies` over {days} days of {devices:,} GPUs ({result.device_days:,} device-days) of the "
+        f"planted fleet (`fleetmeter/demo/planted.py`), its tables written with the pipeline's rollup code in "
+        f"{result.build_s:.0f} s (see `bench/anomalies.py`). Each detector timed on its own, then a whole round "
+        f"(detectors, ledger, the table's commit) in {result.round_s:.1f} s. False alarms: findings that are no "
+        "planted anomaly:",
+        table(["kind", "planted", "found", "precision", "recall", "false alarms", "per 1,000 device-days",
+               "detector s"], rows),
+    ])
+
+
 def main(
     out: Annotated[Path, typer.Option(help="Markdown file whose results block is rewritten.")] = Path(
         "docs/benchmarks.md"),
     only: Annotated[str, typer.Option(
-        help="Sections to run: ingest,freshness,collector,queries,storage,commits,imports,planning.")] = (
-        "ingest,freshness,collector,queries,storage,commits,imports,planning"),
+        help="Sections to run: ingest,freshness,collector,queries,storage,commits,imports,planning,anomalies.")] = (
+        "ingest,freshness,collector,queries,storage,commits,imports,planning,anomalies"),
     ingest_devices: Annotated[str, typer.Option(help="Fleet sizes for ingest (multiples of 128).")] = "1024,2048,4096",
     ingest_scrapes: Annotated[int, typer.Option(help="10 s intervals of samples per ingest run.")] = 90,
     fresh_devices: Annotated[str, typer.Option(help="Fleet sizes for freshness.")] = "10240,30720,102400",
@@ -256,6 +274,9 @@ def main(
     forecast_days: Annotated[int, typer.Option(help="Days of each series.", min=60)] = 365,
     plan_models: Annotated[int, typer.Option(help="Models in the procurement MILP.", min=1)] = 20,
     plan_quarters: Annotated[int, typer.Option(help="Quarters in the procurement MILP.", min=1)] = 8,
+    anomaly_devices: Annotated[int, typer.Option(help="GPUs of the planted fleet (a multiple of 8).", min=64)] = 10240,
+    anomaly_days: Annotated[int, typer.Option(help="Days of the planted fleet.", min=9)] = 30,
+    anomaly_plant: Annotated[int, typer.Option(help="Anomalies planted of each kind.", min=1)] = 100,
     repeats: Annotated[int, typer.Option(help="Runs per figure; the median is reported.")] = 3,
 ) -> None:
     """Run the benchmarks and write their figures."""
@@ -267,7 +288,8 @@ def main(
                f"--commit-days {commit_days} --commit-flushes {commit_flushes} "
                f"--commit-log-commits {commit_log_commits} --import-nodes {import_nodes} "
                f"--import-hours {import_hours:g} --forecast-series {forecast_series} --forecast-days {forecast_days} "
-               f"--plan-models {plan_models} --plan-quarters {plan_quarters} --repeats {repeats}`")
+               f"--plan-models {plan_models} --plan-quarters {plan_quarters} --anomaly-devices {anomaly_devices} "
+               f"--anomaly-days {anomaly_days} --anomaly-plant {anomaly_plant} --repeats {repeats}`")
     sections: list[str] = []
     with EmbeddedBroker() as broker:
         if "ingest" in chosen:
@@ -286,6 +308,8 @@ def main(
         sections.append(import_section(sizes(import_nodes), import_hours))
     if "planning" in chosen:
         sections.append(planning_section(forecast_series, forecast_days, plan_models, plan_quarters))
+    if "anomalies" in chosen:
+        sections.append(anomalies_section(anomaly_devices, anomaly_days, anomaly_plant))
     splice(out, [f"{section}\n\nMeasured {machine()} by {command}." for section in sections])
     console.log(f"figures written to {out}")
 

@@ -126,6 +126,24 @@ def test_a_rerun_updates_and_a_job_busy_again_is_resolved(warehouse: Path) -> No
     assert after[0]["end"].startswith((START + timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M"))
 
 
+def test_a_busy_weekend_of_a_weekday_tenant_is_a_spike_against_its_own_weekday(tmp_path: Path) -> None:
+    """Without a forecast, a day is judged against the same weekday once three of them are stored: ten GPUs on
+    work days and two at weekends for three weeks, then a Saturday on eight, fewer than any work day's."""
+    monday = MIDNIGHT - timedelta(days=MIDNIGHT.weekday() + 28)
+    held = [8 if day == 26 else 10 if day % 7 < 5 else 2 for day in range(27)]  # day 26: the fourth Saturday
+    made = [row for day, devices in enumerate(held) for row in rows(
+        range(24), {"batch": ("weekday", devices, lambda device, hour: 0.5)}, start=monday + timedelta(days=day),
+        step_s=3600)]
+    run_import(Rows("weeks", [rows_to_batch(made)]), PipelineSettings(warehouse={"uri": str(tmp_path / "w")}))  # type: ignore[arg-type]
+    result = cli.invoke(app, ["anomalies", "--warehouse", str(tmp_path / "w"), "--kind", "spike", "--since", "30d",
+                              "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (spike,) = json.loads(result.stdout)
+    assert spike["start"][:10] == (monday + timedelta(days=26)).strftime("%Y-%m-%d")
+    evidence = json.loads(spike["evidence"])
+    assert evidence["band"].startswith("same weekday") and evidence["expected"] == 2 * 24
+
+
 def test_unknown_kinds_are_refused(warehouse: Path) -> None:
     result = cli.invoke(app, ["anomalies", "--config", str(warehouse / "analysis.yaml"), "--kind", "gremlins"])
     assert result.exit_code == 2 and "unknown kind(s) ['gremlins']" in result.output
