@@ -113,34 +113,32 @@ def _idle(run: dict[str, Any], latest: datetime) -> Finding:
 
 
 def stragglers(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings, latest: datetime) -> list[Finding]:
+    job = ["cluster", "tenant", "job_id", "model"]
     devices = pl.DataFrame(pl.from_arrow(connection.sql(_DEVICES).to_arrow_table())).filter(
-        pl.col("activity").is_not_null() & (pl.col("device_hours") >= settings.straggler_min_hours))
-    findings = []
-    for (cluster, tenant, job, model), peers in devices.group_by("cluster", "tenant", "job_id", "model",
-                                                                maintain_order=True):
-        if peers.height < settings.straggler_min_devices:
-            continue
-        median = float(peers["activity"].median())  # type: ignore[arg-type]
-        mad = max(float((peers["activity"] - median).abs().median()), _MAD_FLOOR)  # type: ignore[arg-type]
-        job_hours = float(peers["device_hours"].sum())
-        for device in peers.iter_rows(named=True):
-            z = (median - device["activity"]) / (1.4826 * mad)
-            if z < settings.straggler_z or device["activity"] > settings.straggler_ratio * median:
-                continue
-            lost = 1 - device["activity"] / median if median > 0 else 0.0
-            price = device["per_device_hour"]
-            end = device["last_hour"] + timedelta(hours=1)
-            span_days = (end - device["first"]).total_seconds() / 86_400
-            findings.append(Finding(
-                STRAGGLER, str(cluster), str(tenant), str(job), str(model), device["first"], end,
-                device["last_hour"] >= latest, severity=round(z, 2),
-                evidence={"activity": round(device["activity"], 4), "peers_median": round(median, 4),
-                          "peers_mad": round(mad, 4), "peers": peers.height,
-                          "measure": "sm_active" if device["sm_known"] else "util_compute"},
-                cost_impact=None if price is None else job_hours * lost * price,
-                cost_per_day=None if price is None else job_hours * lost * price / span_days,
-                node=device["node"], device_uuid=device["device_uuid"]))
-    return findings
+        pl.col("activity").is_not_null() & (pl.col("device_hours") >= settings.straggler_min_hours)).with_columns(
+        peers=pl.len().over(job), median=pl.col("activity").median().over(job),
+        job_hours=pl.col("device_hours").sum().over(job))
+    devices = devices.with_columns(
+        mad=(pl.col("activity") - pl.col("median")).abs().median().over(job).clip(lower_bound=_MAD_FLOOR)).with_columns(
+        z=(pl.col("median") - pl.col("activity")) / (1.4826 * pl.col("mad")))
+    slow = devices.filter((pl.col("peers") >= settings.straggler_min_devices) & (pl.col("z") >= settings.straggler_z)
+                          & (pl.col("activity") <= settings.straggler_ratio * pl.col("median")))
+    return [_straggler(device, latest) for device in slow.iter_rows(named=True)]
+
+
+def _straggler(device: dict[str, Any], latest: datetime) -> Finding:
+    median, price = device["median"], device["per_device_hour"]
+    lost = 1 - device["activity"] / median if median > 0 else 0.0
+    end = device["last_hour"] + timedelta(hours=1)
+    span_days = (end - device["first"]).total_seconds() / 86_400
+    wasted = None if price is None else device["job_hours"] * lost * price
+    return Finding(STRAGGLER, device["cluster"], device["tenant"], device["job_id"], device["model"], device["first"],
+                   end, device["last_hour"] >= latest, severity=round(device["z"], 2),
+                   evidence={"activity": round(device["activity"], 4), "peers_median": round(median, 4),
+                             "peers_mad": round(device["mad"], 4), "peers": device["peers"],
+                             "measure": "sm_active" if device["sm_known"] else "util_compute"},
+                   cost_impact=wasted, cost_per_day=None if wasted is None else wasted / span_days,
+                   node=device["node"], device_uuid=device["device_uuid"])
 
 
 def evidence_text(finding: Finding) -> str:
@@ -175,6 +173,8 @@ def regressions(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings
         if series.height < 2 * settings.regression_min_hours:
             continue
         values = series["utilization"].to_numpy()
+        if _largest_drop(values, settings.regression_min_hours) < settings.regression_drop:
+            continue  # no change point can show the drop: spare ruptures the job
         segmentation = ruptures.Binseg(model="l2", min_size=settings.regression_min_hours, jump=1)
         cut = segmentation.fit(values.reshape(-1, 1)).predict(n_bkps=1)[0]
         before, after = float(np.mean(values[:cut])), float(np.mean(values[cut:]))
@@ -194,6 +194,16 @@ def regressions(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings
             cost_impact=None if price is None else lost_hours * price,
             cost_per_day=None if price is None else float(since["device_hours"][-1]) * 24 * drop * price))
     return findings
+
+
+def _largest_drop(values: np.ndarray, min_size: int) -> float:
+    """The largest fall from the mean before a cut to the mean after it, over every cut with ``min_size`` values
+    on each side: a bound on the drop at any change point ruptures may find."""
+    sums = np.cumsum(values)
+    cuts = np.arange(min_size, len(values) - min_size + 1)
+    before = sums[cuts - 1] / cuts
+    after = (sums[-1] - sums[cuts - 1]) / (len(values) - cuts)
+    return float((before - after).max())
 
 
 _DEVICE_DAYS = """
@@ -236,26 +246,31 @@ def sick_hardware(connection: duckdb.DuckDBPyConnection, settings: AnomalySettin
         peers = peers.join(nodes.select("node", "node_excess"), on="node", how="left").with_columns(
             node_excess=pl.col("node_excess").clip(lower_bound=0).fill_null(0.0)).with_columns(
             own_excess=pl.col("excess") - pl.col("node_excess"))
-        device_z = _robust_z(peers["own_excess"])
+        throttled_median = float(peers["throttled_share"].median())  # type: ignore[arg-type]
+        peers = peers.with_columns(temp_z=pl.Series(_robust_z(peers["own_excess"]), dtype=pl.Float64)).with_columns(
+            hot=((pl.col("own_excess") >= settings.sick_temp_c) & (pl.col("temp_z") >= settings.sick_z)).fill_null(
+                False),
+            held=(pl.col("throttled_share") >= settings.sick_throttle_share) & pl.lit(
+                peers.height >= settings.sick_min_peers and settings.sick_throttle_share > throttled_median),
+            faulty=(pl.col("ecc_uncorrected") > 0) | (pl.col("xid_events") >= settings.xid_burst))
         sick += [node | {"device_uuid": "", "tenant": "", "job_id": None, "why": {
                     "node_excess_c": round(node["node_excess"], 1), "node_z": round(z, 1),
                     "devices": node["compared"]}}
                  for node, z in zip(nodes.iter_rows(named=True), _robust_z(nodes["node_excess"]), strict=True)
                  if nodes.height >= settings.sick_min_peers and z is not None
                  and node["node_excess"] >= settings.sick_temp_c and z >= settings.sick_z]
-        throttled_median = float(peers["throttled_share"].median())  # type: ignore[arg-type]
-        for device, z in zip(peers.iter_rows(named=True), device_z, strict=True):
+        for device in peers.filter(pl.col("hot") | pl.col("held") | pl.col("faulty")).iter_rows(named=True):
             why: dict[str, float | int | str] = {}
-            if z is not None and device["own_excess"] >= settings.sick_temp_c and z >= settings.sick_z:
+            if device["hot"]:
                 why |= {"temp_c": round(device["temp_c"], 1), "node_excess_c": round(device["node_excess"], 1),
-                        "expected_temp_c": round(device["temp_c"] - device["own_excess"], 1), "temp_z": round(z, 1)}
-            share = device["throttled_share"]
-            if peers.height >= settings.sick_min_peers and share >= settings.sick_throttle_share > throttled_median:
-                why |= {"throttled_share": round(share, 3), "peers_throttled_share": round(throttled_median, 3)}
-            if device["ecc_uncorrected"] > 0 or device["xid_events"] >= settings.xid_burst:
+                        "expected_temp_c": round(device["temp_c"] - device["own_excess"], 1),
+                        "temp_z": round(device["temp_z"], 1)}
+            if device["held"]:
+                why |= {"throttled_share": round(device["throttled_share"], 3),
+                        "peers_throttled_share": round(throttled_median, 3)}
+            if device["faulty"]:
                 why |= {"ecc_uncorrected": int(device["ecc_uncorrected"]), "xid_events": int(device["xid_events"])}
-            if why:
-                sick.append(device | {"why": why})
+            sick.append(device | {"why": why})
     return [_sick_run(run, latest) for run in _consecutive_days(sick)]
 
 

@@ -36,10 +36,12 @@ def test_demo_runs_the_whole_product(tmp_path: Path) -> None:
                                       "SELECT (SELECT sum(device_hours) FROM util_1h WHERE cluster = 'demo') AS h, "
                                       "(SELECT count(DISTINCT device_uuid) FROM samples WHERE cluster = 'demo') AS d, "
                                       "(SELECT count(DISTINCT device_uuid) FROM samples WHERE cluster = 'east') AS e, "
-                                      "(SELECT count(*) FROM forecasts WHERE mean IS NOT NULL) AS f"])
+                                      "(SELECT count(*) FROM forecasts WHERE mean IS NOT NULL) AS f, "
+                                      "(SELECT count(DISTINCT kind) FROM anomalies WHERE cluster = 'lab') AS k"])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)[0]
     assert answer["d"] == NODES * DEVICES and answer["e"] == 48 and answer["f"] > 0
+    assert answer["k"] == 5  # the planted cluster shows every kind of anomaly
     # Every device streamed for the whole simulated span, less its first (priming) interval.
     assert answer["h"] / (NODES * DEVICES) == pytest.approx(HOURS, rel=0.05)
 

@@ -2,8 +2,10 @@
 
 An embedded Kafka-compatible broker; a simulated fleet (50 nodes x 8 GPUs, a few tenants and jobs, some
 idle allocations and a failing GPU) compressed in time; the collector daemon streaming it; a pipeline
-worker keeping the Delta Lake warehouse at the same time; then the report, and the commands to go on
-exploring the warehouse it leaves behind (``fleetmeter-demo/``).
+worker keeping the Delta Lake warehouse at the same time; then the history of two more clusters through the
+import path (nine weeks for forecasts and the capacity plan; two weeks with anomalies of each kind planted on
+purpose); then the report, and the commands to go on exploring the warehouse it leaves behind
+(``fleetmeter-demo/``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fleetmeter.common import logs
 from fleetmeter.common.settings import LoggingSettings
 from fleetmeter.demo.broker import EmbeddedBroker
 from fleetmeter.demo.history import HISTORY_CLUSTER, demo_history, whole_hour
+from fleetmeter.demo.planted import PLANTED_CLUSTER, demo_planted
 from fleetmeter.pipeline.importing.runner import run_import
 from fleetmeter.pipeline.settings import PipelineSettings
 from fleetmeter.planning.refresh import refresh
@@ -75,8 +78,8 @@ def demo(
     = Path("fleetmeter-demo"),
     metrics_port: Annotated[int, typer.Option(help="Collector /metrics port while the demo runs.")] = 9410,
     pipeline_metrics_port: Annotated[int, typer.Option(help="Pipeline /metrics port while it runs.")] = 9411,
-    history: Annotated[bool, typer.Option(help="Import nine weeks of a second cluster's history, then forecast "
-                                               "and plan.")] = True,
+    history: Annotated[bool, typer.Option(help="Import nine weeks of a second cluster's history and two weeks of "
+                                               "a third's with anomalies planted, then forecast and plan.")] = True,
 ) -> None:
     """Run a simulated fleet through collector, Kafka and pipeline into a warehouse, then report on it."""
     logs.configure(LoggingSettings(level="warning", format="console"))
@@ -129,12 +132,21 @@ def demo(
 
 
 def _history(progress: Progress, settings: PipelineSettings) -> None:
-    """Nine weeks of a second cluster's history, through the import path: what forecasts need."""
-    history = demo_history(whole_hour(datetime.now(UTC)).replace(hour=0))
+    """Nine weeks of a second cluster's history (what forecasts need) and two weeks of a third's with anomalies
+    planted, through the import path."""
+    midnight = whole_hour(datetime.now(UTC)).replace(hour=0)
+    history = demo_history(midnight)
     task = progress.add_task(f"history of cluster {HISTORY_CLUSTER}", total=1,
                              detail=f"{history.days} days, {sum(len(pool.devices) for pool in history.pools)} GPUs")
     summary = run_import(history, settings)
     progress.update(task, completed=1, detail=f"{summary.stored:,} device-hours stored")
+    planted = demo_planted(midnight)
+    task = progress.add_task(f"history of cluster {PLANTED_CLUSTER}", total=1,
+                             detail=f"{planted.days} days, {planted.devices} GPUs, {len(planted.truth)} anomalies "
+                                    "planted")
+    summary = run_import(planted, settings)
+    progress.update(task, completed=1, detail=f"{summary.stored:,} device-hours stored, "
+                                              f"{len(planted.truth)} anomalies planted")
 
 
 def _pipeline_settings(path: Path) -> PipelineSettings:

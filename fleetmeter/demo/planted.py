@@ -350,6 +350,14 @@ def _sick(variant: str, device: int, days: int, rng: np.random.Generator) -> _Ef
     return effect
 
 
+PLANTED_CLUSTER = "lab"
+
+
+def demo_planted(end: datetime) -> PlantedFleet:
+    """The demo's third cluster: 96 GPUs for two weeks, two anomalies of each kind planted on purpose."""
+    return PlantedFleet(PLANTED_CLUSTER, nodes=12, days=14, end=end, plant=2, seed=3, tenants=4)
+
+
 # -- scoring --------------------------------------------------------------------------------------------------
 
 
