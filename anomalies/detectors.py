@@ -52,9 +52,9 @@ class Finding:
     @property
     def key(self) -> tuple[str, ...]:
         """What makes two runs' findings the same anomaly (with an overlapping or adjoining span): a sick device
-        stays sick whoever runs on it; a tenant's spike on one model is not its spike on another."""
+        stays sick whoever runs on it; a spike (or a node's fault) on one model is not one on another."""
         if self.kind == "sick_hardware":
-            return (self.kind, self.cluster, "", "", "", self.node or "", self.device_uuid or "")
+            return (self.kind, self.cluster, "", "", self.model, self.node or "", self.device_uuid or "")
         return (self.kind, self.cluster, self.tenant, self.job_id, self.model, self.node or "", self.device_uuid or "")
 
 
@@ -152,7 +152,7 @@ FROM util_1h AS u LEFT JOIN model_prices AS p USING (model)
 JOIN (SELECT cluster, tenant, job_id, min(first_seen) AS first_seen FROM job_devices GROUP BY ALL) AS j
     USING (cluster, tenant, job_id)
 WHERE u.allocated AND u.job_id IS NOT NULL AND u.window_start >= getvariable('since')
-  AND u.window_start >= j.first_seen + INTERVAL 1 HOUR  -- a job's first hour is its start-up
+  AND u.window_start >= date_trunc('hour', j.first_seen) + INTERVAL 1 HOUR  -- the hour it starts in: start-up
 GROUP BY ALL ORDER BY u.cluster, u.tenant, u.job_id, u.model, hour
 """
 
@@ -173,8 +173,8 @@ def regressions(connection: duckdb.DuckDBPyConnection, settings: AnomalySettings
         if series.height < 2 * settings.regression_min_hours:
             continue
         values = series["utilization"].to_numpy()
-        if _largest_drop(values, settings.regression_min_hours) < settings.regression_drop:
-            continue  # no change point can show the drop: spare ruptures the job
+        if _largest_drop(values, settings.regression_min_hours) < settings.regression_drop - 1e-9:
+            continue  # no change point can show the drop (less rounding): spare ruptures the job
         segmentation = ruptures.Binseg(model="l2", min_size=settings.regression_min_hours, jump=1)
         cut = segmentation.fit(values.reshape(-1, 1)).predict(n_bkps=1)[0]
         before, after = float(np.mean(values[:cut])), float(np.mean(values[cut:]))
@@ -212,7 +212,7 @@ SELECT d.cluster, d.model, d.device_uuid, date_trunc('day', d.window_start) AS d
        arg_max(d.job_id, d.window_start) AS job_id,
        ratio(sum(d.busy_seconds), sum(d.util_known_seconds)) AS util,
        ratio(sum(d.temp_seconds), sum(d.temp_known_seconds)) AS temp_c,
-       coalesce(ratio(sum(d.throttled_seconds), sum(d.device_seconds)), 0) AS throttled_share,
+       coalesce(ratio(sum(d.throttled_seconds), sum(d.throttle_known_seconds)), 0) AS throttled_share,
        sum(d.ecc_uncorrected) AS ecc_uncorrected, sum(d.xid_events) AS xid_events,
        coalesce(sum(d.device_seconds) FILTER (WHERE d.allocated), 0) / 3600 AS allocated_hours,
        min(d.window_start) AS first, max(d.window_start) AS last_hour, any_value(p.per_device_hour) AS price
@@ -227,42 +227,45 @@ def sick_hardware(connection: duckdb.DuckDBPyConnection, settings: AnomalySettin
                   ) -> list[Finding]:
     """Per UTC day, a device (a) hotter than expected at its load by ``sick_temp_c`` and ``sick_z`` robust
     z-scores, the expected temperature interpolated between the median temperatures of the devices of its model
-    and cluster in each tenth of load (tenths of at least ``sick_min_peers``), plus its node's own warmth (the
-    median excess of the node's devices, where four or more are compared and it is positive: a warm rack is
-    no sick device); (b) held down by heat or a hardware slowdown ``sick_throttle_share`` of its time while its
-    peers' median is below that; or (c) with an uncorrectable ECC error or ``xid_burst`` XID events that day.
-    A node whose devices' median excess is itself that far out (a cooling fault) is one finding for the node.
-    Consecutive sick days are one finding. Cost: the allocated device-hours on those days, at the model's price
-    (time spent on suspect hardware)."""
+    and cluster in each tenth of load (tenths of at least ``sick_min_peers``), plus its node's warmth (the
+    median excess of the node's devices where four or more are compared, counted up to half of ``sick_temp_c``:
+    a warm rack is no sick device, and a node of sick devices does not hide them); (b) held down by heat or a
+    hardware slowdown ``sick_throttle_share`` of its time while its peers' median is below that; or (c) with an
+    uncorrectable ECC error or ``xid_burst`` XID events that day. A node where three devices in four run that
+    far out (a cooling fault), among ``sick_min_peers`` nodes or more, is one finding for the node instead of
+    one per device. Consecutive sick days are one finding. Cost: the allocated device-hours on those days, at
+    the model's price (time spent on suspect hardware)."""
     days = pl.DataFrame(pl.from_arrow(connection.sql(_DEVICE_DAYS).to_arrow_table()))
     sick: list[dict[str, Any]] = []
     for _, peers in days.group_by("cluster", "model", "day", maintain_order=True):
         peers = peers.with_columns(excess=pl.Series(_temperature_residuals(peers, settings.sick_min_peers),
                                                     dtype=pl.Float64))
         nodes = peers.group_by("node").agg(
-            pl.col("excess").median().alias("node_excess"), pl.col("excess").count().alias("compared"),
-            pl.col("cluster", "model", "day", "price").first(), pl.col("allocated_hours").sum(),
-            pl.col("first").min(), pl.col("last_hour").max()).filter(pl.col("compared") >= _NODE_DEVICES)
-        peers = peers.join(nodes.select("node", "node_excess"), on="node", how="left").with_columns(
-            node_excess=pl.col("node_excess").clip(lower_bound=0).fill_null(0.0)).with_columns(
-            own_excess=pl.col("excess") - pl.col("node_excess"))
+            pl.col("excess").median().alias("warmth"), pl.col("excess").quantile(0.25, "lower").alias("most"),
+            pl.col("excess").count().alias("compared"), pl.col("cluster", "model", "day", "price").first(),
+            pl.col("allocated_hours").sum(), pl.col("first").min(), pl.col("last_hour").max(),
+        ).filter(pl.col("compared") >= _NODE_DEVICES)
+        nodes = nodes.with_columns(node_z=pl.Series(_robust_z(nodes["most"]), dtype=pl.Float64)).with_columns(
+            hot=pl.lit(nodes.height >= settings.sick_min_peers) & (pl.col("most") >= settings.sick_temp_c)
+            & (pl.col("node_z") >= settings.sick_z))
+        hot_nodes = nodes.filter(pl.col("hot"))
+        sick += [node | {"device_uuid": "", "tenant": "", "job_id": None, "why": {
+            "node_excess_c": round(node["most"], 1), "node_z": round(node["node_z"], 1), "devices": node["compared"]}}
+            for node in hot_nodes.iter_rows(named=True)]
+        peers = peers.join(nodes.select("node", "warmth"), on="node", how="left").with_columns(
+            node_warmth=pl.col("warmth").clip(0, settings.sick_temp_c / 2).fill_null(0.0)).with_columns(
+            own_excess=pl.col("excess") - pl.col("node_warmth"))
         throttled_median = float(peers["throttled_share"].median())  # type: ignore[arg-type]
         peers = peers.with_columns(temp_z=pl.Series(_robust_z(peers["own_excess"]), dtype=pl.Float64)).with_columns(
-            hot=((pl.col("own_excess") >= settings.sick_temp_c) & (pl.col("temp_z") >= settings.sick_z)).fill_null(
-                False),
+            hot=((pl.col("own_excess") >= settings.sick_temp_c) & (pl.col("temp_z") >= settings.sick_z)
+                 & ~pl.col("node").is_in(hot_nodes["node"].implode())).fill_null(False),  # the node's finding says it
             held=(pl.col("throttled_share") >= settings.sick_throttle_share) & pl.lit(
                 peers.height >= settings.sick_min_peers and settings.sick_throttle_share > throttled_median),
             faulty=(pl.col("ecc_uncorrected") > 0) | (pl.col("xid_events") >= settings.xid_burst))
-        sick += [node | {"device_uuid": "", "tenant": "", "job_id": None, "why": {
-                    "node_excess_c": round(node["node_excess"], 1), "node_z": round(z, 1),
-                    "devices": node["compared"]}}
-                 for node, z in zip(nodes.iter_rows(named=True), _robust_z(nodes["node_excess"]), strict=True)
-                 if nodes.height >= settings.sick_min_peers and z is not None
-                 and node["node_excess"] >= settings.sick_temp_c and z >= settings.sick_z]
         for device in peers.filter(pl.col("hot") | pl.col("held") | pl.col("faulty")).iter_rows(named=True):
             why: dict[str, float | int | str] = {}
             if device["hot"]:
-                why |= {"temp_c": round(device["temp_c"], 1), "node_excess_c": round(device["node_excess"], 1),
+                why |= {"temp_c": round(device["temp_c"], 1), "node_warmth_c": round(device["node_warmth"], 1),
                         "expected_temp_c": round(device["temp_c"] - device["own_excess"], 1),
                         "temp_z": round(device["temp_z"], 1)}
             if device["held"]:
@@ -274,7 +277,7 @@ def sick_hardware(connection: duckdb.DuckDBPyConnection, settings: AnomalySettin
     return [_sick_run(run, latest) for run in _consecutive_days(sick)]
 
 
-#: A node's warmth is its devices' median excess where at least this many of them are compared.
+#: A node's warmth is read off its devices' excess where at least this many of them are compared.
 _NODE_DEVICES = 4
 
 
@@ -312,10 +315,11 @@ def _robust_z(values: pl.Series) -> list[float | None]:
 
 
 def _consecutive_days(sick: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Sick days grouped into runs of consecutive days per device (or node)."""
-    runs: dict[tuple[str, str, str], list[list[dict[str, Any]]]] = {}
-    for day in sorted(sick, key=lambda row: (row["cluster"], row["node"], row["device_uuid"], row["day"])):
-        device_runs = runs.setdefault((day["cluster"], day["node"], day["device_uuid"]), [])
+    """Sick days grouped into runs of consecutive days per device (or node and model)."""
+    runs: dict[tuple[str, str, str, str], list[list[dict[str, Any]]]] = {}
+    for day in sorted(sick, key=lambda row: (row["cluster"], row["model"], row["node"], row["device_uuid"],
+                                              row["day"])):
+        device_runs = runs.setdefault((day["cluster"], day["model"], day["node"], day["device_uuid"]), [])
         if device_runs and day["day"] - device_runs[-1][-1]["day"] == timedelta(days=1):
             device_runs[-1].append(day)
         else:
@@ -334,7 +338,7 @@ def _sick_run(run: list[dict[str, Any]], latest: datetime) -> Finding:
                    str(last["model"]), run[0]["first"], last["last_hour"] + timedelta(hours=1),
                    last["last_hour"] >= latest, severity=float(len(last["why"])),
                    evidence=reasons | {"days": len(run)}, cost_impact=None if price is None else hours * price,
-                   cost_per_day=None, node=last["node"], device_uuid=last["device_uuid"])
+                   cost_per_day=None, node=last["node"], device_uuid=last["device_uuid"] or None)
 
 
 _TENANT_DAYS = """

@@ -38,7 +38,7 @@ _MINUTE_MS = 60_000
 #: Measures split by time in proportion (the others are counts, maxima or the histogram).
 _PROPORTIONAL = ("device_seconds", "util_known_seconds", "busy_seconds", "sm_active_seconds",
                  "sm_active_known_seconds", "tensor_active_seconds", "tensor_active_known_seconds", "energy_j",
-                 "temp_seconds", "temp_known_seconds", "throttled_seconds", *_BIN_COLUMNS)
+                 "temp_seconds", "temp_known_seconds", "throttled_seconds", "throttle_known_seconds", *_BIN_COLUMNS)
 _EVENT_COUNTS = ("ecc_corrected", "ecc_uncorrected", "xid_events")
 #: The columns of a minute piece that windows sum: every measure, the histogram as its bins.
 _PIECE_MEASURES = (*(measure.name for measure in DEVICE_MEASURES), *_BIN_COLUMNS)
@@ -63,7 +63,8 @@ def row_measures(samples: pl.DataFrame) -> pl.DataFrame:
     share = pl.col("share").fill_null(1.0)  # a device shared by several owners: each row has its share
     capacity = pl.when(_is_mig_parent()).then(0.0).otherwise(pl.col("interval_s") * share)
     bins = (pl.col("util_compute") * HISTOGRAM_BINS).floor().clip(0, HISTOGRAM_BINS - 1).cast(pl.Int32)
-    frame = samples.with_columns(_capacity_s=capacity, _bin=bins)
+    frame = samples.with_columns(_capacity_s=capacity, _health_s=pl.col("interval_s") * share, _bin=bins)
+    health = pl.col("_health_s")
     return frame.with_columns(
         samples=pl.lit(1, dtype=pl.Int64),
         device_seconds=pl.col("_capacity_s"),
@@ -78,10 +79,11 @@ def row_measures(samples: pl.DataFrame) -> pl.DataFrame:
         ecc_uncorrected=pl.col("ecc_uncorrected").fill_null(0),
         xid_events=pl.col("xid_errors").list.len().fill_null(0).cast(pl.Int64),
         mem_used_max_bytes=pl.col("mem_used_bytes"),
-        temp_seconds=(pl.col("temp_c") * pl.col("_capacity_s")).fill_null(0.0),
-        temp_known_seconds=_seconds_where("temp_c"),
+        temp_seconds=(pl.col("temp_c") * health).fill_null(0.0),
+        temp_known_seconds=pl.when(pl.col("temp_c").is_not_null()).then(health).otherwise(0.0),
         throttled_seconds=pl.when(pl.col("throttle_reasons").list.eval(pl.element().is_in(_HELD_DOWN)).list.any())
-        .then(pl.col("_capacity_s")).otherwise(0.0),
+        .then(health).otherwise(0.0),
+        throttle_known_seconds=pl.when(pl.col("throttle_reasons").is_not_null()).then(health).otherwise(0.0),
         **{column: pl.when(pl.col("_bin") == i).then(pl.col("_capacity_s")).otherwise(0.0)
            for i, column in enumerate(_BIN_COLUMNS)},
     )

@@ -75,12 +75,14 @@ WINDOW_MEASURES = (
             f"device-seconds per util_compute bin ({HISTOGRAM_BINS} bins of 1/{HISTOGRAM_BINS})"),
 )
 
-#: Per device-hour only (``device_1h``): how a device fared, for comparing it with its peers.
+#: Per device-hour only (``device_1h``): how a device fared, for comparing it with its peers. Weighted by the
+#: row's interval x share, a GPU in MIG mode included (its board readings are the only ones it has).
 HEALTH_MEASURES = (
-    Measure("temp_seconds", "sum", pa.float64(), "device-seconds x temp_c"),
-    Measure("temp_known_seconds", "sum", pa.float64(), "device-seconds with a temp_c reading"),
+    Measure("temp_seconds", "sum", pa.float64(), "seconds x temp_c"),
+    Measure("temp_known_seconds", "sum", pa.float64(), "seconds with a temp_c reading"),
     Measure("throttled_seconds", "sum", pa.float64(),
-            "device-seconds held down by heat or a hardware slowdown (hw_thermal, hw_slowdown, sw_thermal)"),
+            "seconds held down by heat or a hardware slowdown (hw_thermal, hw_slowdown, sw_thermal)"),
+    Measure("throttle_known_seconds", "sum", pa.float64(), "seconds with a throttle_reasons reading"),
 )
 #: ``device_1h``: the window measures but the histogram (one row per device-hour: kept light), and health.
 DEVICE_MEASURES = (*(measure for measure in WINDOW_MEASURES if measure.merge != "sum_bins"), *HEALTH_MEASURES)

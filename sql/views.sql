@@ -92,7 +92,8 @@ WITH merged AS (
            max(mem_used_max_bytes) AS mem_used_max_bytes,
            sum(temp_seconds) AS temp_seconds,
            sum(temp_known_seconds) AS temp_known_seconds,
-           sum(throttled_seconds) AS throttled_seconds
+           sum(throttled_seconds) AS throttled_seconds,
+           sum(throttle_known_seconds) AS throttle_known_seconds
     FROM stored.device_1h
     GROUP BY ALL
 )
@@ -103,7 +104,7 @@ SELECT *,
        ratio(sm_active_seconds, sm_active_known_seconds) AS sm_active,
        ratio(tensor_active_seconds, tensor_active_known_seconds) AS tensor_active,
        ratio(temp_seconds, temp_known_seconds) AS temp_c,
-       ratio(throttled_seconds, device_seconds) AS throttled_share,
+       ratio(throttled_seconds, throttle_known_seconds) AS throttled_share,
        energy_j / 3.6e6 AS energy_kwh
 FROM merged;
 

@@ -165,7 +165,7 @@ SUMMED = ("samples", "device_seconds", "util_known_seconds", "busy_seconds",
 WINDOW_MEASURES = (*SUMMED, "mem_used_max_bytes", "util_hist_seconds")
 EVENT_COUNTS = ("ecc_corrected", "ecc_uncorrected", "xid_events")
 #: device_1h's own sums; it holds the window measures but the histogram besides.
-HEALTH = ("temp_seconds", "temp_known_seconds", "throttled_seconds")
+HEALTH = ("temp_seconds", "temp_known_seconds", "throttled_seconds", "throttle_known_seconds")
 DEVICE_MEASURES = (*SUMMED, "mem_used_max_bytes", *HEALTH)
 HELD_DOWN = {"hw_thermal", "hw_slowdown", "sw_thermal"}
 MINUTE_MS = 60_000
@@ -217,11 +217,14 @@ def row_amounts(row: Row) -> dict[str, Any]:
             amounts[f"{ratio}_seconds"] = row[ratio] * seconds
             amounts[f"{ratio}_known_seconds"] = seconds
     amounts |= {name: 0.0 for name in HEALTH}
+    health_seconds = row["interval_s"] * (1.0 if row.get("share") is None else row["share"])  # MIG boards too
     if row.get("temp_c") is not None:
-        amounts["temp_seconds"] = row["temp_c"] * seconds
-        amounts["temp_known_seconds"] = seconds
-    if HELD_DOWN & set(row.get("throttle_reasons") or ()):
-        amounts["throttled_seconds"] = seconds
+        amounts["temp_seconds"] = row["temp_c"] * health_seconds
+        amounts["temp_known_seconds"] = health_seconds
+    if row.get("throttle_reasons") is not None:
+        amounts["throttle_known_seconds"] = health_seconds
+        if HELD_DOWN & set(row["throttle_reasons"]):
+            amounts["throttled_seconds"] = health_seconds
     util = row.get("util_compute")
     if util is not None:
         amounts["util_known_seconds"] = seconds

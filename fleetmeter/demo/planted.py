@@ -200,7 +200,7 @@ class PlantedFleet:
             "power_w": power.ravel(),
             "energy_j": (power * 3600).ravel(),
             "temp_c": temp.ravel(),
-            "throttle_reasons": [["hw_slowdown"] if held else None for held in throttled.ravel()],
+            "throttle_reasons": [["hw_slowdown"] if held else [] for held in throttled.ravel()],
             "xid_errors": [[79] * n if n else None for n in xid.ravel()],
             "ecc_uncorrected": ecc.ravel(),
             "mem_used_bytes": (np.where(allocated, 0.3 + 0.6 * level, 0.01) * _MEMORY).astype(np.int64).ravel(),
