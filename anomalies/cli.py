@@ -18,13 +18,13 @@ from deltalake.exceptions import DeltaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from fleetmeter.anomalies import detectors
-from fleetmeter.anomalies.ledger import merge
+from fleetmeter.anomalies.ledger import OPEN, RESOLVED, merge
 from fleetmeter.anomalies.notify import WebhookFailed, pending, send
 from fleetmeter.common.signals import stop_on_signals
 from fleetmeter.planning.store import replace_table
 from fleetmeter.schemas.warehouse import ANOMALIES
 from fleetmeter.sql.catalog import Catalog, WarehouseEmpty
-from fleetmeter.sql.cli import Config, Since, Warehouse, open_catalog
+from fleetmeter.sql.cli import Config, Since, Warehouse, analysis_settings, open_catalog
 from fleetmeter.sql.output import Format, console, write
 from fleetmeter.sql.since import parse_since
 
@@ -32,14 +32,27 @@ log = structlog.get_logger(__name__)
 _ERRORS = (duckdb.Error, DeltaError, OSError, WarehouseEmpty)
 
 
+#: What a round can fail at: reading or writing the warehouse, a detector's own bug, the webhook.
+STEPS = ("warehouse", "detector", "webhook")
+
+
 class Metrics:
+    """The watcher's /metrics, every series there from the start (at 0): an alert on its increase can fire on
+    the first failure."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.events = Counter("fleetmeter_anomalies_events", "Anomaly events sent to the webhook.",
                               ["kind", "status"], registry=self.registry)
         self.open = Gauge("fleetmeter_anomalies_open", "Open anomalies, by kind.", ["kind"], registry=self.registry)
-        self.failures = Counter("fleetmeter_anomalies_round_failures", "Rounds that failed (warehouse, webhook).",
+        self.failures = Counter("fleetmeter_anomalies_round_failures", "Rounds that failed, by step.",
                                 ["step"], registry=self.registry)
+        for kind in detectors.KINDS:
+            self.open.labels(kind).set(0)
+            for status in (OPEN, RESOLVED):
+                self.events.labels(kind, status)
+        for step in STEPS:
+            self.failures.labels(step)
 
 
 def anomalies(
@@ -52,9 +65,12 @@ def anomalies(
     watch: Annotated[bool, typer.Option("--watch", help="Evaluate every --every seconds until stopped.")] = False,
     every: Annotated[float, typer.Option(help="With --watch: seconds between rounds.", min=10, max=86_400)] = 300.0,
     webhook: Annotated[str | None, typer.Option(help="Send new and resolved anomalies here (Alertmanager's "
-                                                     "webhook format).")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="With --watch: serve /metrics on 127.0.0.1 here.",
+                                                     "webhook format).",
+                                                envvar="FLEETMETER_ANOMALIES_WEBHOOK")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="With --watch: serve /metrics here.",
                                                      min=1, max=65535)] = None,
+    metrics_address: Annotated[str, typer.Option(help="With --watch: the address /metrics listens on (0.0.0.0 "
+                                                      "in a container).")] = "127.0.0.1",
 ) -> None:
     """Look for idle allocations, stragglers, regressions, sick hardware and usage spikes since --since; store
     what is found in the anomalies table (view `anomalies`); list the open and resolved anomalies, the costliest
@@ -64,9 +80,9 @@ def anomalies(
     if unknown or format is Format.parquet:
         _fail(f"unknown kind(s) {unknown}: {', '.join(detectors.KINDS)}" if unknown
               else "--format parquet: query the view instead (fleetmeter query --format parquet --output ...)")
-    catalog = open_catalog("anomalies", warehouse, config, since)
     metrics = Metrics()
     if not watch:
+        catalog = open_catalog("anomalies", warehouse, config, since)
         try:
             outcome = evaluate(catalog, kinds, webhook, metrics)
         except (*_ERRORS, NoHourlyData) as exc:
@@ -76,13 +92,17 @@ def anomalies(
             typer.echo(f"fleetmeter anomalies: {outcome.webhook_error}; the events are sent again next run", err=True)
             raise typer.Exit(1)
         return
+    settings = analysis_settings("anomalies", warehouse, config)  # the warehouse may be empty yet: rounds retry
     if metrics_port is not None:
-        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        try:
+            start_http_server(metrics_port, addr=metrics_address, registry=metrics.registry)
+        except OSError as exc:
+            _fail(f"--metrics-port {metrics_port} on {metrics_address}: {exc.strerror or exc}")
     stopping = threading.Event()
     stop_on_signals(stopping)
     while not stopping.is_set():
         try:
-            outcome = evaluate(Catalog.open(catalog.settings, parse_since(since)), kinds, webhook, metrics)
+            outcome = evaluate(Catalog.open(settings, parse_since(since)), kinds, webhook, metrics)
             log.info("anomalies evaluated", findings=outcome.findings,
                      open=outcome.table.filter(pl.col("status") == "open").height)
         except (*_ERRORS, NoHourlyData) as exc:  # a round that fails is tried again at the next: never stop watching

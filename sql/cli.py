@@ -36,10 +36,19 @@ AsOf = Annotated[str | None, typer.Option(
 def open_catalog(command: str, warehouse: str | None, config: str | None, since: str | None,
                  as_of: str | None = None) -> Catalog:
     """The warehouse as configured, or a one-line error and exit status 2."""
+    settings = analysis_settings(command, warehouse, config)
     try:
-        settings = load_settings(AnalysisSettings, config_file=config, warehouse=warehouse)
         return Catalog.open(settings, parse_since(since), parse_as_of(as_of))
-    except (ConfigError, WarehouseEmpty, ValueError, OSError, DeltaError) as exc:
+    except (WarehouseEmpty, ValueError, OSError, DeltaError) as exc:
+        typer.echo(f"fleetmeter {command}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def analysis_settings(command: str, warehouse: str | None, config: str | None) -> AnalysisSettings:
+    """The analysis configuration, or a one-line error and exit status 2."""
+    try:
+        return load_settings(AnalysisSettings, config_file=config, warehouse=warehouse)
+    except (ConfigError, ValueError, OSError) as exc:
         typer.echo(f"fleetmeter {command}: {exc}", err=True)
         raise typer.Exit(2) from exc
 

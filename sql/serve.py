@@ -20,51 +20,22 @@ import hmac
 import threading
 from datetime import date, datetime, time
 from decimal import Decimal
-from pathlib import Path
 from time import monotonic as time_now
 from typing import Annotated, Any
 
 import duckdb
 import typer
 import uvicorn
-from pydantic import Field, SecretStr
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from fleetmeter.common.settings import ConfigError, EndpointSettings, flag_section, load_settings
+from fleetmeter.common.settings import ConfigError, flag_section, load_settings
 from fleetmeter.sql.catalog import Catalog, WarehouseEmpty, canned_queries
-from fleetmeter.sql.settings import AnalysisSettings
+from fleetmeter.sql.settings import AnalysisSettings, HttpSettings
 from fleetmeter.sql.since import EVERYTHING
-
-
-class HttpSettings(EndpointSettings):
-    address: str = Field(default="127.0.0.1", description="Listen here; 0.0.0.0 only behind a TLS proxy.")
-    port: int = Field(default=9412, ge=0, le=65535)
-    token: SecretStr | None = Field(default=None, description="Bearer token clients must send.")
-    token_file: Path | None = Field(default=None, description="File holding the token (e.g. a mounted secret).")
-    max_rows: int = Field(default=10_000, gt=0, description="Rows returned at most; the answer says if cut.")
-    timeout_s: float = Field(default=30.0, gt=0, description="A query running longer is interrupted.")
-    memory_limit: str = Field(default="1GB", description="DuckDB's memory_limit for each query.")
-    max_answer_bytes: int = Field(default=64 << 20, gt=0, description="An answer larger than this is refused.")
-    max_concurrent: int = Field(default=2, gt=0, description="Queries run at once; the others queue.")
-    queue_timeout_s: float = Field(default=10.0, gt=0, description="A queued query waits this long, then 503.")
-    temp_directory: Path | None = Field(default=None, description="Where a query may spill; none: it may not.")
-    max_temp_bytes: str = Field(default="1GB", description="Spilled bytes at most, with a temp_directory.")
-
-    def bearer(self) -> str:
-        """The token, from its file when one is configured; a server without one does not start."""
-        token = (self.token_file.read_text().strip() if self.token_file is not None
-                 else self.token.get_secret_value() if self.token is not None else "")
-        if not token:
-            raise ConfigError("http.token or http.token_file is required: the SQL endpoint never runs open")
-        return token
-
-
-class ServeSettings(AnalysisSettings):
-    http: HttpSettings = HttpSettings()
 
 
 class Refused(Exception):
@@ -81,7 +52,7 @@ _INTERNALS = frozenset({"duckdb_settings", "current_setting", "duckdb_secrets", 
                         "read_text", "read_blob", "glob", "getenv", "pragma_database_size"})
 
 
-def create_app(settings: ServeSettings) -> Starlette:
+def create_app(settings: AnalysisSettings) -> Starlette:
     token = settings.http.bearer().encode()
     slots = threading.BoundedSemaphore(settings.http.max_concurrent)
 
@@ -130,7 +101,7 @@ def create_app(settings: ServeSettings) -> Starlette:
     ])
 
 
-def run_queued(settings: ServeSettings, text: str, slots: threading.BoundedSemaphore) -> dict[str, Any]:
+def run_queued(settings: AnalysisSettings, text: str, slots: threading.BoundedSemaphore) -> dict[str, Any]:
     """:func:`run`, once one of the ``max_concurrent`` slots is free (within ``queue_timeout_s``)."""
     if not slots.acquire(timeout=settings.http.queue_timeout_s):
         raise Busy(f"{settings.http.max_concurrent} queries are running; try again shortly")
@@ -140,7 +111,7 @@ def run_queued(settings: ServeSettings, text: str, slots: threading.BoundedSemap
         slots.release()
 
 
-def run(settings: ServeSettings, text: str) -> dict[str, Any]:
+def run(settings: AnalysisSettings, text: str) -> dict[str, Any]:
     """The answer to one SELECT: column names, rows (JSON-ready), and whether rows were cut."""
     http = settings.http
     deadline = time_now() + http.timeout_s
@@ -229,7 +200,7 @@ def serve(
 ) -> None:
     """Serve read-only SQL over the warehouse's views on HTTP, for a bearer token."""
     try:
-        settings = load_settings(ServeSettings, config_file=config, warehouse=warehouse,
+        settings = load_settings(AnalysisSettings, config_file=config, warehouse=warehouse,
                                  http=flag_section(port=port))
         app = create_app(settings)
     except (ConfigError, OSError) as exc:

@@ -6,11 +6,12 @@ without reprocessing (design principle 5)."""
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from fleetmeter.common.settings import LayeredSettings, Section
+from fleetmeter.common.settings import ConfigError, EndpointSettings, LayeredSettings, Section
 from fleetmeter.schemas.warehouse import HISTOGRAM_BINS
 
 
@@ -115,6 +116,31 @@ class AnomalySettings(Section):
     spike_trailing_days: int = Field(default=28, ge=7, le=366)
 
 
+class HttpSettings(EndpointSettings):
+    """``fleetmeter serve``'s endpoint (the other analysis commands read the same file and leave it be)."""
+
+    address: str = Field(default="127.0.0.1", description="Listen here; 0.0.0.0 only behind a TLS proxy.")
+    port: int = Field(default=9412, ge=0, le=65535)
+    token: SecretStr | None = Field(default=None, description="Bearer token clients must send.")
+    token_file: Path | None = Field(default=None, description="File holding the token (e.g. a mounted secret).")
+    max_rows: int = Field(default=10_000, gt=0, description="Rows returned at most; the answer says if cut.")
+    timeout_s: float = Field(default=30.0, gt=0, description="A query running longer is interrupted.")
+    memory_limit: str = Field(default="1GB", description="DuckDB's memory_limit for each query.")
+    max_answer_bytes: int = Field(default=64 << 20, gt=0, description="An answer larger than this is refused.")
+    max_concurrent: int = Field(default=2, gt=0, description="Queries run at once; the others queue.")
+    queue_timeout_s: float = Field(default=10.0, gt=0, description="A queued query waits this long, then 503.")
+    temp_directory: Path | None = Field(default=None, description="Where a query may spill; none: it may not.")
+    max_temp_bytes: str = Field(default="1GB", description="Spilled bytes at most, with a temp_directory.")
+
+    def bearer(self) -> str:
+        """The token, from its file when one is configured; a server without one does not start."""
+        token = (self.token_file.read_text().strip() if self.token_file is not None
+                 else self.token.get_secret_value() if self.token is not None else "")
+        if not token:
+            raise ConfigError("http.token or http.token_file is required: the SQL endpoint never runs open")
+        return token
+
+
 class AnalysisSettings(LayeredSettings):
     warehouse: str = Field(default="warehouse", min_length=1, description="Warehouse directory or object-store URI.")
     storage_options: dict[str, str] = Field(
@@ -132,6 +158,7 @@ class AnalysisSettings(LayeredSettings):
     capacity: CapacitySettings = CapacitySettings()
     procurement: ProcurementSettings = ProcurementSettings()
     anomalies: AnomalySettings = AnomalySettings()
+    http: HttpSettings = HttpSettings()
 
     @field_validator("idle_threshold")
     @classmethod

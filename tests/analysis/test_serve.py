@@ -14,7 +14,8 @@ import uvicorn
 
 from fleetmeter.common.settings import ConfigError
 from fleetmeter.demo.broker import free_port
-from fleetmeter.sql.serve import Busy, ServeSettings, create_app, run_queued
+from fleetmeter.sql.serve import Busy, create_app, run_queued
+from fleetmeter.sql.settings import AnalysisSettings
 from tests.analysis.conftest import Fleet
 
 TOKEN = "analyst-token-5f2c"
@@ -23,7 +24,7 @@ TOKEN = "analyst-token-5f2c"
 @pytest.fixture
 def endpoint(fleet: Fleet) -> Iterator[str]:
     port = free_port()
-    settings = ServeSettings(warehouse=str(fleet.warehouse),
+    settings = AnalysisSettings(warehouse=str(fleet.warehouse),
                              http={"port": port, "token": TOKEN, "max_rows": 50, "timeout_s": 1.0,
                                    "max_answer_bytes": 1 << 20, "memory_limit": "300MB"})
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
@@ -92,7 +93,7 @@ def test_answers_are_cut_at_max_rows_and_slow_queries_stopped(endpoint: str) -> 
 
 def test_no_token_configured_no_server(fleet: Fleet) -> None:
     with pytest.raises(ConfigError, match="token"):
-        create_app(ServeSettings(warehouse=str(fleet.warehouse)))
+        create_app(AnalysisSettings(warehouse=str(fleet.warehouse)))
 
 
 def test_an_answer_too_large_is_refused_while_it_is_read(endpoint: str) -> None:
@@ -117,7 +118,7 @@ def test_duckdbs_own_settings_and_files_are_not_shown(endpoint: str, sql: str) -
 
 
 def test_queries_beyond_the_concurrency_limit_wait_then_get_busy(fleet: Fleet) -> None:
-    settings = ServeSettings(warehouse=str(fleet.warehouse),
+    settings = AnalysisSettings(warehouse=str(fleet.warehouse),
                              http={"token": TOKEN, "max_concurrent": 1, "queue_timeout_s": 0.2})
     slots = threading.BoundedSemaphore(1)
     slots.acquire()  # one query runs

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -228,6 +229,43 @@ def test_watch_counts_open_anomalies_on_metrics_and_stops_on_sigterm(warehouse: 
         assert watcher.wait(30) == 0
     finally:
         watcher.kill()
+
+
+def test_a_watcher_started_before_the_warehouse_has_data_waits_for_it_and_says_so(tmp_path: Path) -> None:
+    """Every series is on /metrics at 0 from the start (an alert on its increase fires on the first failure);
+    a round over a warehouse that holds nothing yet fails, is counted, and the watcher goes on."""
+    port = free_port()
+    watcher = subprocess.Popen([sys.executable, "-m", "fleetmeter", "anomalies", "--warehouse", str(tmp_path / "w"),
+                                "--watch", "--every", "10", "--metrics-port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline, text = time.monotonic() + 60, ""
+        while 'fleetmeter_anomalies_round_failures_total{step="warehouse"} 1.0' not in text:
+            assert time.monotonic() < deadline and watcher.poll() is None, text
+            time.sleep(0.3)
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+        assert 'fleetmeter_anomalies_round_failures_total{step="webhook"} 0.0' in text
+        assert 'fleetmeter_anomalies_events_total{kind="spike",status="resolved"} 0.0' in text
+        assert 'fleetmeter_anomalies_open{kind="regression"} 0.0' in text
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(30) == 0
+    finally:
+        watcher.kill()
+
+
+def test_a_metrics_port_already_taken_is_one_line_and_exit_status_2(warehouse: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli.invoke(app, ["anomalies", "--config", str(warehouse / "analysis.yaml"), "--watch",
+                                  "--metrics-port", str(port)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"fleetmeter anomalies: --metrics-port {port} on 127.0.0.1: Address already in use"]
 
 
 def test_idle_busy_idle_again_is_two_anomalies_and_a_sick_device_stays_one(warehouse: Path) -> None:

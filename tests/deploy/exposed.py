@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from fleetmeter.anomalies.cli import Metrics as AnomalyMetrics
 from fleetmeter.collectors.backends import open_backends
 from fleetmeter.collectors.daemon import CollectorDaemon
 from fleetmeter.pipeline.metrics import PipelineMetrics
@@ -26,7 +27,8 @@ def series_names(registry: CollectorRegistry) -> set[str]:
 
 
 def exposed_metric_names() -> set[str]:
-    """The collector's (simulated devices, both scrapes done) and the pipeline worker's series names."""
+    """The collector's (simulated devices, both scrapes done), the pipeline worker's and the anomaly watcher's
+    series names."""
     with tempfile.TemporaryDirectory() as directory:
         settings = collector_settings(Path(directory), "127.0.0.1:1", "unused")
         daemon = CollectorDaemon(settings, open_backends(settings))
@@ -35,4 +37,4 @@ def exposed_metric_names() -> set[str]:
         daemon.scrape_once()
         names = series_names(daemon.registry)
         daemon.spool.close()
-    return names | series_names(PipelineMetrics().registry)
+    return names | series_names(PipelineMetrics().registry) | series_names(AnomalyMetrics().registry)

@@ -28,7 +28,7 @@ def test_compose_file_is_valid_against_the_compose_specification() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("service", ["collector", "pipeline", "sql"])
+@pytest.mark.parametrize("service", ["collector", "pipeline", "sql", "anomalies"])
 def test_fleetmeter_commands_in_compose_are_accepted_by_the_cli(service: str) -> None:
     spec = services()[service]
     assert spec["image"] == "fleetmeter:trial"
@@ -46,7 +46,8 @@ def test_what_compose_mounts_from_the_repository_exists() -> None:
     prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = {target for job in prometheus["scrape_configs"] for config in job["static_configs"]
                for target in config["targets"]}
-    assert targets == {"collector:9410", "pipeline:9411"}  # the Compose services and their metrics ports
+    # the Compose services and their metrics ports
+    assert targets == {"collector:9410", "pipeline:9411", "anomalies:9413"}
 
 
 def test_the_image_is_built_in_stages_and_runs_as_a_user() -> None:

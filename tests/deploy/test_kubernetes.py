@@ -14,7 +14,7 @@ import yaml
 from fleetmeter.collectors.settings import CollectorSettings
 from fleetmeter.common.settings import LayeredSettings
 from fleetmeter.pipeline.settings import PipelineSettings
-from fleetmeter.sql.serve import ServeSettings
+from fleetmeter.sql.settings import AnalysisSettings
 
 KUBERNETES = Path(__file__).parents[2] / "deploy" / "kubernetes"
 #: Custom resources, for which the Kubernetes schemas have nothing (checked by hand below).
@@ -81,6 +81,9 @@ def test_every_configmap_secret_and_service_account_a_pod_uses_exists() -> None:
         for container in pod["containers"]:
             for source in container.get("envFrom", []):
                 assert source["secretRef"]["name"] in secrets or source["secretRef"].get("optional")
+            for variable in container.get("env", []):
+                if reference := variable.get("valueFrom", {}).get("configMapKeyRef"):
+                    assert reference["key"] in configmaps[reference["name"]]["data"]
 
 
 def test_only_the_collector_may_read_pods_and_only_read() -> None:
@@ -93,7 +96,7 @@ def test_only_the_collector_may_read_pods_and_only_read() -> None:
 @pytest.mark.parametrize(("configmap", "key", "settings"), [
     ("fleetmeter-collector", "collector.yaml", CollectorSettings),
     ("fleetmeter-pipeline", "pipeline.yaml", PipelineSettings),
-    ("fleetmeter-pipeline", "analysis.yaml", ServeSettings),
+    ("fleetmeter-pipeline", "analysis.yaml", AnalysisSettings),
 ])
 def test_configmaps_hold_configurations_the_commands_accept(configmap: str, key: str,
                                                             settings: type[LayeredSettings], tmp_path: Path) -> None:
