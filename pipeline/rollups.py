@@ -32,20 +32,30 @@ from fleetmeter.schemas.warehouse import (
     Measure,
 )
 
-HISTOGRAM = "util_hist_seconds"
-_BIN_COLUMNS = [f"_util_bin_{i:02d}" for i in range(HISTOGRAM_BINS)]
 _MINUTE_MS = 60_000
-#: Measures split by time in proportion (the others are counts, maxima or the histogram).
-_PROPORTIONAL = ("device_seconds", "util_known_seconds", "busy_seconds", "sm_active_seconds",
-                 "sm_active_known_seconds", "tensor_active_seconds", "tensor_active_known_seconds", "energy_j",
-                 "temp_seconds", "temp_known_seconds", "throttled_seconds", "throttle_known_seconds", *_BIN_COLUMNS)
+#: Each histogram (a ``sum_bins`` measure): the reading it bins, and the rows it counts (their capacity).
+_HISTOGRAMS = {
+    "util_hist_seconds": ("util_compute", pl.col("util_compute").is_not_null()),
+    "sm_hist_seconds": ("sm_active", pl.col("sm_active").is_not_null()),
+    "util_hist_sm_known_seconds": ("util_compute",
+                                   pl.col("util_compute").is_not_null() & pl.col("sm_active").is_not_null()),
+}
+#: A piece carries each histogram as one column per bin.
+_BINS = {name: [f"_{name}_{i:02d}" for i in range(HISTOGRAM_BINS)] for name in _HISTOGRAMS}
+_BIN_COLUMNS = [column for columns in _BINS.values() for column in columns]
+#: Measures split by time in proportion (the others are counts, maxima or histograms).
+_PROPORTIONAL = (*(measure.name for measure in (*WINDOW_MEASURES, *HEALTH_MEASURES)
+                   if measure.merge == "sum" and measure.name not in ("samples", "ecc_corrected", "ecc_uncorrected",
+                                                                      "xid_events")),
+                 *_BIN_COLUMNS)
 _EVENT_COUNTS = ("ecc_corrected", "ecc_uncorrected", "xid_events")
-#: The columns of a minute piece that windows sum: every measure, the histogram as its bins.
-_PIECE_MEASURES = (*(measure.name for measure in DEVICE_MEASURES), *_BIN_COLUMNS)
+#: The columns of a minute piece that windows sum: every measure, the histograms as their bins.
+_PIECE_MEASURES = (*(measure.name for measure in (*WINDOW_MEASURES, *HEALTH_MEASURES) if measure.merge != "sum_bins"),
+                   *_BIN_COLUMNS)
 #: Throttle reasons that mean the device is held down by heat or a hardware fault, not by its power cap or idling.
 _HELD_DOWN = ["hw_thermal", "hw_slowdown", "sw_thermal"]
 
-#: The polars type of each measure but the histogram, from the catalogue's Arrow type.
+#: The polars type of each measure but the histograms, from the catalogue's Arrow type.
 _SCALAR_TYPES = {measure.name: pl.from_arrow(pa.array([], measure.type)).dtype  # type: ignore[union-attr]
                  for measure in (*WINDOW_MEASURES, *HEALTH_MEASURES) if measure.merge != "sum_bins"}
 
@@ -62,9 +72,9 @@ def row_measures(samples: pl.DataFrame) -> pl.DataFrame:
     """Per-row contributions to every measure, beside the sample's own columns."""
     share = pl.col("share").fill_null(1.0)  # a device shared by several owners: each row has its share
     capacity = pl.when(_is_mig_parent()).then(0.0).otherwise(pl.col("interval_s") * share)
-    bins = (pl.col("util_compute") * HISTOGRAM_BINS).floor().clip(0, HISTOGRAM_BINS - 1).cast(pl.Int32)
-    frame = samples.with_columns(_capacity_s=capacity, _health_s=pl.col("interval_s") * share, _bin=bins)
+    frame = samples.with_columns(_capacity_s=capacity, _health_s=pl.col("interval_s") * share)
     health = pl.col("_health_s")
+    both_memory = pl.col("mem_used_bytes").is_not_null() & pl.col("mem_total_bytes").is_not_null()
     return frame.with_columns(
         samples=pl.lit(1, dtype=pl.Int64),
         device_seconds=pl.col("_capacity_s"),
@@ -79,14 +89,32 @@ def row_measures(samples: pl.DataFrame) -> pl.DataFrame:
         ecc_uncorrected=pl.col("ecc_uncorrected").fill_null(0),
         xid_events=pl.col("xid_errors").list.len().fill_null(0).cast(pl.Int64),
         mem_used_max_bytes=pl.col("mem_used_bytes"),
+        mem_bw_active_seconds=(pl.col("util_mem_bw") * pl.col("_capacity_s")).fill_null(0.0),
+        mem_bw_known_seconds=_seconds_where("util_mem_bw"),
+        mem_used_byte_seconds=pl.when(both_memory).then(pl.col("mem_used_bytes") * pl.col("_capacity_s"))
+        .otherwise(0.0),
+        mem_total_byte_seconds=pl.when(both_memory).then(pl.col("mem_total_bytes") * pl.col("_capacity_s"))
+        .otherwise(0.0),
+        mem_known_seconds=pl.when(both_memory).then(pl.col("_capacity_s")).otherwise(0.0),
+        mem_total_max_bytes=pl.col("mem_total_bytes"),
+        energy_known_seconds=_seconds_where("energy_j"),
         temp_seconds=(pl.col("temp_c") * health).fill_null(0.0),
         temp_known_seconds=pl.when(pl.col("temp_c").is_not_null()).then(health).otherwise(0.0),
         throttled_seconds=pl.when(pl.col("throttle_reasons").list.eval(pl.element().is_in(_HELD_DOWN)).list.any())
         .then(health).otherwise(0.0),
         throttle_known_seconds=pl.when(pl.col("throttle_reasons").is_not_null()).then(health).otherwise(0.0),
-        **{column: pl.when(pl.col("_bin") == i).then(pl.col("_capacity_s")).otherwise(0.0)
-           for i, column in enumerate(_BIN_COLUMNS)},
+        *_bins(),
     )
+
+
+def _bins() -> list[pl.Expr]:
+    """Each histogram's bin columns: a row's capacity in the bin its reading falls in, if the row counts."""
+    columns = []
+    for name, (reading, counted) in _HISTOGRAMS.items():
+        bin_of = (pl.col(reading) * HISTOGRAM_BINS).floor().clip(0, HISTOGRAM_BINS - 1)
+        columns += [pl.when(counted & (bin_of == i)).then(pl.col("_capacity_s")).otherwise(0.0).alias(column)
+                    for i, column in enumerate(_BINS[name])]
+    return columns
 
 
 def _events_before(count: pl.Expr, offset_ms: pl.Expr, duration_ms: pl.Expr) -> pl.Expr:
@@ -145,26 +173,26 @@ def _aggregations(measures: tuple[Measure, ...]) -> list[pl.Expr]:
     expressions = []
     for measure in measures:
         if measure.merge == "sum_bins":
-            expressions += [pl.col(column).sum() for column in _BIN_COLUMNS]
+            expressions += [pl.col(column).sum() for column in _BINS[measure.name]]
         else:
             expressions.append(getattr(pl.col(measure.name), measure.merge)())
     return expressions
 
 
 def _finish(frame: pl.DataFrame, keys: tuple[str, ...], measures: tuple[Measure, ...]) -> pl.DataFrame:
-    if HISTOGRAM in (measure.name for measure in measures):
-        frame = frame.with_columns(pl.concat_list(_BIN_COLUMNS).alias(HISTOGRAM)).drop(_BIN_COLUMNS)
+    histograms = [measure.name for measure in measures if measure.merge == "sum_bins"]
+    frame = frame.with_columns(pl.concat_list(_BINS[name]).alias(name) for name in histograms)
     names = [measure.name for measure in measures]
     return frame.with_columns(pl.col(name).cast(_SCALAR_TYPES[name]) for name in names if name in _SCALAR_TYPES
                               ).select(*keys, *names)
 
 
 def _unpack(frame: pl.DataFrame) -> pl.DataFrame:
-    if HISTOGRAM not in frame.columns:
-        return frame
+    histograms = [name for name in _BINS if name in frame.columns]
     return frame.with_columns(
-        pl.col(HISTOGRAM).list.get(i).alias(column) for i, column in enumerate(_BIN_COLUMNS)
-    ).drop(HISTOGRAM)
+        pl.col(name).list.get(i).alias(column)
+        for name in histograms for i, column in enumerate(_BINS[name])
+    ).drop(histograms)
 
 
 def node_partials(pieces: pl.DataFrame) -> pl.DataFrame:

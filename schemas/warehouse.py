@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA
 
-#: util_compute histogram: bins of width 1/20; bin i holds [i/20, (i+1)/20), the last one 1.0 too.
+#: Histograms of a 0..1 reading: bins of width 1/20; bin i holds [i/20, (i+1)/20), the last one 1.0 too.
 HISTOGRAM_BINS = 20
 #: Delta stores timestamps in microseconds, UTC.
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -73,6 +73,18 @@ WINDOW_MEASURES = (
     Measure("mem_used_max_bytes", "max", pa.int64(), "largest memory reading"),
     Measure("util_hist_seconds", "sum_bins", pa.list_(pa.float64()),
             f"device-seconds per util_compute bin ({HISTOGRAM_BINS} bins of 1/{HISTOGRAM_BINS})"),
+    # efficiency (docs/efficiency.md)
+    Measure("mem_bw_active_seconds", "sum", pa.float64(), "device-seconds x util_mem_bw"),
+    Measure("mem_bw_known_seconds", "sum", pa.float64(), "device-seconds with a util_mem_bw reading"),
+    Measure("mem_used_byte_seconds", "sum", pa.float64(), "device-seconds x mem_used_bytes (rows with both "
+                                                          "memory readings)"),
+    Measure("mem_total_byte_seconds", "sum", pa.float64(), "device-seconds x mem_total_bytes (the same rows)"),
+    Measure("mem_known_seconds", "sum", pa.float64(), "device-seconds with mem_used_bytes and mem_total_bytes"),
+    Measure("mem_total_max_bytes", "max", pa.int64(), "largest memory capacity reading"),
+    Measure("energy_known_seconds", "sum", pa.float64(), "device-seconds with an energy_j reading"),
+    Measure("sm_hist_seconds", "sum_bins", pa.list_(pa.float64()), "device-seconds per sm_active bin"),
+    Measure("util_hist_sm_known_seconds", "sum_bins", pa.list_(pa.float64()),
+            "device-seconds per util_compute bin, of the rows with an sm_active reading (busy-but-idle time)"),
 )
 
 #: Per device-hour only (``device_1h``): how a device fared, for comparing it with its peers. Weighted by the
@@ -84,7 +96,7 @@ HEALTH_MEASURES = (
             "seconds held down by heat or a hardware slowdown (hw_thermal, hw_slowdown, sw_thermal)"),
     Measure("throttle_known_seconds", "sum", pa.float64(), "seconds with a throttle_reasons reading"),
 )
-#: ``device_1h``: the window measures but the histogram (one row per device-hour: kept light), and health.
+#: ``device_1h``: the window measures but the histograms (one row per device-hour: kept light), and health.
 DEVICE_MEASURES = (*(measure for measure in WINDOW_MEASURES if measure.merge != "sum_bins"), *HEALTH_MEASURES)
 
 JOB_MEASURES = (

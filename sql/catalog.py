@@ -121,6 +121,10 @@ class Catalog:
                            for p in self.settings.prices)
         economics = ", ".join("(" + ", ".join(literal(getattr(e, column)) for column in ECONOMICS_COLUMNS) + ")"
                               for e in self.settings.economics)
+        rightsizing = self.settings.rightsizing
+        profiles = ", ".join(f"({literal(board.model)}, {literal(profile.name)}, {literal(profile.memory_share)}, "
+                             f"{literal(profile.compute_share)})"
+                             for board in rightsizing.mig_boards for profile in board.profiles)
         return "\n".join([
             "CREATE TABLE prices (model_pattern VARCHAR, per_device_hour DOUBLE, per_kwh DOUBLE);",
             f"INSERT INTO prices VALUES {prices};" if prices else "",
@@ -131,6 +135,12 @@ class Catalog:
             f"SET VARIABLE pue = {literal(self.settings.pue)};",
             f"SET VARIABLE per_kwh = CAST({literal(self.settings.per_kwh)} AS DOUBLE);",
             f"SET VARIABLE idle_threshold = {literal(self.settings.idle_threshold)};",
+            f"SET VARIABLE sm_idle_threshold = {literal(self.settings.sm_idle_threshold)};",
+            "CREATE TABLE mig_profiles (model_pattern VARCHAR, profile VARCHAR, memory_share DOUBLE, "
+            "compute_share DOUBLE);",
+            f"INSERT INTO mig_profiles VALUES {profiles};" if profiles else "",
+            *(f"SET VARIABLE rightsizing_{name} = {literal(getattr(rightsizing, name))};"
+              for name in ("headroom", "percentile", "min_hours", "min_coverage")),
             f"SET VARIABLE since = {literal(self.since)};",
             f"SET VARIABLE currency = {literal(self.settings.currency)};",
         ])

@@ -116,6 +116,55 @@ class AnomalySettings(Section):
     spike_trailing_days: int = Field(default=28, ge=7, le=366)
 
 
+class MigProfile(Section):
+    """One MIG profile of a board: the shares of the board's memory and SMs an instance of it gets."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    name: str = Field(pattern=r"^[0-9]+g\.[0-9]+gb(\+me)?$", description="As NVML names it: 1g.10gb.")
+    memory_share: float = Field(gt=0, le=1, description="Of the board's memory (1g.10gb on an 80 GB board: 1/8).")
+    compute_share: float = Field(gt=0, le=1, description="Of the board's SMs (a 1g slice: 1/7).")
+
+
+class MigBoard(Section):
+    """The MIG profiles of the boards a GLOB pattern matches (the longest matching pattern wins)."""
+
+    model: str = Field(min_length=1, description="Board model name or GLOB pattern ('NVIDIA H100 80GB*').")
+    profiles: list[MigProfile] = Field(min_length=1)
+
+
+def _seven_slices(model: str, *names: str) -> MigBoard:
+    """A board cut in seven compute slices and eight memory slices (A100, H100, H200, B200): NVIDIA's MIG user
+    guide, "Supported MIG Profiles"; the names carry each board's memory size."""
+    shares = ((1 / 8, 1 / 7), (2 / 8, 1 / 7), (2 / 8, 2 / 7), (4 / 8, 3 / 7), (4 / 8, 4 / 7), (1.0, 1.0))
+    return MigBoard(model=model, profiles=[MigProfile(name=name, memory_share=memory, compute_share=compute)
+                                           for name, (memory, compute) in zip(names, shares, strict=True)])
+
+
+DEFAULT_MIG_BOARDS = [
+    _seven_slices("NVIDIA A100*40GB*", "1g.5gb", "1g.10gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"),
+    _seven_slices("NVIDIA A100*80GB*", "1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"),
+    _seven_slices("NVIDIA H100*", "1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"),
+    _seven_slices("NVIDIA H100 NVL*", "1g.12gb", "1g.24gb", "2g.24gb", "3g.47gb", "4g.47gb", "7g.94gb"),
+    _seven_slices("NVIDIA H200*", "1g.18gb", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb"),
+    _seven_slices("NVIDIA B200*", "1g.23gb", "1g.45gb", "2g.45gb", "3g.90gb", "4g.90gb", "7g.180gb"),
+]
+
+
+class RightsizingSettings(Section):
+    """When a job gets a right-sizing recommendation (docs/efficiency.md): conservative by default."""
+
+    headroom: float = Field(default=0.2, ge=0, le=10, description="Kept above the job's need (0.2: 20 %).")
+    percentile: float = Field(default=0.99, ge=0.5, le=1, description="Of the job's SM activity (its time at "
+                                                                      "each level): what its compute needs.")
+    min_hours: float = Field(default=12.0, gt=0, le=8760, description="A job observed for less gets none.")
+    min_coverage: float = Field(default=0.9, gt=0, le=1, description="Share of its device-time with compute and "
+                                                                     "memory readings, at least.")
+    mig_boards: list[MigBoard] = Field(default_factory=lambda: list(DEFAULT_MIG_BOARDS),
+                                       description="The MIG profile catalogue (default: NVIDIA's seven-slice "
+                                                   "boards).")
+
+
 class HttpSettings(EndpointSettings):
     """``fleetmeter serve``'s endpoint (the other analysis commands read the same file and leave it be)."""
 
@@ -149,6 +198,10 @@ class AnalysisSettings(LayeredSettings):
     idle_threshold: float = Field(
         default=0.05, gt=0, le=1,
         description="util_compute below this is idle; a multiple of 0.05 (read off the stored histogram).")
+    sm_idle_threshold: float = Field(
+        default=0.1, gt=0, le=1,
+        description="Time with sm_active below this, and not idle, is busy but idle; a multiple of 0.05, at least "
+                    "idle_threshold.")
     currency: str = Field(default="USD", min_length=1, description="Label of the prices' currency.")
     prices: list[Price] = Field(default_factory=list)
     economics: list[Economics] = Field(default_factory=list)
@@ -158,12 +211,20 @@ class AnalysisSettings(LayeredSettings):
     capacity: CapacitySettings = CapacitySettings()
     procurement: ProcurementSettings = ProcurementSettings()
     anomalies: AnomalySettings = AnomalySettings()
+    rightsizing: RightsizingSettings = RightsizingSettings()
     http: HttpSettings = HttpSettings()
 
-    @field_validator("idle_threshold")
+    @field_validator("idle_threshold", "sm_idle_threshold")
     @classmethod
     def _on_a_bin_edge(cls, value: float) -> float:
         bins = value * HISTOGRAM_BINS
         if abs(bins - round(bins)) > 1e-9:
             raise ValueError(f"must be a multiple of {1 / HISTOGRAM_BINS} (a bin edge of the stored histogram)")
         return value
+
+    @model_validator(mode="after")
+    def _busy_idle_apart_from_idle(self) -> AnalysisSettings:
+        if self.sm_idle_threshold < self.idle_threshold:
+            raise ValueError(f"sm_idle_threshold {self.sm_idle_threshold} is below idle_threshold "
+                             f"{self.idle_threshold}: idle and busy-but-idle time would overlap (docs/efficiency.md)")
+        return self

@@ -5,6 +5,9 @@
 --                    util_1d, device_1h, job_devices, quarantine (schemas/warehouse.py, docs/warehouse.md)
 --   prices           model_pattern (a GLOB), per_device_hour, per_kwh: the configured price list
 --   idle_threshold   variable: util_compute below it is idle (a multiple of 0.05, a histogram bin edge)
+--   sm_idle_threshold  variable: busy time with sm_active below it is busy but idle (likewise; docs/efficiency.md)
+--   mig_profiles     model_pattern (a GLOB over boards), profile, memory_share, compute_share: the MIG catalogue
+--   rightsizing_*    variables: headroom, percentile, min_hours, min_coverage (docs/efficiency.md)
 --   since            variable: where the canned queries (sql/queries/) start, a UTC midnight
 --   economics        model_pattern, purchase_price, depreciation_years, hosting_per_year, support_per_year,
 --                    cloud_per_hour, throughput: what owning or renting a device of a model costs (TCO)
@@ -25,9 +28,22 @@ CREATE OR REPLACE MACRO hist_add(h) AS
      sum(h[6]), sum(h[7]), sum(h[8]), sum(h[9]), sum(h[10]),
      sum(h[11]), sum(h[12]), sum(h[13]), sum(h[14]), sum(h[15]),
      sum(h[16]), sum(h[17]), sum(h[18]), sum(h[19]), sum(h[20])];
--- The device-seconds below the idle threshold: the histogram's first bins.
-CREATE OR REPLACE MACRO hist_idle(h) AS
-    list_sum(h[1:CAST(round(getvariable('idle_threshold') * 20) AS INTEGER)]);
+-- The device-seconds of a histogram below a threshold (a multiple of 0.05): its first bins.
+CREATE OR REPLACE MACRO hist_below(h, threshold) AS list_sum(h[1:CAST(round(threshold * 20) AS INTEGER)]);
+-- The device-seconds below the idle threshold.
+CREATE OR REPLACE MACRO hist_idle(h) AS hist_below(h, getvariable('idle_threshold'));
+-- Busy but idle (docs/efficiency.md): time with sm_active below its threshold that is not idle by util_compute.
+-- The time of rows idle by util_compute is taken off the low-SM time; exact where sm_active <= util_compute (no SM
+-- is active without a kernel running) and sm_idle_threshold >= idle_threshold (the settings enforce it), and never
+-- more than that: idle and busy-but-idle time never overlap.
+CREATE OR REPLACE MACRO busy_idle(sm_hist, util_hist_sm_known) AS
+    greatest(hist_below(sm_hist, getvariable('sm_idle_threshold'))
+             - coalesce(hist_idle(util_hist_sm_known), 0), 0);
+-- The q-quantile of a histogram's reading: the upper edge of the bin where the cumulative time reaches q of the
+-- total (never below the true quantile, at most a bin's width above it); NULL for an empty histogram.
+CREATE OR REPLACE MACRO hist_quantile(h, q) AS CASE WHEN list_sum(h) > 0 THEN
+    (len(list_filter(list_transform(range(1, 21), lambda i: list_sum(h[1:i])), lambda c: c < q * list_sum(h))) + 1)
+    / 20 END;
 CREATE OR REPLACE MACRO ratio(part, whole) AS CASE WHEN whole > 0 THEN part / whole END;
 
 -- Every stored rollup partial, its width beside it (node only in 1-minute rows).
@@ -53,7 +69,16 @@ WITH merged AS (
            sum(ecc_uncorrected) AS ecc_uncorrected,
            sum(xid_events) AS xid_events,
            max(mem_used_max_bytes) AS mem_used_max_bytes,
-           hist_add(util_hist_seconds) AS util_hist_seconds
+           hist_add(util_hist_seconds) AS util_hist_seconds,
+           sum(mem_bw_active_seconds) AS mem_bw_active_seconds,
+           sum(mem_bw_known_seconds) AS mem_bw_known_seconds,
+           sum(mem_used_byte_seconds) AS mem_used_byte_seconds,
+           sum(mem_total_byte_seconds) AS mem_total_byte_seconds,
+           sum(mem_known_seconds) AS mem_known_seconds,
+           max(mem_total_max_bytes) AS mem_total_max_bytes,
+           sum(energy_known_seconds) AS energy_known_seconds,
+           hist_add(sm_hist_seconds) AS sm_hist_seconds,
+           hist_add(util_hist_sm_known_seconds) AS util_hist_sm_known_seconds
     FROM rollup_partials
     GROUP BY ALL
 )
@@ -61,10 +86,12 @@ SELECT *,
        tenant <> 'unallocated' AS allocated,
        device_seconds / 3600 AS device_hours,
        hist_idle(util_hist_seconds) AS idle_seconds,
+       busy_idle(sm_hist_seconds, util_hist_sm_known_seconds) AS busy_idle_seconds,
        ratio(busy_seconds, util_known_seconds) AS utilization,
        ratio(hist_idle(util_hist_seconds), util_known_seconds) AS idle_fraction,
        ratio(sm_active_seconds, sm_active_known_seconds) AS sm_active,
        ratio(tensor_active_seconds, tensor_active_known_seconds) AS tensor_active,
+       ratio(mem_bw_active_seconds, mem_bw_known_seconds) AS mem_bw_active,
        energy_j / 3.6e6 AS energy_kwh
 FROM merged;
 
@@ -90,6 +117,13 @@ WITH merged AS (
            sum(ecc_uncorrected) AS ecc_uncorrected,
            sum(xid_events) AS xid_events,
            max(mem_used_max_bytes) AS mem_used_max_bytes,
+           sum(mem_bw_active_seconds) AS mem_bw_active_seconds,
+           sum(mem_bw_known_seconds) AS mem_bw_known_seconds,
+           sum(mem_used_byte_seconds) AS mem_used_byte_seconds,
+           sum(mem_total_byte_seconds) AS mem_total_byte_seconds,
+           sum(mem_known_seconds) AS mem_known_seconds,
+           max(mem_total_max_bytes) AS mem_total_max_bytes,
+           sum(energy_known_seconds) AS energy_known_seconds,
            sum(temp_seconds) AS temp_seconds,
            sum(temp_known_seconds) AS temp_known_seconds,
            sum(throttled_seconds) AS throttled_seconds,
@@ -103,6 +137,7 @@ SELECT *,
        ratio(busy_seconds, util_known_seconds) AS utilization,
        ratio(sm_active_seconds, sm_active_known_seconds) AS sm_active,
        ratio(tensor_active_seconds, tensor_active_known_seconds) AS tensor_active,
+       ratio(mem_bw_active_seconds, mem_bw_known_seconds) AS mem_bw_active,
        ratio(temp_seconds, temp_known_seconds) AS temp_c,
        ratio(throttled_seconds, throttle_known_seconds) AS throttled_share,
        energy_j / 3.6e6 AS energy_kwh
@@ -111,17 +146,39 @@ FROM merged;
 CREATE OR REPLACE VIEW samples AS SELECT * FROM stored.samples;
 CREATE OR REPLACE VIEW quarantine AS SELECT * FROM stored.quarantine;
 
--- The price of each model seen: from the most specific (longest) matching pattern that sets it.
+-- A MIG instance's model is its board's and its profile: 'NVIDIA H100 80GB HBM3 MIG 1g.10gb' (sample_v1.md).
+CREATE OR REPLACE MACRO mig_board(m) AS nullif(regexp_extract(m, '^(.+) MIG (\S+)$', 1), '');
+CREATE OR REPLACE MACRO mig_profile(m) AS nullif(regexp_extract(m, '^(.+) MIG (\S+)$', 2), '');
+-- A profile of a board in the MIG catalogue (the most specific pattern that lists it): its share of the board.
+CREATE OR REPLACE MACRO mig_compute_share(board_model, profile_name) AS
+    (SELECT arg_max(compute_share, length(model_pattern)) FROM mig_profiles
+     WHERE board_model GLOB model_pattern AND profile = profile_name);
+CREATE OR REPLACE MACRO mig_memory_share(board_model, profile_name) AS
+    (SELECT arg_max(memory_share, length(model_pattern)) FROM mig_profiles
+     WHERE board_model GLOB model_pattern AND profile = profile_name);
+-- The price of a device-hour of a model, from the most specific (longest) matching pattern. A MIG instance's is
+-- that of a pattern naming MIG, else its board's price x its profile's compute share, else its board's price.
+CREATE OR REPLACE MACRO listed_price(m, mig_only) AS
+    (SELECT arg_max(per_device_hour, length(model_pattern)) FROM prices
+     WHERE m GLOB model_pattern AND (NOT mig_only OR model_pattern LIKE '%MIG%'));
+CREATE OR REPLACE MACRO device_hour_price(m) AS
+    CASE WHEN mig_board(m) IS NULL THEN listed_price(m, false)
+         ELSE coalesce(listed_price(m, true),
+                       listed_price(mig_board(m), false) * mig_compute_share(mig_board(m), mig_profile(m)),
+                       listed_price(m, false)) END;
+
+-- The price of each model seen.
 CREATE OR REPLACE VIEW model_prices AS
 SELECT seen.model,
-       arg_max(p.per_device_hour, length(p.model_pattern)) AS per_device_hour,
+       any_value(device_hour_price(seen.model)) AS per_device_hour,
        arg_max(p.per_kwh, length(p.model_pattern)) FILTER (WHERE p.per_kwh IS NOT NULL) AS per_kwh
 FROM (SELECT DISTINCT model FROM stored.util_1d) AS seen
 LEFT JOIN prices AS p ON seen.model GLOB p.model_pattern
 GROUP BY seen.model;
 
 -- Cost per UTC day, cluster, tenant, job, vendor and model. A device-hour is charged to whoever held it;
--- wasted_cost is the price of the idle device-hours (energy left aside). Null where no price matches.
+-- wasted_cost is the price of the idle device-hours (energy left aside), busy_idle_cost that of the busy-but-idle
+-- ones (never the same hours: docs/efficiency.md). Null where no price matches.
 CREATE OR REPLACE VIEW costs AS
 SELECT window_start AS day, cluster, tenant, job_id, vendor, model, allocated,
        device_hours,
@@ -134,7 +191,9 @@ SELECT window_start AS day, cluster, tenant, job_id, vendor, model, allocated,
        device_hours * p.per_device_hour AS device_cost,
        energy_kwh * p.per_kwh AS energy_cost,
        device_cost + coalesce(energy_cost, 0) AS cost,
-       idle_device_hours * p.per_device_hour AS wasted_cost
+       idle_device_hours * p.per_device_hour AS wasted_cost,
+       busy_idle_seconds / 3600 AS busy_idle_device_hours,
+       busy_idle_device_hours * p.per_device_hour AS busy_idle_cost
 FROM util_1d
 LEFT JOIN model_prices AS p USING (model);
 
@@ -236,3 +295,142 @@ FROM util_1d AS u
 JOIN tco_by_model AS t USING (vendor, model)
 WHERE u.allocated AND u.window_start >= getvariable('since')
 GROUP BY ALL;
+
+-- Efficiency since `since` (docs/efficiency.md) per job, per tenant and per model (grain), over allocated time:
+-- each measure beside its coverage, the share of the device-time it is known for (NULL where no reading at all:
+-- `unmeasured` names those), and the idle and busy-but-idle time and their price, which never overlap.
+CREATE OR REPLACE VIEW efficiency AS
+SELECT CASE grouping(cluster, tenant, job_id) WHEN 0 THEN 'job' WHEN 1 THEN 'tenant' ELSE 'model' END AS grain,
+       cluster, tenant, job_id, vendor, model,
+       sum(device_seconds) / 3600 AS device_hours,
+       ratio(sum(busy_seconds), sum(util_known_seconds)) AS busy_share,
+       ratio(sum(util_known_seconds), sum(device_seconds)) AS busy_coverage,
+       ratio(sum(sm_active_seconds), sum(sm_active_known_seconds)) AS sm_active,
+       ratio(sum(sm_active_known_seconds), sum(device_seconds)) AS sm_coverage,
+       ratio(sum(tensor_active_seconds), sum(tensor_active_known_seconds)) AS tensor_active,
+       ratio(sum(tensor_active_known_seconds), sum(device_seconds)) AS tensor_coverage,
+       ratio(sum(mem_bw_active_seconds), sum(mem_bw_known_seconds)) AS mem_bw_active,
+       ratio(sum(mem_bw_known_seconds), sum(device_seconds)) AS mem_bw_coverage,
+       max(mem_used_max_bytes) AS mem_peak_bytes,
+       ratio(sum(mem_used_byte_seconds), sum(mem_known_seconds)) AS mem_typical_bytes,
+       max(mem_total_max_bytes) AS mem_total_bytes,
+       ratio(max(mem_used_max_bytes), max(mem_total_max_bytes)) AS mem_peak_share,
+       ratio(sum(mem_used_byte_seconds), sum(mem_total_byte_seconds)) AS mem_typical_share,
+       ratio(sum(mem_known_seconds), sum(device_seconds)) AS mem_coverage,
+       CASE WHEN sum(energy_known_seconds) > 0 THEN ratio(sum(energy_kwh), sum(busy_seconds) / 3600) END
+           AS kwh_per_busy_device_hour,
+       ratio(sum(energy_known_seconds), sum(device_seconds)) AS energy_coverage,
+       sum(idle_seconds) / 3600 AS idle_device_hours,
+       sum(busy_idle_seconds) / 3600 AS busy_idle_device_hours,
+       sum(idle_seconds) / 3600 * any_value(p.per_device_hour) AS idle_cost,
+       sum(busy_idle_seconds) / 3600 * any_value(p.per_device_hour) AS busy_idle_cost,
+       sum(device_seconds) / 3600 * any_value(p.per_device_hour) AS device_cost,
+       nullif(concat_ws(', ',
+           CASE WHEN coalesce(sum(util_known_seconds), 0) = 0 THEN 'busy_share' END,
+           CASE WHEN coalesce(sum(sm_active_known_seconds), 0) = 0 THEN 'sm_active' END,
+           CASE WHEN coalesce(sum(tensor_active_known_seconds), 0) = 0 THEN 'tensor_active' END,
+           CASE WHEN coalesce(sum(mem_bw_known_seconds), 0) = 0 THEN 'mem_bw_active' END,
+           CASE WHEN coalesce(sum(mem_known_seconds), 0) = 0 THEN 'memory' END,
+           CASE WHEN coalesce(sum(energy_known_seconds), 0) = 0 THEN 'energy' END), '') AS unmeasured
+FROM util_1d
+LEFT JOIN model_prices AS p USING (model)
+WHERE allocated AND window_start >= getvariable('since')
+GROUP BY GROUPING SETS ((cluster, tenant, job_id, vendor, model), (cluster, tenant, vendor, model), (vendor, model));
+
+-- Right-sizing since `since` (docs/efficiency.md): per job and model, the cheapest MIG profile of its board or
+-- model of its vendor that its compute (the rightsizing_percentile of sm_active, or of util_compute, which bounds
+-- it, where SM activity is not known) and its peak memory fit with headroom, and what that saves. Jobs observed
+-- for less than rightsizing_min_hours, or whose readings cover less than rightsizing_min_coverage, get none.
+CREATE OR REPLACE VIEW rightsizing AS
+WITH usage AS (
+    SELECT cluster, tenant, job_id, vendor, model,
+           sum(device_seconds) / 3600 AS device_hours,
+           ratio(sum(sm_active_known_seconds), sum(device_seconds)) AS sm_coverage,
+           ratio(sum(util_known_seconds), sum(device_seconds)) AS util_coverage,
+           ratio(sum(mem_known_seconds), sum(device_seconds)) AS mem_coverage,
+           hist_add(sm_hist_seconds) AS sm_hist,
+           hist_add(util_hist_seconds) AS util_hist,
+           max(mem_used_max_bytes) AS mem_peak_bytes,
+           max(mem_total_max_bytes) AS mem_total_bytes
+    FROM util_1d
+    WHERE allocated AND job_id IS NOT NULL AND window_start >= getvariable('since')
+    GROUP BY ALL
+), hourly AS (
+    SELECT cluster, tenant, job_id, vendor, model,
+           min(window_start) AS first_hour, max(window_start) + INTERVAL 1 HOUR AS end_hour,
+           quantile_cont(mem_used_max_bytes, 0.5) AS mem_p50_bytes,
+           quantile_cont(mem_used_max_bytes, 0.95) AS mem_p95_bytes,
+           max(ratio(mem_bw_active_seconds, mem_bw_known_seconds)) AS mem_bw_peak_hourly
+    FROM device_1h
+    WHERE allocated AND job_id IS NOT NULL AND window_start >= getvariable('since')
+    GROUP BY ALL
+), judged AS (
+    SELECT usage.*, hourly.* EXCLUDE (cluster, tenant, job_id, vendor, model),
+           date_diff('second', first_hour, end_hour) / 3600 AS observed_hours,
+           coalesce(mig_board(model), model) AS board,
+           coalesce(mig_compute_share(mig_board(model), mig_profile(model)), 1.0) AS compute_share,
+           coalesce(mig_memory_share(mig_board(model), mig_profile(model)), 1.0) AS memory_share,
+           CASE WHEN sm_coverage >= getvariable('rightsizing_min_coverage') THEN 'sm_active'
+                WHEN util_coverage >= getvariable('rightsizing_min_coverage') THEN 'util_compute' END
+               AS compute_reading,
+           hist_quantile(CASE compute_reading WHEN 'sm_active' THEN sm_hist ELSE util_hist END,
+                         getvariable('rightsizing_percentile')) AS compute_quantile,
+           device_hour_price(model) AS per_device_hour
+    FROM usage JOIN hourly USING (cluster, tenant, job_id, vendor, model)
+    WHERE mig_board(model) IS NULL OR mig_compute_share(mig_board(model), mig_profile(model)) IS NOT NULL
+), needs AS (  -- in shares of the whole board, and bytes
+    SELECT *,
+           compute_quantile * compute_share * (1 + getvariable('rightsizing_headroom')) AS compute_needed,
+           mem_peak_bytes * (1 + getvariable('rightsizing_headroom')) AS memory_needed,
+           mem_bw_peak_hourly * memory_share * (1 + getvariable('rightsizing_headroom')) AS bandwidth_needed,
+           mem_total_bytes / memory_share AS board_memory_bytes
+    FROM judged
+    WHERE observed_hours >= getvariable('rightsizing_min_hours') AND compute_reading IS NOT NULL
+      AND mem_coverage >= getvariable('rightsizing_min_coverage') AND per_device_hour IS NOT NULL
+), boards AS (  -- the whole models seen, with their memory and throughput (model_economics)
+    SELECT u.vendor, u.model, max(u.mem_total_max_bytes) AS memory_bytes, any_value(e.throughput) AS throughput
+    FROM util_1d AS u LEFT JOIN model_economics AS e USING (model)
+    WHERE mig_board(u.model) IS NULL
+    GROUP BY ALL
+), candidates AS (
+    SELECT n.cluster, n.tenant, n.job_id, n.vendor, n.model, 'mig_profile' AS change,
+           n.board || ' MIG ' || m.profile AS recommended,
+           m.memory_share * n.board_memory_bytes AS recommended_memory_bytes,
+           m.compute_share AS recommended_compute_share,
+           device_hour_price(n.board || ' MIG ' || m.profile) AS recommended_per_device_hour
+    FROM needs AS n
+    JOIN mig_profiles AS m ON n.board GLOB m.model_pattern
+    WHERE m.compute_share >= n.compute_needed
+      AND m.memory_share * n.board_memory_bytes >= n.memory_needed
+      AND (n.bandwidth_needed IS NULL OR m.memory_share >= n.bandwidth_needed)
+      AND length(m.model_pattern) = (SELECT max(length(model_pattern)) FROM mig_profiles
+                                     WHERE n.board GLOB model_pattern)
+    UNION ALL
+    SELECT n.cluster, n.tenant, n.job_id, n.vendor, n.model, 'model' AS change,
+           b.model AS recommended, b.memory_bytes AS recommended_memory_bytes,
+           b.throughput / here.throughput AS recommended_compute_share,
+           device_hour_price(b.model) AS recommended_per_device_hour
+    FROM needs AS n
+    JOIN boards AS here ON here.model = n.board
+    JOIN boards AS b ON b.vendor = n.vendor AND b.model <> n.board
+    WHERE b.throughput / here.throughput >= n.compute_needed AND b.memory_bytes >= n.memory_needed
+), cheapest AS (
+    SELECT * FROM candidates
+    WHERE recommended <> model AND recommended_per_device_hour IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY cluster, tenant, job_id, vendor, model
+                               ORDER BY recommended_per_device_hour, recommended) = 1
+)
+SELECT n.cluster, n.tenant, n.job_id, n.vendor, n.model, n.device_hours, n.observed_hours,
+       c.change, c.recommended, c.recommended_memory_bytes, c.recommended_compute_share,
+       n.compute_reading,
+       hist_quantile(CASE n.compute_reading WHEN 'sm_active' THEN n.sm_hist ELSE n.util_hist END, 0.5) AS compute_p50,
+       hist_quantile(CASE n.compute_reading WHEN 'sm_active' THEN n.sm_hist ELSE n.util_hist END, 0.95)
+           AS compute_p95,
+       n.compute_quantile, n.compute_needed,
+       n.mem_peak_bytes, n.mem_p50_bytes, n.mem_p95_bytes, n.mem_total_bytes, n.memory_needed,
+       n.mem_bw_peak_hourly, n.sm_coverage, n.util_coverage, n.mem_coverage,
+       n.per_device_hour, c.recommended_per_device_hour,
+       (n.per_device_hour - c.recommended_per_device_hour) * n.device_hours / (n.observed_hours / 24) AS saving_per_day,
+       (n.per_device_hour - c.recommended_per_device_hour) * n.device_hours AS saving_in_period
+FROM needs AS n JOIN cheapest AS c USING (cluster, tenant, job_id, vendor, model)
+WHERE c.recommended_per_device_hour < n.per_device_hour;

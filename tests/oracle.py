@@ -161,12 +161,16 @@ def deduplicated(rows: Iterable[Row]) -> list[Row]:
 
 SUMMED = ("samples", "device_seconds", "util_known_seconds", "busy_seconds",
           "sm_active_seconds", "sm_active_known_seconds", "tensor_active_seconds", "tensor_active_known_seconds",
-          "energy_j", "ecc_corrected", "ecc_uncorrected", "xid_events")
-WINDOW_MEASURES = (*SUMMED, "mem_used_max_bytes", "util_hist_seconds")
+          "energy_j", "ecc_corrected", "ecc_uncorrected", "xid_events", "mem_bw_active_seconds",
+          "mem_bw_known_seconds", "mem_used_byte_seconds", "mem_total_byte_seconds", "mem_known_seconds",
+          "energy_known_seconds")
+MAXIMA = ("mem_used_max_bytes", "mem_total_max_bytes")
+HISTOGRAMS = ("util_hist_seconds", "sm_hist_seconds", "util_hist_sm_known_seconds")
+WINDOW_MEASURES = (*SUMMED, *MAXIMA, *HISTOGRAMS)
 EVENT_COUNTS = ("ecc_corrected", "ecc_uncorrected", "xid_events")
 #: device_1h's own sums; it holds the window measures but the histogram besides.
 HEALTH = ("temp_seconds", "temp_known_seconds", "throttled_seconds", "throttle_known_seconds")
-DEVICE_MEASURES = (*SUMMED, "mem_used_max_bytes", *HEALTH)
+DEVICE_MEASURES = (*SUMMED, *MAXIMA, *HEALTH)
 HELD_DOWN = {"hw_thermal", "hw_slowdown", "sw_thermal"}
 MINUTE_MS = 60_000
 
@@ -199,9 +203,13 @@ def max_known(current: int | None, value: int | None) -> int | None:
 
 def _new_window() -> dict[str, Any]:
     window: dict[str, Any] = {name: 0.0 for name in SUMMED}
-    window |= {"samples": 0, "ecc_corrected": 0, "ecc_uncorrected": 0, "xid_events": 0,
-               "mem_used_max_bytes": None, "util_hist_seconds": [0.0] * BINS}
+    window |= {"samples": 0, "ecc_corrected": 0, "ecc_uncorrected": 0, "xid_events": 0}
+    window |= {name: None for name in MAXIMA} | {name: [0.0] * BINS for name in HISTOGRAMS}
     return window
+
+
+def _bin(value: float) -> int:
+    return min(math.floor(value * BINS), BINS - 1)
 
 
 def row_amounts(row: Row) -> dict[str, Any]:
@@ -211,11 +219,20 @@ def row_amounts(row: Row) -> dict[str, Any]:
                                "ecc_corrected": row.get("ecc_corrected") or 0,
                                "ecc_uncorrected": row.get("ecc_uncorrected") or 0,
                                "xid_events": len(row.get("xid_errors") or []),
-                               "mem_used_max_bytes": row.get("mem_used_bytes")}
-    for ratio in ("sm_active", "tensor_active"):
-        if row.get(ratio) is not None:
-            amounts[f"{ratio}_seconds"] = row[ratio] * seconds
-            amounts[f"{ratio}_known_seconds"] = seconds
+                               "mem_used_max_bytes": row.get("mem_used_bytes"),
+                               "mem_total_max_bytes": row.get("mem_total_bytes")}
+    for reading, weighted, known in (("sm_active", "sm_active_seconds", "sm_active_known_seconds"),
+                                     ("tensor_active", "tensor_active_seconds", "tensor_active_known_seconds"),
+                                     ("util_mem_bw", "mem_bw_active_seconds", "mem_bw_known_seconds")):
+        if row.get(reading) is not None:
+            amounts[weighted] = row[reading] * seconds
+            amounts[known] = seconds
+    if row.get("mem_used_bytes") is not None and row.get("mem_total_bytes") is not None:
+        amounts["mem_used_byte_seconds"] = row["mem_used_bytes"] * seconds
+        amounts["mem_total_byte_seconds"] = row["mem_total_bytes"] * seconds
+        amounts["mem_known_seconds"] = seconds
+    if row.get("energy_j") is not None:
+        amounts["energy_known_seconds"] = seconds
     amounts |= {name: 0.0 for name in HEALTH}
     health_seconds = row["interval_s"] * (1.0 if row.get("share") is None else row["share"])  # MIG boards too
     if row.get("temp_c") is not None:
@@ -229,7 +246,11 @@ def row_amounts(row: Row) -> dict[str, Any]:
     if util is not None:
         amounts["util_known_seconds"] = seconds
         amounts["busy_seconds"] = util * seconds
-        amounts["util_hist_seconds"][min(math.floor(util * BINS), BINS - 1)] = seconds
+        amounts["util_hist_seconds"][_bin(util)] = seconds
+    if row.get("sm_active") is not None:
+        amounts["sm_hist_seconds"][_bin(row["sm_active"])] = seconds
+        if util is not None:
+            amounts["util_hist_sm_known_seconds"][_bin(util)] = seconds
     return amounts
 
 
@@ -260,9 +281,9 @@ def minute_pieces(row: Row) -> list[tuple[datetime, dict[str, Any]]]:
             after = min(max((minute + 1) * MINUTE_MS - start, 0), whole_ms)
             piece |= {name: _events_before(whole[name], after, whole_ms) - _events_before(whole[name], before, whole_ms)
                       for name in EVENT_COUNTS}
-        piece |= {"samples": 1 if minute == start // MINUTE_MS else 0,
-                  "mem_used_max_bytes": whole["mem_used_max_bytes"],
-                  "util_hist_seconds": [value * share for value in whole["util_hist_seconds"]]}
+        piece |= {"samples": 1 if minute == start // MINUTE_MS else 0}
+        piece |= {name: whole[name] for name in MAXIMA}
+        piece |= {name: [value * share for value in whole[name]] for name in HISTOGRAMS}
         pieces.append((datetime.fromtimestamp(minute * 60, tz=UTC), piece))
         minute += 1
     return pieces
@@ -278,9 +299,10 @@ def windows(rows: Iterable[Row], width: str, with_node: bool) -> dict[Key, dict[
             total = totals[(*key, row["node"]) if with_node else key]
             for name in SUMMED:
                 total[name] += piece[name]
-            total["mem_used_max_bytes"] = max_known(total["mem_used_max_bytes"], piece["mem_used_max_bytes"])
-            total["util_hist_seconds"] = [a + b for a, b in zip(total["util_hist_seconds"],
-                                                                piece["util_hist_seconds"], strict=True)]
+            for name in MAXIMA:
+                total[name] = max_known(total[name], piece[name])
+            for name in HISTOGRAMS:
+                total[name] = [a + b for a, b in zip(total[name], piece[name], strict=True)]
     return dict(totals)
 
 
@@ -292,12 +314,13 @@ def device_hours(rows: Iterable[Row]) -> dict[Key, dict[str, Any]]:
             key: Key = (_floor(minute, "1h"), row["cluster"], row["tenant"], row["job_id"], row["vendor"],
                         row["model"], row["node"], row["device_uuid"])
             if key not in totals:
-                totals[key] = {name: 0.0 for name in HEALTH} | _new_window()
-                del totals[key]["util_hist_seconds"]
+                totals[key] = {name: value for name, value in _new_window().items() if name not in HISTOGRAMS}
+                totals[key] |= {name: 0.0 for name in HEALTH}
             total = totals[key]
             for name in (*SUMMED, *HEALTH):
                 total[name] += piece[name]
-            total["mem_used_max_bytes"] = max_known(total["mem_used_max_bytes"], piece["mem_used_max_bytes"])
+            for name in MAXIMA:
+                total[name] = max_known(total[name], piece[name])
     return totals
 
 

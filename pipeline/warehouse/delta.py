@@ -21,10 +21,12 @@ import structlog
 from deltalake import (
     CommitProperties,
     DeltaTable,
+    Field,
     Transaction,
     WriterProperties,
     write_deltalake,
 )
+from deltalake.exceptions import DeltaError
 
 from fleetmeter.schemas.warehouse import OWNER_PROPERTY, TABLES, Table, table_uri
 
@@ -46,6 +48,10 @@ class OwnedByAnotherGroup(WarehouseRefused):
 #: common readers reject (Spark 4's vectorized reader refuses BYTE_STREAM_SPLIT). Dictionaries for strings only,
 #: as the old layout wrote, made delta-rs's sample files 1.15x slower to write and 1.6x larger.
 WRITER_PROPERTIES = WriterProperties(compression="ZSTD", compression_level=3)
+
+
+def _columns(delta: DeltaTable) -> set[str]:
+    return set(pa.schema(delta.schema().to_arrow()).names)
 
 
 def partition_columns(table: Table) -> list[pl.Expr]:
@@ -92,7 +98,16 @@ class DeltaWarehouse:
         delta = DeltaTable.create(uri, table.schema, mode="ignore", partition_by=list(table.partition_by),
                                   configuration={OWNER_PROPERTY: self.group}, storage_options=self.storage_options,
                                   raise_if_key_not_exists=False)
-        stored, expected = set(pa.schema(delta.schema().to_arrow()).names), set(table.schema.names)
+        stored, expected = _columns(delta), set(table.schema.names)
+        added = [field for field in table.schema if field.name not in stored and field.name in table.measure_names]
+        if added and stored | {field.name for field in added} == expected:
+            # measures a newer version catalogues: their columns are added; rows stored before hold null in them
+            try:
+                delta.alter.add_columns([Field.from_arrow(field) for field in added])
+            except DeltaError:  # another worker added them first
+                delta.update_incremental()
+            stored = _columns(delta)
+            log.info("measures added", table=table.name, columns=[field.name for field in added])
         if stored != expected:
             raise WarehouseRefused(
                 f"the table {uri} has the columns of another fleetmeter version (missing: {sorted(expected - stored)}"

@@ -146,9 +146,10 @@ def stored_windows(rows: list[Row], with_node: bool) -> dict[tuple[Any, ...], di
         total = merged[key]
         for name in oracle.SUMMED:
             total[name] += row[name]
-        total["mem_used_max_bytes"] = oracle.max_known(total["mem_used_max_bytes"], row["mem_used_max_bytes"])
-        total["util_hist_seconds"] = [a + b for a, b in zip(total["util_hist_seconds"], row["util_hist_seconds"],
-                                                            strict=True)]
+        for name in oracle.MAXIMA:
+            total[name] = oracle.max_known(total[name], row[name])
+        for name in oracle.HISTOGRAMS:
+            total[name] = [a + b for a, b in zip(total[name], row[name], strict=True)]
     return merged
 
 
@@ -187,8 +188,8 @@ def merged_device_hours(rows: list[Row]) -> dict[tuple[Any, ...], Row]:
             continue
         for name in (*oracle.SUMMED, *oracle.HEALTH):
             merged[key][name] += row[name]
-        merged[key]["mem_used_max_bytes"] = oracle.max_known(merged[key]["mem_used_max_bytes"],
-                                                             row["mem_used_max_bytes"])
+        for name in oracle.MAXIMA:
+            merged[key][name] = oracle.max_known(merged[key][name], row[name])
     return merged
 
 

@@ -12,7 +12,8 @@ from deltalake import DeltaTable, write_deltalake
 
 from fleetmeter.pipeline.partition import PartitionLost
 from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse, WarehouseRefused
-from fleetmeter.schemas.warehouse import TABLES
+from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.schemas.warehouse import OWNER_PROPERTY, TABLES, UTIL_1D
 from tests.pipeline.fleet import samples_frame
 from tests.pipeline.test_compaction import add, flush, writer_for
 
@@ -82,3 +83,25 @@ def test_a_table_of_another_version_is_refused_with_its_columns_named(tmp_path: 
                                                      "idle_seconds": [1.0]}))
     with pytest.raises(WarehouseRefused, match=r"util_1h has the columns of another.*unknown: \['idle_seconds'\]"):
         writer_for(tmp_path)
+
+
+def test_a_table_of_an_older_version_gains_the_measures_added_since(tmp_path: Path) -> None:
+    """An upgrade adds the columns of new measures to the stored tables; the rows stored before hold null in them
+    (readers count them as unknown: the measures' coverage shows it), and new rows hold their values."""
+    new = ("mem_bw_active_seconds", "mem_bw_known_seconds", "sm_hist_seconds")
+    older = pa.schema([field for field in UTIL_1D.schema if field.name not in new])
+    group = PipelineSettings().consumer.group_id
+    DeltaTable.create(f"{tmp_path}/util_1d", older, partition_by=["month"], configuration={OWNER_PROPERTY: group},
+                      raise_if_key_not_exists=False)
+    old_row = {name: [None] for name in older.names} | {
+        "window_start": [pa.scalar(0, pa.timestamp("us", tz="UTC"))], "cluster": ["old"], "tenant": ["t"],
+        "vendor": ["nvidia"], "model": ["H100"], "device_seconds": [60.0], "month": ["1970-01"]}
+    write_deltalake(f"{tmp_path}/util_1d", pa.table(old_row, schema=older), mode="append")
+    flush(writer_for(tmp_path), 0, "GPU-0")
+    stored = DeltaTable(f"{tmp_path}/util_1d").to_pyarrow_table().to_pylist()
+    assert set(stored[0]) == set(UTIL_1D.schema.names)
+    by_cluster = {row["cluster"]: row for row in stored}
+    assert by_cluster["old"]["mem_bw_known_seconds"] is None and by_cluster["old"]["sm_hist_seconds"] is None
+    fresh = [row for row in stored if row["cluster"] != "old"]
+    assert fresh and all(row["mem_bw_known_seconds"] is not None and len(row["sm_hist_seconds"]) == 20
+                         for row in fresh)

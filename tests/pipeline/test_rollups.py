@@ -108,6 +108,6 @@ def test_utilization_on_the_edges_lands_in_the_right_bin_and_a_negative_mig_flag
             base | {"ts": START_MS, "device_uuid": "b", "util_compute": 0.05},
             base | {"ts": START_MS, "device_uuid": "c", "util_compute": 0.0, "extras": [("mig.enabled", -1.0)]}]
     (row,) = rollups.merge(rollups.node_partials(rollups.minute_pieces(frame(rows))), WINDOW_KEYS, "1h").to_dicts()
-    histogram = row[rollups.HISTOGRAM]
+    histogram = row["util_hist_seconds"]
     assert (histogram[19], histogram[1], histogram[0], sum(histogram)) == (10.0, 10.0, 10.0, 30.0)
     assert row["device_seconds"] == 30.0
