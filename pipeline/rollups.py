@@ -103,8 +103,7 @@ def row_measures(samples: pl.DataFrame) -> pl.DataFrame:
         throttled_seconds=pl.when(pl.col("throttle_reasons").list.eval(pl.element().is_in(_HELD_DOWN)).list.any())
         .then(health).otherwise(0.0),
         throttle_known_seconds=pl.when(pl.col("throttle_reasons").is_not_null()).then(health).otherwise(0.0),
-        *_bins(),
-    )
+    ).with_columns(_bins())
 
 
 def _bins() -> list[pl.Expr]:

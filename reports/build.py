@@ -22,7 +22,9 @@ SELECT sum(device_hours) AS device_hours,
        sum(idle_device_hours) FILTER (WHERE allocated) AS idle_allocated_device_hours,
        sum(energy_kwh) AS energy_kwh,
        sum(cost) AS cost,
-       sum(wasted_cost) FILTER (WHERE allocated) AS wasted_cost
+       sum(wasted_cost) FILTER (WHERE allocated) AS wasted_cost,
+       sum(busy_idle_device_hours) FILTER (WHERE allocated) AS busy_idle_allocated_device_hours,
+       sum(busy_idle_cost) FILTER (WHERE allocated) AS busy_idle_cost
 FROM costs
 WHERE day >= getvariable('since')
 """
@@ -89,6 +91,23 @@ SELECT kind, status, cluster, tenant, job_id, coalesce(device_uuid, '') AS devic
        cost_per_day, evidence
 FROM anomalies ORDER BY status = 'open' DESC, cost_impact DESC NULLS LAST LIMIT 20
 """
+#: Efficiency (docs/efficiency.md): per model, what the driver's busy figure hides; the jobs that waste the most; and
+#: what right-sizing would save.
+_EFFICIENCY = """
+SELECT model, device_hours, busy_share, sm_active, sm_coverage, tensor_active, mem_bw_active, mem_peak_share,
+       mem_typical_share, kwh_per_busy_device_hour, idle_device_hours, busy_idle_device_hours, unmeasured
+FROM efficiency WHERE grain = 'model' ORDER BY device_hours DESC, model
+"""
+_INEFFICIENT = """
+SELECT cluster, tenant, job_id, model, device_hours, idle_cost, busy_idle_cost, wasted_cost, busy_share, sm_active,
+       mem_peak_share, unmeasured
+FROM ({query}) LIMIT {top}
+"""
+_RIGHTSIZING = """
+SELECT tenant, job_id, model, recommended, saving_per_day, compute_reading, compute_quantile, mem_peak_bytes,
+       recommended_memory_bytes, observed_hours
+FROM ({query}) LIMIT {top}
+"""
 _TCO = """
 SELECT model, pricing, present_device_hours, allocated_device_hours, busy_device_hours, cost, per_allocated_hour,
        per_busy_hour
@@ -119,6 +138,10 @@ class Report:
     forecast_methods: pl.DataFrame  # per series: the method used and its backtest scores, or why none
     tco: pl.DataFrame  # tco_by_model, where economics are configured
     anomalies: pl.DataFrame  # the open anomalies, then the resolved, the costliest first (fleetmeter anomalies)
+    sm_idle_threshold: float
+    efficiency: pl.DataFrame  # per model: busy share beside SM, tensor, memory activity, with coverage
+    inefficient_jobs: pl.DataFrame  # inefficient_jobs, top rows
+    rightsizing: pl.DataFrame  # rightsizing, top rows
 
 
 def _frame(connection: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
@@ -129,6 +152,11 @@ def _frame(connection: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
 
 def _canned(connection: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame:
     return _frame(connection, canned_queries()[name].read_text())
+
+
+def _top(connection: duckdb.DuckDBPyConnection, columns: str, name: str) -> pl.DataFrame:
+    """The first rows of a canned query, fewer columns (the terminal is narrow)."""
+    return _frame(connection, columns.format(query=canned_queries()[name].read_text().rstrip().rstrip(";"), top=TOP))
 
 
 def _timeline(first: datetime | None, last: datetime | None) -> str:
@@ -167,4 +195,8 @@ def build_report(catalog: Catalog) -> Report:
         forecast_methods=_frame(connection, _METHODS),
         tco=_frame(connection, _TCO),
         anomalies=_frame(connection, _ANOMALIES),
+        sm_idle_threshold=catalog.settings.busy_idle_threshold,
+        efficiency=_frame(connection, _EFFICIENCY),
+        inefficient_jobs=_top(connection, _INEFFICIENT, "inefficient_jobs"),
+        rightsizing=_top(connection, _RIGHTSIZING, "rightsizing"),
     )

@@ -46,6 +46,8 @@ def _tiles(report: Report) -> list[dict[str, Any]]:
         {"id": "cost", "value": money(h["cost"], report.currency), "label": "cost"},
         {"id": "wasted", "value": money(h["wasted_cost"], report.currency), "label": "cost of idle allocations",
          "waste": True},
+        {"id": "busy-idle", "value": money(h["busy_idle_cost"], report.currency),
+         "label": f"cost of busy-but-idle time (SM activity below {report.sm_idle_threshold:g})", "waste": True},
         {"id": "energy", "value": cell(h["energy_kwh"]), "label": "kWh"},
     ]
 
@@ -69,6 +71,16 @@ def render_html(report: Report) -> str:
         _section("idle-jobs", "Top idle jobs", report.idle_jobs, "Canned query waste_by_job."),
         _section("low-jobs", "Jobs with low utilization for their size", report.low_jobs,
                  "Canned query low_utilization_jobs."),
+        _section("efficiency", "Efficiency by model", report.efficiency,
+                 "The driver's busy share beside SM, tensor and memory activity, with coverage (view efficiency; "
+                 "docs/efficiency.md)."),
+        *([_section("inefficient-jobs", "Jobs by idle and busy-but-idle cost", report.inefficient_jobs,
+                    "Canned query inefficient_jobs: idle and busy-but-idle hours never overlap.")]
+          if report.inefficient_jobs.height else []),
+        *([_section("rightsizing", "Right-sizing", report.rightsizing,
+                    "Canned query rightsizing: the cheapest MIG profile or model that holds each job's compute and "
+                    "peak memory with headroom.")]
+          if report.rightsizing.height else []),
         _section("health", "Nodes with hardware trouble", report.health, "Canned query hardware_health_by_node."),
         *([_section("anomalies", "Anomalies by cost impact", report.anomalies,
                     "Open first, then resolved (fleetmeter anomalies; docs/anomalies.md).")]

@@ -43,7 +43,8 @@ def print_report(report: Report, out: Console) -> None:
         f"utilization [bold]{percent(h['utilization'])}[/]; "
         f"[bold]{cell(h['idle_allocated_device_hours'])}[/] allocated device-hours idle; "
         f"cost {money(h['cost'], report.currency)}, of which [bold red]{money(h['wasted_cost'], report.currency)}"
-        f"[/] idle; energy {cell(h['energy_kwh'])} kWh")
+        f"[/] idle and [bold red]{money(h['busy_idle_cost'], report.currency)}[/] busy but idle "
+        f"(SM activity below {report.sm_idle_threshold:g}); energy {cell(h['energy_kwh'])} kWh")
     if report.timeline.height:
         out.print(f"utilization over time  [cyan]{sparkline(report.timeline['utilization'].to_list())}[/]")
     if report.unpriced_models:
@@ -53,6 +54,12 @@ def print_report(report: Report, out: Console) -> None:
     out.print(_section(report.tenants, "Tenants by wasted cost (allocated time only)"))
     out.print(_section(report.idle_jobs, "Top idle jobs (waste_by_job)"))
     out.print(_section(report.low_jobs, "Jobs with low utilization for their size (low_utilization_jobs)"))
+    out.print(_section(report.efficiency, "Efficiency by model: the driver's busy share beside SM, tensor and "
+                                          "memory activity (efficiency)"))
+    if report.inefficient_jobs.height:
+        out.print(_section(report.inefficient_jobs, "Jobs by idle and busy-but-idle cost (inefficient_jobs)"))
+    if report.rightsizing.height:
+        out.print(_section(report.rightsizing, "Right-sizing: the cheapest device that holds each job (rightsizing)"))
     if report.health.height:
         out.print(_section(report.health, "Nodes with hardware trouble (hardware_health_by_node)"))
     if report.anomalies.height:

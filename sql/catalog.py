@@ -135,7 +135,7 @@ class Catalog:
             f"SET VARIABLE pue = {literal(self.settings.pue)};",
             f"SET VARIABLE per_kwh = CAST({literal(self.settings.per_kwh)} AS DOUBLE);",
             f"SET VARIABLE idle_threshold = {literal(self.settings.idle_threshold)};",
-            f"SET VARIABLE sm_idle_threshold = {literal(self.settings.sm_idle_threshold)};",
+            f"SET VARIABLE sm_idle_threshold = {literal(self.settings.busy_idle_threshold)};",
             "CREATE TABLE mig_profiles (model_pattern VARCHAR, profile VARCHAR, memory_share DOUBLE, "
             "compute_share DOUBLE);",
             f"INSERT INTO mig_profiles VALUES {profiles};" if profiles else "",

@@ -198,10 +198,10 @@ class AnalysisSettings(LayeredSettings):
     idle_threshold: float = Field(
         default=0.05, gt=0, le=1,
         description="util_compute below this is idle; a multiple of 0.05 (read off the stored histogram).")
-    sm_idle_threshold: float = Field(
-        default=0.1, gt=0, le=1,
+    sm_idle_threshold: float | None = Field(
+        default=None, gt=0, le=1,
         description="Time with sm_active below this, and not idle, is busy but idle; a multiple of 0.05, at least "
-                    "idle_threshold.")
+                    "idle_threshold. Unset: 0.1, or idle_threshold where that is higher.")
     currency: str = Field(default="USD", min_length=1, description="Label of the prices' currency.")
     prices: list[Price] = Field(default_factory=list)
     economics: list[Economics] = Field(default_factory=list)
@@ -214,9 +214,16 @@ class AnalysisSettings(LayeredSettings):
     rightsizing: RightsizingSettings = RightsizingSettings()
     http: HttpSettings = HttpSettings()
 
+    @property
+    def busy_idle_threshold(self) -> float:
+        """The SM activity below which busy time is busy but idle."""
+        return self.sm_idle_threshold if self.sm_idle_threshold is not None else max(0.1, self.idle_threshold)
+
     @field_validator("idle_threshold", "sm_idle_threshold")
     @classmethod
-    def _on_a_bin_edge(cls, value: float) -> float:
+    def _on_a_bin_edge(cls, value: float | None) -> float | None:
+        if value is None:
+            return value
         bins = value * HISTOGRAM_BINS
         if abs(bins - round(bins)) > 1e-9:
             raise ValueError(f"must be a multiple of {1 / HISTOGRAM_BINS} (a bin edge of the stored histogram)")
@@ -224,7 +231,7 @@ class AnalysisSettings(LayeredSettings):
 
     @model_validator(mode="after")
     def _busy_idle_apart_from_idle(self) -> AnalysisSettings:
-        if self.sm_idle_threshold < self.idle_threshold:
+        if self.sm_idle_threshold is not None and self.sm_idle_threshold < self.idle_threshold:
             raise ValueError(f"sm_idle_threshold {self.sm_idle_threshold} is below idle_threshold "
                              f"{self.idle_threshold}: idle and busy-but-idle time would overlap (docs/efficiency.md)")
         return self

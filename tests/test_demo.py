@@ -30,6 +30,7 @@ def test_demo_runs_the_whole_product(tmp_path: Path) -> None:
     page = (directory / "report.html").read_text()
     assert page.count("<svg") == 4 + 2  # the fleet's four charts, and a demand fan per pool of the history cluster
     assert "Capacity plan" in run.stdout and f"plan --config {directory}/analysis.yaml" in run.stdout
+    assert "Efficiency by model" in run.stdout and "--file rightsizing" in run.stdout
 
     config = str(directory / "analysis.yaml")
     result = CliRunner().invoke(app, ["query", "--config", config, "--format", "json",

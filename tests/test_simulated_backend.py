@@ -69,3 +69,23 @@ def test_energy_counter_integrates_power() -> None:
     second = fleet.read(START_MS + 10_000)[0]
     gained = second.counters["energy_j"].value - first.counters["energy_j"].value
     assert gained == second.power_w * 10  # type: ignore[operator]
+
+
+def test_some_jobs_are_busy_on_few_sms_and_some_would_fit_a_small_slice() -> None:
+    """The waste that the driver's utilization hides is in the simulated fleet, per job (docs/efficiency.md)."""
+    fleet = backend(nodes=20, failing_devices=0)
+    busy_low_sm, small, jobs = set(), set(), set()
+    for ts in range(START_MS, START_MS + 6 * 3_600_000, 600_000):
+        for reading in fleet.read(ts):
+            if not reading.owners or reading.owners[0].job_id is None:
+                continue
+            job = reading.owners[0].job_id
+            jobs.add(job)
+            util, sm = reading.util_compute or 0.0, reading.sm_active or 0.0
+            assert sm <= util  # no SM is active without a kernel running
+            if util > 0.9 and sm < 0.1:
+                busy_low_sm.add(job)
+            if job.startswith("inference") and (reading.mem_used_bytes or 0) < 0.1 * (reading.mem_total_bytes or 1):
+                small.add(job)
+    assert all(job.startswith("training") for job in busy_low_sm)
+    assert 0.05 < len(busy_low_sm) / len(jobs) < 0.5 and small

@@ -3,7 +3,8 @@
 Each node's schedule is a sequence of allocations drawn from a per-node random stream, so the owner and
 workload of a device at any simulated instant depend only on the seed. Utilization patterns per kind
 of work: training (near full, with checkpoint dips), inference (diurnal), idle allocations (memory held,
-no compute), notebooks (bursty) and free devices. A few devices degrade: ECC errors, then XIDs.
+no compute), notebooks (bursty) and free devices; some jobs busy on few SMs, some small enough for a MIG slice
+(``job_habit``). A few devices degrade: ECC errors, then XIDs.
 Readings at a given timestamp are a pure function of (seed, device, timestamp); counters integrate.
 """
 
@@ -81,6 +82,25 @@ def workload_util(workload: str, ts_ms: int, key: str) -> float:
     if workload == "idle":
         return 0.005 * (1 + jitter)
     return 0.0
+
+
+#: How some jobs use what they hold (the waste the driver's utilization hides, docs/efficiency.md): a training
+#: job whose kernels keep the GPU "busy" on a few SMs (waiting on input or on communication), and an inference
+#: service that would fit a small MIG slice. Per job, so that all of a job's devices behave alike.
+HABIT_SM = {"busy_low_sm": 0.06, "small": 0.25}
+HABIT_MEMORY = {"busy_low_sm": 0.7, "small": 0.06}
+HABIT_MEM_BW = {"busy_low_sm": 0.05, "small": 0.1}
+
+
+def job_habit(allocation: Allocation) -> str:
+    """``busy_low_sm`` for a fifth of the training jobs, ``small`` for a third of the inference ones, else
+    ``usual``."""
+    draw = noise(allocation.owner.job_id, "habit") if allocation.owner is not None else 0.0
+    if allocation.workload == "training" and draw > 0.6:
+        return "busy_low_sm"
+    if allocation.workload == "inference" and draw > 1 / 3:
+        return "small"
+    return "usual"
 
 
 @dataclass
@@ -171,9 +191,9 @@ class SimulatedBackend:
         failed = state.failing and now_ms - self.start_ms >= FAILURE_AFTER_MS
         util = 0.0 if failed else workload_util(allocation.workload, now_ms, device.uuid)
         power_w = IDLE_W + (MAX_W - IDLE_W) * util ** 1.2
-        mem_fraction = {"training": 0.88, "inference": 0.55, "idle": 0.35, "notebook": 0.4}.get(
-            allocation.workload, 0.0
-        )
+        habit = job_habit(allocation)
+        mem_fraction = HABIT_MEMORY.get(habit) or {"training": 0.88, "inference": 0.55, "idle": 0.35,
+                                                   "notebook": 0.4}.get(allocation.workload, 0.0)
         mem_used = int(MEM_TOTAL_BYTES * mem_fraction * (1 + 0.02 * noise(device.uuid, "mem")))
         self._advance_counters(state, now_ms, power_w, util, allocation.workload)
         xids = self._xid_events(state, now_ms, failed)
@@ -183,8 +203,8 @@ class SimulatedBackend:
         return DeviceReading(
             device=device,
             util_compute=util,
-            util_mem_bw=util * (0.55 if allocation.workload == "training" else 0.35),
-            sm_active=util * 0.96,
+            util_mem_bw=util * HABIT_MEM_BW.get(habit, 0.55 if allocation.workload == "training" else 0.35),
+            sm_active=util * HABIT_SM.get(habit, 0.96),
             tensor_active=util * (0.72 if allocation.workload == "training" else 0.3),
             mem_used_bytes=mem_used,
             mem_total_bytes=MEM_TOTAL_BYTES,

@@ -108,7 +108,9 @@ def demo(
                 collector.stopping.set()
                 collecting.join()
     analysis = {"warehouse": str(warehouse), "prices": DEMO_PRICES, "economics": DEMO_ECONOMICS, "per_kwh": 0.12,
-                "procurement": {"quarters": 3, "budget_per_quarter": 2_000_000}}
+                "procurement": {"quarters": 3, "budget_per_quarter": 2_000_000},
+                # the live fleet runs for a few hours: judge jobs seen for two (production's default is 12)
+                "rightsizing": {"min_hours": 2}}
     config = directory / "analysis.yaml"
     config.write_text(yaml.safe_dump(analysis, sort_keys=False))
     settings = AnalysisSettings.model_validate(analysis)
@@ -280,6 +282,7 @@ def _next_steps(config: Path, html: Path) -> None:
 [bold]Go on exploring[/] (the warehouse stays in {config.parent}/):
   {cmd} query --config {config} --list
   {cmd} query --config {config} --file waste_by_job
+  {cmd} query --config {config} --file rightsizing          (what right-sizing would save; inefficient_jobs too)
   {cmd} query --config {config} "SELECT tenant, sum(cost) AS cost FROM costs GROUP BY ALL ORDER BY cost DESC"
   {cmd} query --config {config} --file utilization_by_tenant_day --format csv > tenants.csv
   {cmd} sql --config {config}          (a DuckDB shell with the views loaded)

@@ -263,7 +263,7 @@ def test_a_higher_sm_threshold_moves_time_from_busy_to_busy_but_idle_and_none_fr
                                                            sm_idle_threshold=0.25)}
     assert after["mig3"]["busy_idle_device_hours"] == pytest.approx(HOURS)  # 0.2 and 0.02 both below 0.25
     assert after["old"]["idle_device_hours"] == before["old"]["idle_device_hours"]
-    with pytest.raises(ValueError, match="sm_idle_threshold .* below idle_threshold"):
+    with pytest.raises(ValueError, match=r"sm_idle_threshold .* below idle_threshold"):
         AnalysisSettings(idle_threshold=0.2, sm_idle_threshold=0.1)
 
 

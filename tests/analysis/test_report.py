@@ -82,8 +82,12 @@ def test_headline_figures(fleet: Fleet) -> None:
 
 
 def test_models_without_a_price_are_named(fleet: Fleet) -> None:
-    report = report_of(fleet, prices=[{"model": GPU_MODEL, "per_device_hour": 3.0}])
-    assert report.unpriced_models == [MIG_MODEL]
+    report = report_of(fleet, prices=[{"model": "NVIDIA A100*", "per_device_hour": 2.0}])
+    assert report.unpriced_models == sorted([GPU_MODEL, MIG_MODEL])
+    # a MIG instance without a price of its own: its board's price x its profile's compute share (1g: 1/7)
+    priced = fleet.query(f"SELECT per_device_hour FROM model_prices WHERE model = '{MIG_MODEL}'",
+                         prices=[{"model": GPU_MODEL, "per_device_hour": 3.5}])
+    assert priced == [{"per_device_hour": pytest.approx(3.5 / 7)}]
 
 
 def test_the_html_page_is_self_contained_and_charts_the_figures(fleet: Fleet) -> None:
@@ -101,7 +105,9 @@ def test_the_html_page_is_self_contained_and_charts_the_figures(fleet: Fleet) ->
     headline = report.headline
     assert page.text["tile-device-hours"].startswith(cell(headline["device_hours"]))
     assert page.text["tile-wasted"].startswith(f"{headline['wasted_cost']:,.0f} USD")
+    assert page.text["tile-busy-idle"].startswith(f"{headline['busy_idle_cost']:,.0f} USD")
     assert all(tenant in page.text["table-tenants"] for tenant in report.tenants["tenant"].to_list())
+    assert all(model in page.text["table-efficiency"] for model in report.efficiency["model"].to_list())
 
 
 def test_report_command_prints_and_writes_the_page(fleet: Fleet, tmp_path: Path) -> None:
@@ -110,5 +116,6 @@ def test_report_command_prints_and_writes_the_page(fleet: Fleet, tmp_path: Path)
                                       "--html", str(html)])
     assert result.exit_code == 0, result.output
     assert "Tenants by wasted cost" in result.stdout and "Top idle jobs" in result.stdout
+    assert "Efficiency by model" in result.stdout
     assert "no price configured" in result.stdout  # no --config: no prices
     assert html.read_text().count("<svg") == 4

@@ -11,8 +11,8 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from fleetmeter.pipeline.partition import PartitionLost
-from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse, WarehouseRefused
 from fleetmeter.pipeline.settings import PipelineSettings
+from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse, WarehouseRefused
 from fleetmeter.schemas.warehouse import OWNER_PROPERTY, TABLES, UTIL_1D
 from tests.pipeline.fleet import samples_frame
 from tests.pipeline.test_compaction import add, flush, writer_for
