@@ -68,8 +68,9 @@ def _seconds_where(value: str) -> pl.Expr:
     return pl.when(pl.col(value).is_not_null()).then(pl.col("_capacity_s")).otherwise(0.0)
 
 
-def row_measures(samples: pl.DataFrame) -> pl.DataFrame:
-    """Per-row contributions to every measure, beside the sample's own columns."""
+def row_measures(samples: pl.LazyFrame) -> pl.LazyFrame:
+    """Per-row contributions to every measure, beside the sample's own columns (lazy: a caller that selects some
+    measures has only those computed)."""
     share = pl.col("share").fill_null(1.0)  # a device shared by several owners: each row has its share
     capacity = pl.when(_is_mig_parent()).then(0.0).otherwise(pl.col("interval_s") * share)
     frame = samples.with_columns(_capacity_s=capacity, _health_s=pl.col("interval_s") * share)
@@ -103,17 +104,19 @@ def row_measures(samples: pl.DataFrame) -> pl.DataFrame:
         throttled_seconds=pl.when(pl.col("throttle_reasons").list.eval(pl.element().is_in(_HELD_DOWN)).list.any())
         .then(health).otherwise(0.0),
         throttle_known_seconds=pl.when(pl.col("throttle_reasons").is_not_null()).then(health).otherwise(0.0),
-    ).with_columns(_bins())
+    ).pipe(_with_bins)
 
 
-def _bins() -> list[pl.Expr]:
-    """Each histogram's bin columns: a row's capacity in the bin its reading falls in, if the row counts."""
-    columns = []
-    for name, (reading, counted) in _HISTOGRAMS.items():
-        bin_of = (pl.col(reading) * HISTOGRAM_BINS).floor().clip(0, HISTOGRAM_BINS - 1)
-        columns += [pl.when(counted & (bin_of == i)).then(pl.col("_capacity_s")).otherwise(0.0).alias(column)
-                    for i, column in enumerate(_BINS[name])]
-    return columns
+def _with_bins(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Each histogram's bin columns: a row's capacity in the bin its reading falls in, if the row counts (the bin's
+    index computed once per histogram: a third faster than a condition per bin)."""
+    index = {f"_{name}": pl.when(counted).then((pl.col(reading) * HISTOGRAM_BINS).floor().clip(0, HISTOGRAM_BINS - 1)
+                                                .cast(pl.Int8))
+             for name, (reading, counted) in _HISTOGRAMS.items()}
+    return frame.with_columns(**index).with_columns(
+        pl.when(pl.col(f"_{name}") == i).then(pl.col("_capacity_s")).otherwise(0.0).alias(column)
+        for name in _HISTOGRAMS for i, column in enumerate(_BINS[name])
+    ).drop(index)
 
 
 def _events_before(count: pl.Expr, offset_ms: pl.Expr, duration_ms: pl.Expr) -> pl.Expr:
@@ -133,7 +136,7 @@ def window_pieces(samples: pl.DataFrame, width_ms: int) -> pl.DataFrame:
     """:func:`minute_pieces` for windows of ``width_ms`` (a divisor of a day): hour pieces make every table but
     ``util_1m`` for hourly history at a sixtieth of the rows (the benchmarks)."""
     keys = [key for key in DEVICE_KEYS if key != "window_start"]
-    measured = row_measures(samples).select(*keys, "ts", "interval_s", *_PIECE_MEASURES)  # only what windows sum
+    measured = row_measures(samples.lazy()).select(*keys, "ts", "interval_s", *_PIECE_MEASURES).collect()
     start_ms = pl.col("ts").dt.epoch("ms")
     end_ms = start_ms.cast(pl.Float64) + pl.col("interval_s") * 1000
     first = start_ms // width_ms
@@ -217,9 +220,10 @@ def merge(partials: pl.DataFrame, keys: tuple[str, ...], every: str | None = Non
 
 def job_device_partials(samples: pl.DataFrame) -> pl.DataFrame:
     """Per job and device: when it was seen and what it did (rows without a job are left out)."""
-    measured = row_measures(samples.filter(pl.col("job_id").is_not_null()))
+    measured = row_measures(samples.lazy().filter(pl.col("job_id").is_not_null()))
     interval = pl.duration(milliseconds=(pl.col("interval_s") * 1000).round().cast(pl.Int64))
-    return merge_job_devices(measured.with_columns(first_seen=pl.col("ts"), last_seen=pl.col("ts") + interval))
+    spans = measured.with_columns(first_seen=pl.col("ts"), last_seen=pl.col("ts") + interval)
+    return merge_job_devices(spans.select(*JOB_DEVICE_KEYS, *(measure.name for measure in JOB_MEASURES)).collect())
 
 
 def merge_job_devices(partials: pl.DataFrame) -> pl.DataFrame:

@@ -104,8 +104,9 @@ SELECT cluster, tenant, job_id, model, device_hours, idle_cost, busy_idle_cost, 
 FROM ({query}) LIMIT {top}
 """
 _RIGHTSIZING = """
-SELECT tenant, job_id, model, recommended, saving_per_day, compute_reading, compute_quantile, mem_peak_bytes,
-       recommended_memory_bytes, observed_hours
+SELECT tenant, job_id, model, recommended, saving_per_day, compute_reading, compute_quantile, compute_needed,
+       recommended_compute_share, round(mem_peak_bytes / 2^30, 1) AS mem_peak_gib,
+       round(recommended_memory_bytes / 2^30, 1) AS recommended_gib, observed_hours
 FROM ({query}) LIMIT {top}
 """
 _TCO = """

@@ -32,8 +32,8 @@ class Format(StrEnum):
 
 def is_ratio(column: str) -> bool:
     """Columns that hold a share in 0..1 (shown as a percentage to people, kept as a ratio for programs)."""
-    return column in ("utilization", "expected_utilization", "sm_active", "tensor_active") \
-        or column.endswith("_fraction")
+    return column in ("utilization", "expected_utilization", "sm_active", "tensor_active", "mem_bw_active") \
+        or column.endswith(("_fraction", "_share", "_coverage")) or column.startswith("compute_")
 
 
 def cell(value: Any, column: str = "") -> str:
