@@ -238,7 +238,7 @@ def anomalies_section(devices: int, days: int, plant: int) -> str:
              result.false_alarms(kind) / result.device_days * 1000, result.detector_s[kind])
             for kind, figures in result.scores.items()]
     return "\n\n".join([
-        "### 9. Anomaly detection (one core)",
+        "### 9. Anomaly detection and efficiency (one core)",
         f"`fleetmeter anomalies` over {days} days of {devices:,} GPUs ({result.device_days:,} device-days) of the "
         f"planted fleet (`fleetmeter/demo/planted.py`), its tables written with the pipeline's rollup code in "
         f"{result.build_s:.0f} s (see `bench/anomalies.py`). Each detector timed on its own, then a whole round "
@@ -246,6 +246,9 @@ def anomalies_section(devices: int, days: int, plant: int) -> str:
         "planted anomaly:",
         table(["kind", "planted", "found", "precision", "recall", "false alarms", "per 1,000 device-days",
                "detector s"], rows),
+        "The efficiency queries on the same warehouse and core (docs/efficiency.md), every job of the 30 days:",
+        table(["query", "seconds", "rows"], [(name, seconds, count)
+                                             for name, (seconds, count) in result.efficiency.items()]),
     ])
 
 

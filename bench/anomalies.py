@@ -11,6 +11,7 @@ through the import path (tests/anomalies/test_evaluation.py).
 Timed on one core (the process pinned to CPU 0, polars and Arrow on one thread): each detector on one DuckDB
 connection, then a whole ``evaluate`` round as the command runs it (detectors, the ledger, the table's commit).
 The false alarms are the findings that match no planted anomaly: the fleet outside what was planted is clean.
+On the same warehouse and core, the efficiency queries (docs/efficiency.md) are timed too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 
@@ -31,7 +33,7 @@ from fleetmeter.demo.planted import PER_NODE, PlantedFleet, Score, score
 from fleetmeter.pipeline import rollups
 from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.schemas.warehouse import DEVICE_1H, JOB_DEVICES, UTIL_1D, UTIL_1H, WINDOW_KEYS, app_id
-from fleetmeter.sql.catalog import Catalog
+from fleetmeter.sql.catalog import Catalog, canned_queries
 from fleetmeter.sql.settings import AnalysisSettings
 
 HOUR_MS = 3_600_000
@@ -45,6 +47,7 @@ class Evaluation:
     detector_s: dict[str, float]
     round_s: float
     scores: dict[str, Score]
+    efficiency: dict[str, tuple[float, int]]  # per efficiency query on the same warehouse: seconds, rows
 
     @property
     def device_days(self) -> int:
@@ -76,7 +79,10 @@ def run(devices: int, days: int, plant: int) -> Evaluation:
     fleet = PlantedFleet("bench", devices // PER_NODE, days, end, plant, seed=5)
     with tempfile.TemporaryDirectory(prefix="fleetmeter-bench-anomalies-") as root:
         build_s = build(root, fleet)
-        settings = AnalysisSettings(warehouse=root, prices=[{"model": "*", "per_device_hour": 2.0}])  # type: ignore[list-item]
+        settings = AnalysisSettings.model_validate({  # H100s dearer and twice as fast: right-sizing weighs models
+            "warehouse": root,
+            "prices": [{"model": "*", "per_device_hour": 2.0}, {"model": "*H100*", "per_device_hour": 2.5}],
+            "economics": [{"model": "*H100*", "throughput": 2.0}, {"model": "*A100*", "throughput": 1.0}]})
         since = fleet.start - timedelta(days=1)
         everything = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {min(everything)})
@@ -93,7 +99,18 @@ def run(devices: int, days: int, plant: int) -> Evaluation:
             started = time.perf_counter()
             table = evaluate(Catalog.open(settings, since), list(detectors.KINDS), None, Metrics()).table
             round_s = time.perf_counter() - started
+            efficiency = {name: _timed(connection, sql) for name, sql in (
+                ("efficiency (view, every grain)", "SELECT * FROM efficiency"),
+                ("inefficient_jobs", canned_queries()["inefficient_jobs"].read_text()),
+                ("rightsizing", canned_queries()["rightsizing"].read_text()))}
         finally:
             os.sched_setaffinity(0, everything)
             pa.set_cpu_count(len(everything))
-    return Evaluation(fleet.devices, days, build_s, detector_s, round_s, score(fleet.truth, table))
+    return Evaluation(fleet.devices, days, build_s, detector_s, round_s, score(fleet.truth, table), efficiency)
+
+
+def _timed(connection: duckdb.DuckDBPyConnection, sql: str) -> tuple[float, int]:
+    """Seconds to answer ``sql`` (its efficiency measures and right-sizing over the whole fleet), and its rows."""
+    started = time.perf_counter()
+    rows = connection.sql(sql).to_arrow_table().num_rows
+    return time.perf_counter() - started, rows

@@ -355,17 +355,24 @@ WITH usage AS (
     FROM util_1d
     WHERE allocated AND job_id IS NOT NULL AND window_start >= getvariable('since')
     GROUP BY ALL
-), hourly AS (
+), spans AS (  -- from the stored partials: minima and maxima need no merging (a partial's bandwidth is a mean over
+               -- part of an hour: its maximum is at least the hour's)
     SELECT cluster, tenant, job_id, vendor, model,
            min(window_start) AS first_hour, max(window_start) + INTERVAL 1 HOUR AS end_hour,
-           quantile_cont(mem_used_max_bytes, 0.5) AS mem_p50_bytes,
-           quantile_cont(mem_used_max_bytes, 0.95) AS mem_p95_bytes,
            max(ratio(mem_bw_active_seconds, mem_bw_known_seconds)) AS mem_bw_peak_hourly
-    FROM device_1h
+    FROM stored.device_1h
+    WHERE tenant <> 'unallocated' AND job_id IS NOT NULL AND window_start >= getvariable('since')
+    GROUP BY ALL
+), hourly AS (  -- the job's peak memory in each hour (the largest of its devices')
+    SELECT cluster, tenant, job_id, vendor, model,
+           quantile_cont(mem_used_max_bytes, 0.5) AS mem_p50_bytes,
+           quantile_cont(mem_used_max_bytes, 0.95) AS mem_p95_bytes
+    FROM util_1h
     WHERE allocated AND job_id IS NOT NULL AND window_start >= getvariable('since')
     GROUP BY ALL
 ), judged AS (
-    SELECT usage.*, hourly.* EXCLUDE (cluster, tenant, job_id, vendor, model),
+    SELECT usage.*, spans.* EXCLUDE (cluster, tenant, job_id, vendor, model),
+           hourly.* EXCLUDE (cluster, tenant, job_id, vendor, model),
            date_diff('second', first_hour, end_hour) / 3600 AS observed_hours,
            coalesce(mig_board(model), model) AS board,
            coalesce(mig_compute_share(mig_board(model), mig_profile(model)), 1.0) AS compute_share,
@@ -376,7 +383,8 @@ WITH usage AS (
            hist_quantile(CASE compute_reading WHEN 'sm_active' THEN sm_hist ELSE util_hist END,
                          getvariable('rightsizing_percentile')) AS compute_quantile,
            device_hour_price(model) AS per_device_hour
-    FROM usage JOIN hourly USING (cluster, tenant, job_id, vendor, model)
+    FROM usage JOIN spans USING (cluster, tenant, job_id, vendor, model)
+    LEFT JOIN hourly USING (cluster, tenant, job_id, vendor, model)
     WHERE mig_board(model) IS NULL OR mig_compute_share(mig_board(model), mig_profile(model)) IS NOT NULL
 ), needs AS (  -- in shares of the whole board, and bytes
     SELECT *,

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from fleetmeter.demo.broker import EmbeddedBroker
@@ -309,6 +310,11 @@ def test_rightsizing_recommends_the_cheapest_fit_with_its_evidence_and_saving(wa
         for q, column in ((0.99, "compute_quantile"), (0.5, "compute_p50"), (0.95, "compute_p95")):
             assert row[column] == pytest.approx(upper_bin_edge_of_quantile(rows, reading, q)), (job, column)
         assert row["mem_peak_bytes"] == max(r["mem_used_bytes"] for r in rows)
+        hourly_peaks = defaultdict(int)  # the job's largest memory reading in each hour, over its devices
+        for r in rows:
+            hour = r["ts"] // 3_600_000
+            hourly_peaks[hour] = max(hourly_peaks[hour], r["mem_used_bytes"])
+        assert row["mem_p95_bytes"] == pytest.approx(float(np.quantile(list(hourly_peaks.values()), 0.95)))
         assert row["observed_hours"] == pytest.approx(HOURS)
     # the evidence of the MIG job: its SM activity is of 3/7 of a board; 1/7 holds it with 20 % headroom
     assert got["mig3"]["compute_needed"] == pytest.approx(0.25 * 3 / 7 * 1.2)
