@@ -25,7 +25,8 @@ SUBCOMMANDS = {
     "forecast": "fleetmeter.planning.cli:forecast",
     "plan": "fleetmeter.planning.cli:plan",
     "anomalies": "fleetmeter.anomalies.cli:anomalies",
-    "serve": "fleetmeter.sql.serve:serve",
+    "serve": "fleetmeter.web.cli:serve",
+    "token": "fleetmeter.web.cli:token_app",
 }
 
 

@@ -117,14 +117,14 @@ class Catalog:
         return f"CREATE VIEW stored.{name} AS SELECT * FROM read_parquet([{paths}], union_by_name = true, {hive})"
 
     def _settings_sql(self) -> str:
+        """The configuration's tables (prices, economics, the MIG catalogue) and its variables."""
         prices = ", ".join(f"({literal(p.model)}, {literal(p.per_device_hour)}, {literal(p.per_kwh)})"
                            for p in self.settings.prices)
         economics = ", ".join("(" + ", ".join(literal(getattr(e, column)) for column in ECONOMICS_COLUMNS) + ")"
                               for e in self.settings.economics)
-        rightsizing = self.settings.rightsizing
         profiles = ", ".join(f"({literal(board.model)}, {literal(profile.name)}, {literal(profile.memory_share)}, "
                              f"{literal(profile.compute_share)})"
-                             for board in rightsizing.mig_boards for profile in board.profiles)
+                             for board in self.settings.rightsizing.mig_boards for profile in board.profiles)
         return "\n".join([
             "CREATE TABLE prices (model_pattern VARCHAR, per_device_hour DOUBLE, per_kwh DOUBLE);",
             f"INSERT INTO prices VALUES {prices};" if prices else "",
@@ -132,16 +132,24 @@ class Catalog:
             "hosting_per_year DOUBLE, support_per_year DOUBLE, on_demand_per_hour DOUBLE, reserved_per_hour DOUBLE, "
             "committed_per_hour DOUBLE, throughput DOUBLE);",
             f"INSERT INTO economics VALUES {economics};" if economics else "",
+            "CREATE TABLE mig_profiles (model_pattern VARCHAR, profile VARCHAR, memory_share DOUBLE, "
+            "compute_share DOUBLE);",
+            f"INSERT INTO mig_profiles VALUES {profiles};" if profiles else "",
+            self.variables_sql(self.since),
+        ])
+
+    def variables_sql(self, since: datetime) -> str:
+        """The variables the views read. DuckDB keeps them per connection: a cursor of a connection needs them
+        set again (the web API's requests do, each with its own ``since``)."""
+        rightsizing = self.settings.rightsizing
+        return "\n".join([
             f"SET VARIABLE pue = {literal(self.settings.pue)};",
             f"SET VARIABLE per_kwh = CAST({literal(self.settings.per_kwh)} AS DOUBLE);",
             f"SET VARIABLE idle_threshold = {literal(self.settings.idle_threshold)};",
             f"SET VARIABLE sm_idle_threshold = {literal(self.settings.busy_idle_threshold)};",
-            "CREATE TABLE mig_profiles (model_pattern VARCHAR, profile VARCHAR, memory_share DOUBLE, "
-            "compute_share DOUBLE);",
-            f"INSERT INTO mig_profiles VALUES {profiles};" if profiles else "",
             *(f"SET VARIABLE rightsizing_{name} = {literal(getattr(rightsizing, name))};"
               for name in ("headroom", "percentile", "min_hours", "min_coverage")),
-            f"SET VARIABLE since = {literal(self.since)};",
+            f"SET VARIABLE since = {literal(since)};",
             f"SET VARIABLE currency = {literal(self.settings.currency)};",
         ])
 

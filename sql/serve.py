@@ -1,4 +1,5 @@
-"""``fleetmeter serve``: SQL over the warehouse's views for dashboards and notebooks, over HTTP.
+"""SQL over the warehouse's views for dashboards and notebooks, over HTTP (served by ``fleetmeter serve``, for admin
+tokens: web/app.py).
 
 Every request but ``/health`` needs ``Authorization: Bearer <token>``. A request runs in a fresh DuckDB
 session over the warehouse's committed files as they are then, which is read-only by construction:
@@ -18,21 +19,19 @@ from __future__ import annotations
 
 import hmac
 import threading
+from collections.abc import Callable
 from datetime import date, datetime, time
 from decimal import Decimal
 from time import monotonic as time_now
-from typing import Annotated, Any
+from typing import Any
 
 import duckdb
-import typer
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from fleetmeter.common.settings import ConfigError, flag_section, load_settings
 from fleetmeter.sql.catalog import Catalog, WarehouseEmpty, canned_queries
 from fleetmeter.sql.settings import AnalysisSettings, HttpSettings
 from fleetmeter.sql.since import EVERYTHING
@@ -53,12 +52,21 @@ _INTERNALS = frozenset({"duckdb_settings", "current_setting", "duckdb_secrets", 
 
 
 def create_app(settings: AnalysisSettings) -> Starlette:
-    token = settings.http.bearer().encode()
-    slots = threading.BoundedSemaphore(settings.http.max_concurrent)
+    """The SQL endpoint alone, for the admin token of ``http.token`` (``fleetmeter serve`` serves it beside the
+    API and the pages: web/app.py)."""
+    token = (settings.http.bearer() or "").encode()
 
     def authorized(request: Request) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token)
+        return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token)
+
+    return Starlette(routes=sql_routes(settings, authorized))
+
+
+def sql_routes(settings: AnalysisSettings, authorized: Callable[[Request], bool]) -> list[Route]:
+    """``/health``, ``/queries``, ``/queries/<name>`` and ``POST /query``, for the requests ``authorized``
+    accepts."""
+    slots = threading.BoundedSemaphore(settings.http.max_concurrent)
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -93,12 +101,12 @@ def create_app(settings: AnalysisSettings) -> Starlette:
         except WarehouseEmpty as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
 
-    return Starlette(routes=[
+    return [
         Route("/health", health),
         Route("/queries", queries),
         Route("/queries/{name}", query),
         Route("/query", query, methods=["POST"]),
-    ])
+    ]
 
 
 def run_queued(settings: AnalysisSettings, text: str, slots: threading.BoundedSemaphore) -> dict[str, Any]:
@@ -190,20 +198,3 @@ def _json(value: Any) -> Any:
 def _unauthorized() -> Response:
     return JSONResponse({"error": "send Authorization: Bearer <token>"}, status_code=401,
                         headers={"WWW-Authenticate": "Bearer"})
-
-
-def serve(
-    config: Annotated[str | None, typer.Option(help="TOML or YAML file: warehouse, prices, http.",
-                                               envvar="FLEETMETER_CONFIG")] = None,
-    warehouse: Annotated[str | None, typer.Option(help="Warehouse directory or URI.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on (default 9412).")] = None,
-) -> None:
-    """Serve read-only SQL over the warehouse's views on HTTP, for a bearer token."""
-    try:
-        settings = load_settings(AnalysisSettings, config_file=config, warehouse=warehouse,
-                                 http=flag_section(port=port))
-        app = create_app(settings)
-    except (ConfigError, OSError) as exc:
-        typer.echo(f"fleetmeter serve: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    uvicorn.run(app, host=settings.http.address, port=settings.http.port, log_level="warning")

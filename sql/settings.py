@@ -170,8 +170,12 @@ class HttpSettings(EndpointSettings):
 
     address: str = Field(default="127.0.0.1", description="Listen here; 0.0.0.0 only behind a TLS proxy.")
     port: int = Field(default=9412, ge=0, le=65535)
-    token: SecretStr | None = Field(default=None, description="Bearer token clients must send.")
-    token_file: Path | None = Field(default=None, description="File holding the token (e.g. a mounted secret).")
+    token: SecretStr | None = Field(default=None, description="An admin's bearer token.")
+    token_file: Path | None = Field(default=None, description="File holding it (e.g. a mounted secret).")
+    tokens_file: Path | None = Field(default=None, description="Tokens with scopes, stored as hashes (`fleetmeter "
+                                                               "token add`); re-read when it changes.")
+    snapshot_s: float = Field(default=15.0, gt=0, le=3600, description="The API and pages read the warehouse as "
+                                                                       "of at most this long ago.")
     max_rows: int = Field(default=10_000, gt=0, description="Rows returned at most; the answer says if cut.")
     timeout_s: float = Field(default=30.0, gt=0, description="A query running longer is interrupted.")
     memory_limit: str = Field(default="1GB", description="DuckDB's memory_limit for each query.")
@@ -181,13 +185,15 @@ class HttpSettings(EndpointSettings):
     temp_directory: Path | None = Field(default=None, description="Where a query may spill; none: it may not.")
     max_temp_bytes: str = Field(default="1GB", description="Spilled bytes at most, with a temp_directory.")
 
-    def bearer(self) -> str:
-        """The token, from its file when one is configured; a server without one does not start."""
+    def bearer(self) -> str | None:
+        """The admin token, from its file when one is configured; with no tokens file either, the server does not
+        start (it never runs open)."""
         token = (self.token_file.read_text().strip() if self.token_file is not None
                  else self.token.get_secret_value() if self.token is not None else "")
-        if not token:
-            raise ConfigError("http.token or http.token_file is required: the SQL endpoint never runs open")
-        return token
+        if not token and self.tokens_file is None:
+            raise ConfigError("http.token, http.token_file or http.tokens_file is required: the server never runs "
+                              "open")
+        return token or None
 
 
 class AnalysisSettings(LayeredSettings):

@@ -176,11 +176,11 @@ FROM (SELECT DISTINCT model FROM stored.util_1d) AS seen
 LEFT JOIN prices AS p ON seen.model GLOB p.model_pattern
 GROUP BY seen.model;
 
--- Cost per UTC day, cluster, tenant, job, vendor and model. A device-hour is charged to whoever held it;
--- wasted_cost is the price of the idle device-hours (energy left aside), busy_idle_cost that of the busy-but-idle
--- ones (never the same hours: docs/efficiency.md). Null where no price matches.
-CREATE OR REPLACE VIEW costs AS
-SELECT window_start AS day, cluster, tenant, job_id, vendor, model, allocated,
+-- Every rollup row (each width: 1m, 1h, 1d) priced. A device-hour is charged to whoever held it; wasted_cost is the
+-- price of the idle device-hours (energy left aside), busy_idle_cost that of the busy-but-idle ones (never the
+-- same hours: docs/efficiency.md). Null where no price matches.
+CREATE OR REPLACE VIEW priced_rollups AS
+SELECT width, window_start, cluster, tenant, job_id, vendor, model, node, allocated,
        device_hours,
        idle_seconds / 3600 AS idle_device_hours,
        util_known_seconds / 3600 AS util_known_device_hours,
@@ -194,8 +194,12 @@ SELECT window_start AS day, cluster, tenant, job_id, vendor, model, allocated,
        idle_device_hours * p.per_device_hour AS wasted_cost,
        busy_idle_seconds / 3600 AS busy_idle_device_hours,
        busy_idle_device_hours * p.per_device_hour AS busy_idle_cost
-FROM util_1d
+FROM rollups
 LEFT JOIN model_prices AS p USING (model);
+
+-- Cost per UTC day, cluster, tenant, job, vendor and model: the daily rows of priced_rollups.
+CREATE OR REPLACE VIEW costs AS
+SELECT window_start AS day, * EXCLUDE (width, window_start, node) FROM priced_rollups WHERE width = '1d';
 
 -- One row per job and device: its partials (appended per commit, bucketed by day) merged.
 CREATE OR REPLACE VIEW job_devices AS
