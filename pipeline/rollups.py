@@ -36,7 +36,10 @@ _MINUTE_MS = 60_000
 #: Each histogram (a ``sum_bins`` measure): the reading it bins, and the rows it counts (their capacity).
 _HISTOGRAMS = {
     "util_hist_seconds": ("util_compute", pl.col("util_compute").is_not_null()),
-    "sm_hist_seconds": ("sm_active", pl.col("sm_active").is_not_null()),
+    # a MIG instance has no util_compute: its SM activity is all it has; a GPU without a utilization reading is
+    # left out (nothing says its time was busy)
+    "sm_hist_seconds": ("sm_active", pl.col("sm_active").is_not_null()
+                        & (pl.col("util_compute").is_not_null() | (pl.col("device_kind") == "mig"))),
     "util_hist_sm_known_seconds": ("util_compute",
                                    pl.col("util_compute").is_not_null() & pl.col("sm_active").is_not_null()),
 }
@@ -99,6 +102,9 @@ def row_measures(samples: pl.LazyFrame) -> pl.LazyFrame:
         mem_known_seconds=pl.when(both_memory).then(pl.col("_capacity_s")).otherwise(0.0),
         mem_total_max_bytes=pl.col("mem_total_bytes"),
         energy_known_seconds=_seconds_where("energy_j"),
+        energy_busy_seconds=pl.when(pl.col("energy_j").is_not_null())
+        .then((pl.col("util_compute") * pl.col("_capacity_s")).fill_null(0.0)).otherwise(0.0),
+        shared_seconds=pl.when(pl.col("share").is_not_null()).then(pl.col("_capacity_s")).otherwise(0.0),
         temp_seconds=(pl.col("temp_c") * health).fill_null(0.0),
         temp_known_seconds=pl.when(pl.col("temp_c").is_not_null()).then(health).otherwise(0.0),
         throttled_seconds=pl.when(pl.col("throttle_reasons").list.eval(pl.element().is_in(_HELD_DOWN)).list.any())

@@ -82,7 +82,11 @@ WINDOW_MEASURES = (
     Measure("mem_known_seconds", "sum", pa.float64(), "device-seconds with mem_used_bytes and mem_total_bytes"),
     Measure("mem_total_max_bytes", "max", pa.int64(), "largest memory capacity reading"),
     Measure("energy_known_seconds", "sum", pa.float64(), "device-seconds with an energy_j reading"),
-    Measure("sm_hist_seconds", "sum_bins", pa.list_(pa.float64()), "device-seconds per sm_active bin"),
+    Measure("energy_busy_seconds", "sum", pa.float64(), "device-seconds x util_compute of the rows with an energy_j "
+                                                        "reading (energy per busy hour)"),
+    Measure("shared_seconds", "sum", pa.float64(), "device-seconds of rows of a shared device (share set)"),
+    Measure("sm_hist_seconds", "sum_bins", pa.list_(pa.float64()),
+            "device-seconds per sm_active bin, of the rows with a util_compute reading and of MIG instances"),
     Measure("util_hist_sm_known_seconds", "sum_bins", pa.list_(pa.float64()),
             "device-seconds per util_compute bin, of the rows with an sm_active reading (busy-but-idle time)"),
 )

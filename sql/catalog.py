@@ -89,7 +89,7 @@ class Catalog:
                 connection.execute(self._stored_table(name))
             else:
                 connection.register(f"arrow_{name}", table.to_pyarrow_dataset())
-                connection.execute(f"CREATE VIEW stored.{name} AS SELECT * FROM arrow_{name}")
+                connection.execute(self._arrow_table(name))
         connection.execute(self._settings_sql())
         connection.execute(VIEWS.read_text())
         return connection
@@ -108,13 +108,15 @@ class Catalog:
         files = [unquote(uri) for uri in table.file_uris()] if table is not None else []
         partitioned = READABLE[name].partition_by
         if not files:  # a typed empty table, so that the views still bind
-            columns = duckdb.from_arrow(READABLE[name].schema.empty_table())
-            typed = ", ".join(f'"{column}" {kind}' for column, kind in zip(columns.columns, columns.types, strict=True))
-            return f"CREATE TABLE stored.{name} ({typed})"
+            return f"CREATE TABLE stored.{name} ({_typed_columns(name)})"
         paths = ", ".join(literal(path) for path in files)
         types = ", ".join(f"{literal(column)}: {_DUCKDB_TYPES[PARTITION_COLUMNS[column]]}" for column in partitioned)
         hive = f"hive_partitioning = true, hive_types = {{{types}}}" if partitioned else "hive_partitioning = false"
-        return f"CREATE VIEW stored.{name} AS SELECT * FROM read_parquet([{paths}], union_by_name = true, {hive})"
+        return (f"CREATE VIEW stored.{name} AS {_every_column(name)} UNION ALL BY NAME "
+                f"SELECT * FROM read_parquet([{paths}], union_by_name = true, {hive})")
+
+    def _arrow_table(self, name: str) -> str:
+        return f"CREATE VIEW stored.{name} AS {_every_column(name)} UNION ALL BY NAME SELECT * FROM arrow_{name}"
 
     def _settings_sql(self) -> str:
         """The configuration's tables (prices, economics, the MIG catalogue) and its variables."""
@@ -146,12 +148,27 @@ class Catalog:
             f"SET VARIABLE pue = {literal(self.settings.pue)};",
             f"SET VARIABLE per_kwh = CAST({literal(self.settings.per_kwh)} AS DOUBLE);",
             f"SET VARIABLE idle_threshold = {literal(self.settings.idle_threshold)};",
-            f"SET VARIABLE sm_idle_threshold = {literal(self.settings.busy_idle_threshold)};",
-            *(f"SET VARIABLE rightsizing_{name} = {literal(getattr(rightsizing, name))};"
+            f"SET VARIABLE sm_idle_threshold = {literal(self.settings.busy_idle_threshold)}::DOUBLE;",
+            *(f"SET VARIABLE rightsizing_{name} = {literal(getattr(rightsizing, name))}::DOUBLE;"
               for name in ("headroom", "percentile", "min_hours", "min_coverage")),
             f"SET VARIABLE since = {literal(since)};",
             f"SET VARIABLE currency = {literal(self.settings.currency)};",
         ])
+
+
+def _typed_columns(name: str) -> str:
+    """The table's catalogued columns with their DuckDB types: ``"column" TYPE, ...``."""
+    columns = duckdb.from_arrow(READABLE[name].schema.empty_table())
+    return ", ".join(f'"{column}" {kind}' for column, kind in zip(columns.columns, columns.types, strict=True))
+
+
+def _every_column(name: str) -> str:
+    """No rows, but every catalogued column: a table's files written before a measure existed lack its column, and
+    a union by name with this gives them one, null (the views then bind, and count those rows as not known)."""
+    columns = duckdb.from_arrow(READABLE[name].schema.empty_table())
+    nulls = ", ".join(f'CAST(NULL AS {kind}) AS "{column}"'
+                      for column, kind in zip(columns.columns, columns.types, strict=True))
+    return f"SELECT {nulls} WHERE false"
 
 
 def _load(settings: AnalysisSettings, name: str, as_of: datetime | None) -> DeltaTable | None:

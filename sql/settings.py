@@ -205,7 +205,7 @@ class AnalysisSettings(LayeredSettings):
         default=0.05, gt=0, le=1,
         description="util_compute below this is idle; a multiple of 0.05 (read off the stored histogram).")
     sm_idle_threshold: float | None = Field(
-        default=None, gt=0, le=1,
+        default=None, gt=0, lt=1,
         description="Time with sm_active below this, and not idle, is busy but idle; a multiple of 0.05, at least "
                     "idle_threshold. Unset: 0.1, or idle_threshold where that is higher.")
     currency: str = Field(default="USD", min_length=1, description="Label of the prices' currency.")

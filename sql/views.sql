@@ -77,6 +77,8 @@ WITH merged AS (
            sum(mem_known_seconds) AS mem_known_seconds,
            max(mem_total_max_bytes) AS mem_total_max_bytes,
            sum(energy_known_seconds) AS energy_known_seconds,
+           sum(energy_busy_seconds) AS energy_busy_seconds,
+           sum(shared_seconds) AS shared_seconds,
            hist_add(sm_hist_seconds) AS sm_hist_seconds,
            hist_add(util_hist_sm_known_seconds) AS util_hist_sm_known_seconds
     FROM rollup_partials
@@ -124,6 +126,8 @@ WITH merged AS (
            sum(mem_known_seconds) AS mem_known_seconds,
            max(mem_total_max_bytes) AS mem_total_max_bytes,
            sum(energy_known_seconds) AS energy_known_seconds,
+           sum(energy_busy_seconds) AS energy_busy_seconds,
+           sum(shared_seconds) AS shared_seconds,
            sum(temp_seconds) AS temp_seconds,
            sum(temp_known_seconds) AS temp_known_seconds,
            sum(throttled_seconds) AS throttled_seconds,
@@ -147,8 +151,10 @@ CREATE OR REPLACE VIEW samples AS SELECT * FROM stored.samples;
 CREATE OR REPLACE VIEW quarantine AS SELECT * FROM stored.quarantine;
 
 -- A MIG instance's model is its board's and its profile: 'NVIDIA H100 80GB HBM3 MIG 1g.10gb' (sample_v1.md).
+-- The profile is named without its media extensions (+me): they change no share of memory or SMs.
 CREATE OR REPLACE MACRO mig_board(m) AS nullif(regexp_extract(m, '^(.+) MIG (\S+)$', 1), '');
-CREATE OR REPLACE MACRO mig_profile(m) AS nullif(regexp_extract(m, '^(.+) MIG (\S+)$', 2), '');
+CREATE OR REPLACE MACRO mig_profile(m) AS nullif(regexp_replace(regexp_extract(m, '^(.+) MIG (\S+)$', 2), '\+me$', ''),
+                                                 '');
 -- A profile of a board in the MIG catalogue (the most specific pattern that lists it): its share of the board.
 CREATE OR REPLACE MACRO mig_compute_share(board_model, profile_name) AS
     (SELECT arg_max(compute_share, length(model_pattern)) FROM mig_profiles
@@ -157,15 +163,15 @@ CREATE OR REPLACE MACRO mig_memory_share(board_model, profile_name) AS
     (SELECT arg_max(memory_share, length(model_pattern)) FROM mig_profiles
      WHERE board_model GLOB model_pattern AND profile = profile_name);
 -- The price of a device-hour of a model, from the most specific (longest) matching pattern. A MIG instance's is
--- that of a pattern naming MIG, else its board's price x its profile's compute share, else its board's price.
+-- that of a pattern naming MIG, else its board's price x its profile's compute share; an instance of a profile
+-- the catalogue lacks has none (the report names it), never its whole board's.
 CREATE OR REPLACE MACRO listed_price(m, mig_only) AS
     (SELECT arg_max(per_device_hour, length(model_pattern)) FROM prices
      WHERE m GLOB model_pattern AND (NOT mig_only OR model_pattern LIKE '%MIG%'));
 CREATE OR REPLACE MACRO device_hour_price(m) AS
     CASE WHEN mig_board(m) IS NULL THEN listed_price(m, false)
          ELSE coalesce(listed_price(m, true),
-                       listed_price(mig_board(m), false) * mig_compute_share(mig_board(m), mig_profile(m)),
-                       listed_price(m, false)) END;
+                       listed_price(mig_board(m), false) * mig_compute_share(mig_board(m), mig_profile(m))) END;
 
 -- The price of each model seen.
 CREATE OR REPLACE VIEW model_prices AS
@@ -308,24 +314,25 @@ SELECT CASE grouping(cluster, tenant, job_id) WHEN 0 THEN 'job' WHEN 1 THEN 'ten
        cluster, tenant, job_id, vendor, model,
        sum(device_seconds) / 3600 AS device_hours,
        ratio(sum(busy_seconds), sum(util_known_seconds)) AS busy_share,
-       ratio(sum(util_known_seconds), sum(device_seconds)) AS busy_coverage,
+       ratio(coalesce(sum(util_known_seconds), 0), sum(device_seconds)) AS busy_coverage,
        ratio(sum(sm_active_seconds), sum(sm_active_known_seconds)) AS sm_active,
-       ratio(sum(sm_active_known_seconds), sum(device_seconds)) AS sm_coverage,
+       ratio(coalesce(sum(sm_active_known_seconds), 0), sum(device_seconds)) AS sm_coverage,
        ratio(sum(tensor_active_seconds), sum(tensor_active_known_seconds)) AS tensor_active,
-       ratio(sum(tensor_active_known_seconds), sum(device_seconds)) AS tensor_coverage,
+       ratio(coalesce(sum(tensor_active_known_seconds), 0), sum(device_seconds)) AS tensor_coverage,
        ratio(sum(mem_bw_active_seconds), sum(mem_bw_known_seconds)) AS mem_bw_active,
-       ratio(sum(mem_bw_known_seconds), sum(device_seconds)) AS mem_bw_coverage,
+       ratio(coalesce(sum(mem_bw_known_seconds), 0), sum(device_seconds)) AS mem_bw_coverage,
        max(mem_used_max_bytes) AS mem_peak_bytes,
        ratio(sum(mem_used_byte_seconds), sum(mem_known_seconds)) AS mem_typical_bytes,
        max(mem_total_max_bytes) AS mem_total_bytes,
        ratio(max(mem_used_max_bytes), max(mem_total_max_bytes)) AS mem_peak_share,
        ratio(sum(mem_used_byte_seconds), sum(mem_total_byte_seconds)) AS mem_typical_share,
-       ratio(sum(mem_known_seconds), sum(device_seconds)) AS mem_coverage,
-       CASE WHEN sum(energy_known_seconds) > 0 THEN ratio(sum(energy_kwh), sum(busy_seconds) / 3600) END
-           AS kwh_per_busy_device_hour,
-       ratio(sum(energy_known_seconds), sum(device_seconds)) AS energy_coverage,
+       ratio(coalesce(sum(mem_known_seconds), 0), sum(device_seconds)) AS mem_coverage,
+       ratio(sum(energy_kwh), sum(energy_busy_seconds) / 3600) AS kwh_per_busy_device_hour,
+       ratio(coalesce(sum(energy_known_seconds), 0), sum(device_seconds)) AS energy_coverage,
        sum(idle_seconds) / 3600 AS idle_device_hours,
        sum(busy_idle_seconds) / 3600 AS busy_idle_device_hours,
+       ratio(coalesce(sum(list_sum(sm_hist_seconds)), 0), sum(device_seconds)) AS busy_idle_coverage,
+       ratio(coalesce(sum(shared_seconds), 0), sum(device_seconds)) AS shared_share,
        sum(idle_seconds) / 3600 * any_value(p.per_device_hour) AS idle_cost,
        sum(busy_idle_seconds) / 3600 * any_value(p.per_device_hour) AS busy_idle_cost,
        sum(device_seconds) / 3600 * any_value(p.per_device_hour) AS device_cost,
@@ -349,13 +356,15 @@ CREATE OR REPLACE VIEW rightsizing AS
 WITH usage AS (
     SELECT cluster, tenant, job_id, vendor, model,
            sum(device_seconds) / 3600 AS device_hours,
-           ratio(sum(sm_active_known_seconds), sum(device_seconds)) AS sm_coverage,
-           ratio(sum(util_known_seconds), sum(device_seconds)) AS util_coverage,
-           ratio(sum(mem_known_seconds), sum(device_seconds)) AS mem_coverage,
            hist_add(sm_hist_seconds) AS sm_hist,
            hist_add(util_hist_seconds) AS util_hist,
+           -- coverage of what is judged: the histograms (rows written before they existed have none)
+           ratio(list_sum(sm_hist), sum(device_seconds)) AS sm_coverage,
+           ratio(list_sum(util_hist), sum(device_seconds)) AS util_coverage,
+           ratio(sum(mem_known_seconds), sum(device_seconds)) AS mem_coverage,
+           sum(shared_seconds) AS shared_seconds,
            max(mem_used_max_bytes) AS mem_peak_bytes,
-           max(mem_total_max_bytes) AS mem_total_bytes
+           nullif(max(mem_total_max_bytes), 0) AS mem_total_bytes
     FROM util_1d
     WHERE allocated AND job_id IS NOT NULL AND window_start >= getvariable('since')
     GROUP BY ALL
@@ -363,7 +372,10 @@ WITH usage AS (
                -- part of an hour: its maximum is at least the hour's)
     SELECT cluster, tenant, job_id, vendor, model,
            min(window_start) AS first_hour, max(window_start) + INTERVAL 1 HOUR AS end_hour,
-           max(ratio(mem_bw_active_seconds, mem_bw_known_seconds)) AS mem_bw_peak_hourly
+           max(ratio(mem_bw_active_seconds, mem_bw_known_seconds)) AS mem_bw_peak_hourly,
+           -- the busiest device-hour: a pooled percentile must not hide one saturated device of many
+           max(ratio(sm_active_seconds, sm_active_known_seconds)) AS sm_peak_hourly,
+           max(ratio(busy_seconds, util_known_seconds)) AS util_peak_hourly
     FROM stored.device_1h
     WHERE tenant <> 'unallocated' AND job_id IS NOT NULL AND window_start >= getvariable('since')
     GROUP BY ALL
@@ -386,19 +398,25 @@ WITH usage AS (
                AS compute_reading,
            hist_quantile(CASE compute_reading WHEN 'sm_active' THEN sm_hist ELSE util_hist END,
                          getvariable('rightsizing_percentile')) AS compute_quantile,
+           CASE compute_reading WHEN 'sm_active' THEN sm_peak_hourly ELSE util_peak_hourly END
+               AS compute_peak_hourly,
            device_hour_price(model) AS per_device_hour
     FROM usage JOIN spans USING (cluster, tenant, job_id, vendor, model)
     LEFT JOIN hourly USING (cluster, tenant, job_id, vendor, model)
     WHERE mig_board(model) IS NULL OR mig_compute_share(mig_board(model), mig_profile(model)) IS NOT NULL
 ), needs AS (  -- in shares of the whole board, and bytes
     SELECT *,
-           compute_quantile * compute_share * (1 + getvariable('rightsizing_headroom')) AS compute_needed,
+           greatest(compute_quantile, compute_peak_hourly) * compute_share * (1 + getvariable('rightsizing_headroom'))
+               AS compute_needed,
            mem_peak_bytes * (1 + getvariable('rightsizing_headroom')) AS memory_needed,
            mem_bw_peak_hourly * memory_share * (1 + getvariable('rightsizing_headroom')) AS bandwidth_needed,
            mem_total_bytes / memory_share AS board_memory_bytes
     FROM judged
     WHERE observed_hours >= getvariable('rightsizing_min_hours') AND compute_reading IS NOT NULL
       AND mem_coverage >= getvariable('rightsizing_min_coverage') AND per_device_hour IS NOT NULL
+      AND mem_total_bytes IS NOT NULL
+      AND coalesce(shared_seconds, 0) = 0  -- a job sharing a device holds a part of it: a slice of its own is
+                                           -- held all the time, and can cost more
 ), boards AS (  -- the whole models seen, with their memory and throughput (model_economics)
     SELECT u.vendor, u.model, max(u.mem_total_max_bytes) AS memory_bytes, any_value(e.throughput) AS throughput
     FROM util_1d AS u LEFT JOIN model_economics AS e USING (model)
@@ -438,7 +456,7 @@ SELECT n.cluster, n.tenant, n.job_id, n.vendor, n.model, n.device_hours, n.obser
        hist_quantile(CASE n.compute_reading WHEN 'sm_active' THEN n.sm_hist ELSE n.util_hist END, 0.5) AS compute_p50,
        hist_quantile(CASE n.compute_reading WHEN 'sm_active' THEN n.sm_hist ELSE n.util_hist END, 0.95)
            AS compute_p95,
-       n.compute_quantile, n.compute_needed,
+       n.compute_quantile, n.compute_peak_hourly, n.compute_needed,
        n.mem_peak_bytes, n.mem_p50_bytes, n.mem_p95_bytes, n.mem_total_bytes, n.memory_needed,
        n.mem_bw_peak_hourly, n.sm_coverage, n.util_coverage, n.mem_coverage,
        n.per_device_hour, c.recommended_per_device_hour,

@@ -163,7 +163,7 @@ SUMMED = ("samples", "device_seconds", "util_known_seconds", "busy_seconds",
           "sm_active_seconds", "sm_active_known_seconds", "tensor_active_seconds", "tensor_active_known_seconds",
           "energy_j", "ecc_corrected", "ecc_uncorrected", "xid_events", "mem_bw_active_seconds",
           "mem_bw_known_seconds", "mem_used_byte_seconds", "mem_total_byte_seconds", "mem_known_seconds",
-          "energy_known_seconds")
+          "energy_known_seconds", "energy_busy_seconds", "shared_seconds")
 MAXIMA = ("mem_used_max_bytes", "mem_total_max_bytes")
 HISTOGRAMS = ("util_hist_seconds", "sm_hist_seconds", "util_hist_sm_known_seconds")
 WINDOW_MEASURES = (*SUMMED, *MAXIMA, *HISTOGRAMS)
@@ -233,6 +233,9 @@ def row_amounts(row: Row) -> dict[str, Any]:
         amounts["mem_known_seconds"] = seconds
     if row.get("energy_j") is not None:
         amounts["energy_known_seconds"] = seconds
+        amounts["energy_busy_seconds"] = (row.get("util_compute") or 0.0) * seconds
+    if row.get("share") is not None:
+        amounts["shared_seconds"] = seconds
     amounts |= {name: 0.0 for name in HEALTH}
     health_seconds = row["interval_s"] * (1.0 if row.get("share") is None else row["share"])  # MIG boards too
     if row.get("temp_c") is not None:
@@ -247,10 +250,10 @@ def row_amounts(row: Row) -> dict[str, Any]:
         amounts["util_known_seconds"] = seconds
         amounts["busy_seconds"] = util * seconds
         amounts["util_hist_seconds"][_bin(util)] = seconds
-    if row.get("sm_active") is not None:
+    if row.get("sm_active") is not None and (util is not None or row["device_kind"] == "mig"):
         amounts["sm_hist_seconds"][_bin(row["sm_active"])] = seconds
-        if util is not None:
-            amounts["util_hist_sm_known_seconds"][_bin(util)] = seconds
+    if row.get("sm_active") is not None and util is not None:
+        amounts["util_hist_sm_known_seconds"][_bin(util)] = seconds
     return amounts
 
 

@@ -190,6 +190,9 @@ class Efficiency(Answer):
     energy_coverage: float | None
     idle_device_hours: float | None
     busy_idle_device_hours: float | None
+    busy_idle_coverage: float | None = Field(description="Share of the device-time whose SM activity could show "
+                                                         "busy-but-idle time.")
+    shared_share: float | None = Field(description="Share of the device-time on devices shared with other owners.")
     idle_cost: float | None
     busy_idle_cost: float | None
     unmeasured: str | None
@@ -208,6 +211,7 @@ class Rightsizing(Answer):
     recommended_per_device_hour: float
     compute_reading: str
     compute_quantile: float
+    compute_peak_hourly: float | None = Field(description="The busiest device-hour's mean of the same reading.")
     compute_needed: float
     recommended_compute_share: float
     mem_peak_bytes: int

@@ -244,7 +244,8 @@ def rightsizing(cursor: duckdb.DuckDBPyConnection, principal: Principal, tenant:
         parameters["tenant"] = tenant
     return _rows(cursor, f"""
         SELECT cluster, tenant, job_id, model, recommended, change, saving_per_day, saving_in_period,
-               per_device_hour, recommended_per_device_hour, compute_reading, compute_quantile, compute_needed,
+               per_device_hour, recommended_per_device_hour, compute_reading, compute_quantile, compute_peak_hourly,
+               compute_needed,
                recommended_compute_share, mem_peak_bytes, memory_needed, recommended_memory_bytes, device_hours,
                observed_hours
         FROM rightsizing WHERE {" AND ".join(filters)}

@@ -10,17 +10,20 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from fleetmeter.demo.broker import EmbeddedBroker
 from fleetmeter.pipeline.worker import PipelineWorker
 from fleetmeter.schemas import wire
 from fleetmeter.schemas.sample_v1 import rows_to_batch
+from fleetmeter.schemas.warehouse import UTIL_1D
 from fleetmeter.sql.catalog import Catalog, canned_queries
 from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.sql.since import parse_since
@@ -37,6 +40,10 @@ STEPS = int(HOURS * 3600 / INTERVAL_S)
 PRICES = [{"model": "NVIDIA H100*", "per_device_hour": 3.5}, {"model": "NVIDIA A100*", "per_device_hour": 2.1}]
 ECONOMICS = [{"model": H100, "throughput": 2.0}, {"model": A100, "throughput": 1.0}]
 IDLE, SM_IDLE = 0.05, 0.1
+#: The measures that came with efficiency (docs/warehouse.md): older warehouses' files lack them.
+NEW_MEASURES = {"mem_bw_active_seconds", "mem_bw_known_seconds", "mem_used_byte_seconds", "mem_total_byte_seconds",
+                "mem_known_seconds", "mem_total_max_bytes", "energy_known_seconds", "energy_busy_seconds",
+                "shared_seconds", "sm_hist_seconds", "util_hist_sm_known_seconds"}
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,27 @@ def fleet() -> list[Device]:
                                           "tensor_active": 0.01, "util_mem_bw": wave(i, 0.02, 0.05),
                                           "mem_used_bytes": int(wave(i, 4, 6) * GB), "energy_j": 150 * INTERVAL_S})]
 
-    def big(i: int) -> list[Any]:
-        return [("vision", "big", None, {"util_compute": 0.95, "sm_active": wave(i, 0.5, 0.9),
+    def big(i: int) -> list[Any]:  # its energy reported every other interval
+        return [("vision", "big", None, {"util_compute": wave(i, 0.7, 0.95), "sm_active": wave(i, 0.5, 0.9),
                                          "tensor_active": wave(i, 0.3, 0.6), "util_mem_bw": 0.6,
-                                         "mem_used_bytes": 70 * GB, "energy_j": 600 * INTERVAL_S})]
+                                         "mem_used_bytes": 70 * GB, "energy_j": 600 * INTERVAL_S if i % 2 else None})]
+
+    def shared_idle(i: int) -> list[Any]:  # would fit a slice, but each job holds a part of the device already
+        readings = {"util_compute": 0.9, "sm_active": 0.03, "mem_used_bytes": 3 * GB, "energy_j": 100 * INTERVAL_S}
+        return [("speech", "part-a", 0.5, readings), ("speech", "part-b", 0.5, readings)]
+
+    def ranks(rank: int) -> Callable[[int], list[Any]]:  # one busy rank among idle ones
+        def readings(i: int) -> list[Any]:
+            return [("ranking", "ranks", None, {"util_compute": 0.97, "sm_active": 0.9 if rank == 0 else 0.02,
+                                                "mem_used_bytes": 5 * GB})]
+        return readings
+
+    def no_driver_figure(i: int) -> list[Any]:  # a GPU without util_compute: nothing says its time was busy
+        return [("ranking", "no-util", None, {"sm_active": 0.01, "mem_used_bytes": 2 * GB})]
+
+    def zero_memory(i: int) -> list[Any]:  # a capacity of 0 is no capacity known
+        return [("ranking", "zero-mem", None, {"util_compute": 0.5, "sm_active": 0.02, "mem_used_bytes": 0,
+                                               "mem_total_bytes": 0})]
 
     def old(i: int) -> list[Any]:  # no GPM: its compute is judged by util_compute, which bounds SM activity
         util = 0.3 if i % 4 else 0.02
@@ -102,6 +126,10 @@ def fleet() -> list[Device]:
         Device("m-0", "MIG-3g", MIG3, 40 * GB, mig_job, kind="mig", parent="GPU-mig"),
         Device("h-2", "GPU-short", H100, 80 * GB, short, steps=int(2 * 3600 / INTERVAL_S)),
         Device("h-2", "GPU-gappy", H100, 80 * GB, gappy),
+        Device("h-3", "GPU-parts", H100, 80 * GB, shared_idle),
+        *(Device("h-4", f"GPU-rank-{rank}", H100, 80 * GB, ranks(rank)) for rank in range(4)),
+        Device("h-5", "GPU-no-util", H100, 80 * GB, no_driver_figure),
+        Device("h-5", "GPU-zero-mem", H100, 80 * GB, zero_memory),
     ]
 
 
@@ -115,7 +143,8 @@ def generate(start: datetime) -> list[Row]:
                              "cluster": "eff", "node": device.node, "device_uuid": device.uuid, "device_index": 0,
                              "device_kind": device.kind, "parent_uuid": device.parent, "vendor": "nvidia",
                              "model": device.model, "tenant": tenant, "job_id": job, "seq": i,
-                             "mem_total_bytes": device.mem_total if readings.get("mem_used_bytes") else None,
+                             "mem_total_bytes": device.mem_total if readings.get("mem_used_bytes") is not None
+                             else None,
                              "extras": list(device.extras) or None, "share": share,
                              "share_rule": None if share is None else "process_util"} | readings)
     return rows
@@ -170,13 +199,14 @@ def weighted(rows: list[Row], reading: str) -> tuple[float | None, float]:
 
 
 def idle_split(rows: list[Row]) -> tuple[float, float]:
-    """(idle, busy-but-idle) device-hours: idle by util_compute first; then low SM activity."""
+    """(idle, busy-but-idle) device-hours: idle by util_compute first; then low SM activity, where the driver says
+    the device was busy (or, on a MIG instance, which has no driver figure, at all)."""
     idle = busy_idle = 0.0
     for row in rows:
         util, sm = row.get("util_compute"), row.get("sm_active")
         if util is not None and util < IDLE:
             idle += capacity(row)
-        elif sm is not None and sm < SM_IDLE:
+        elif sm is not None and sm < SM_IDLE and (util is not None or row["device_kind"] == "mig"):
             busy_idle += capacity(row)
     return idle / 3600, busy_idle / 3600
 
@@ -216,13 +246,19 @@ def test_every_measure_of_every_job_with_its_coverage(warehouse: Warehouse) -> N
         if with_memory:
             used = sum(row["mem_used_bytes"] * capacity(row) for row in with_memory)
             assert got["mem_typical_bytes"] == pytest.approx(used / sum(capacity(row) for row in with_memory))
-            assert got["mem_typical_share"] == pytest.approx(
-                used / sum(row["mem_total_bytes"] * capacity(row) for row in with_memory))
-            assert got["mem_peak_share"] == pytest.approx(got["mem_peak_bytes"] / with_memory[0]["mem_total_bytes"])
-        energy = sum(row["energy_j"] for row in rows if row.get("energy_j") is not None)
-        busy = sum(row["util_compute"] * capacity(row) for row in rows if row.get("util_compute") is not None)
+            capacity_byte_seconds = sum(row["mem_total_bytes"] * capacity(row) for row in with_memory)
+            assert got["mem_typical_share"] == (pytest.approx(used / capacity_byte_seconds)
+                                                if capacity_byte_seconds else None)
+            total = with_memory[0]["mem_total_bytes"]
+            assert got["mem_peak_share"] == (pytest.approx(got["mem_peak_bytes"] / total) if total else None)
+        with_energy = [row for row in rows if row.get("energy_j") is not None]
+        energy = sum(row["energy_j"] for row in with_energy)
+        busy = sum((row["util_compute"] or 0.0) * capacity(row) for row in with_energy)
         expected_kwh = energy / 3.6e6 / (busy / 3600) if energy and busy else None
         assert got["kwh_per_busy_device_hour"] == (pytest.approx(expected_kwh) if expected_kwh else None), job
+        assert got["energy_coverage"] == pytest.approx(sum(capacity(row) for row in with_energy) / device_seconds)
+        assert got["mem_coverage"] == pytest.approx(
+            sum(capacity(row) for row in with_memory if row["mem_total_bytes"] is not None) / device_seconds)
         idle, busy_idle = idle_split(rows)
         assert (got["idle_device_hours"], got["busy_idle_device_hours"]) == (pytest.approx(idle, abs=1e-9),
                                                                              pytest.approx(busy_idle, abs=1e-9)), job
@@ -291,7 +327,9 @@ def test_tenants_and_models_add_up_their_jobs(warehouse: Warehouse) -> None:
 def test_rightsizing_recommends_the_cheapest_fit_with_its_evidence_and_saving(warehouse: Warehouse) -> None:
     got = {row["job_id"]: row for row in warehouse.query("SELECT * FROM rightsizing")}
     # big needs 70 GB x 1.2: nothing smaller holds it; short ran 2 h (< 12); gappy is half covered; the shared
-    # device's jobs need 0.6 (upper edge 0.65) x 1.2 of the SMs: more than a 4g slice, and an A100 is too slow
+    # device's jobs need 0.6 (upper edge 0.65) x 1.2 of the SMs: more than a 4g slice, and an A100 is too slow;
+    # part-a and part-b would fit a slice but share a device; ranks has a busy rank; no-util has no compute
+    # reading judged (SM activity without a driver figure is not counted); zero-mem has no memory capacity
     assert set(got) == {"spin", "old", "mig3"}
     expected = {  # job: (recommended, its price per device-hour, the compute reading judged)
         "spin": (f"{H100} MIG 1g.10gb", 3.5 / 7, "sm_active"),
@@ -329,6 +367,10 @@ def test_rightsizing_is_as_conservative_as_configured(warehouse: Warehouse) -> N
     assert "old" not in roomy  # 0.35 x 3 of the SMs: more than any slice but the whole board
     strict = warehouse.query("SELECT job_id FROM rightsizing", rightsizing={"min_hours": 20})
     assert strict == []
+    # at the median, the pooled time of the ranks job is idle: its busiest device-hour still needs a whole board
+    median = {row["job_id"]: row for row in warehouse.query("SELECT * FROM rightsizing",
+                                                            rightsizing={"percentile": 0.5})}
+    assert "ranks" not in median and median["spin"]["compute_quantile"] == pytest.approx(0.05)
     # without MIG profiles the cheaper model is what fits: the A100 at half the throughput holds spin's 0.05 x 2
     models = {row["job_id"]: row for row in warehouse.query(
         "SELECT * FROM rightsizing", rightsizing={"mig_boards": []})}
@@ -339,7 +381,37 @@ def test_rightsizing_is_as_conservative_as_configured(warehouse: Warehouse) -> N
 def test_the_canned_queries_rank_by_money(warehouse: Warehouse) -> None:
     inefficient = warehouse.query(canned_queries()["inefficient_jobs"].read_text())
     waste = [row["wasted_cost"] for row in inefficient]
-    assert waste == sorted(waste, reverse=True) and inefficient[0]["job_id"] == "spin"
+    assert waste == sorted(waste, reverse=True)
+    assert [row["job_id"] for row in inefficient[:2]] == ["ranks", "spin"]  # 3 x 14 and 2 x 14 busy-idle hours
     rightsizing = warehouse.query(canned_queries()["rightsizing"].read_text())
     savings = [row["saving_per_day"] for row in rightsizing]
     assert savings == sorted(savings, reverse=True) and len(savings) == 3
+
+
+def test_mig_instances_are_priced_from_their_board_and_profile_or_not_at_all(warehouse: Warehouse) -> None:
+    prices = warehouse.query(f"""SELECT device_hour_price('{H100} MIG 1g.10gb+me') AS media,
+                                        device_hour_price('{H100} MIG 9g.99gb') AS unknown,
+                                        device_hour_price('{A100} MIG 3g.40gb') AS a100""")[0]
+    assert prices["media"] == pytest.approx(3.5 / 7) and prices["unknown"] is None
+    assert prices["a100"] == pytest.approx(2.1 * 3 / 7)
+
+
+def test_a_warehouse_written_before_these_measures_still_answers(tmp_path: Path) -> None:
+    """Files written without the new measures' columns (an older version's) bind in every view; their rows count
+    as not known: device-time, but no coverage of the new measures."""
+    old_schema = pa.schema([field for field in UTIL_1D.schema if field.name not in NEW_MEASURES])
+    path = tmp_path / "warehouse"
+    row = {name: [None] for name in old_schema.names} | {
+        "window_start": [datetime(2026, 12, 1, tzinfo=UTC)], "cluster": ["c"], "tenant": ["t"], "job_id": ["j"],
+        "vendor": ["nvidia"], "model": [H100], "samples": [10], "device_seconds": [3600.0],
+        "util_known_seconds": [3600.0], "busy_seconds": [1800.0], "sm_active_known_seconds": [3600.0],
+        "sm_active_seconds": [360.0], "util_hist_seconds": [[0.0] * 10 + [3600.0] + [0.0] * 9], "month": ["2026-12"]}
+    write_deltalake(f"{path}/util_1d", pa.table(row, schema=old_schema), partition_by=["month"])
+    settings = AnalysisSettings(warehouse=str(path), prices=PRICES)
+    connection = Catalog.open(settings, parse_since("2026-11-01")).connect()
+    (job,) = connection.sql("SELECT * FROM efficiency WHERE grain = 'job'").to_arrow_table().to_pylist()
+    assert (job["device_hours"], job["busy_share"], job["sm_active"]) == (1.0, 0.5, 0.1)
+    assert (job["mem_coverage"], job["busy_idle_coverage"], job["busy_idle_device_hours"]) == (0.0, 0.0, 0.0)
+    (cost,) = connection.sql("SELECT cost, busy_idle_cost FROM costs").to_arrow_table().to_pylist()
+    assert cost == {"cost": 3.5, "busy_idle_cost": 0.0}
+    assert connection.sql("SELECT * FROM rightsizing").to_arrow_table().num_rows == 0
