@@ -6,12 +6,17 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import duckdb
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from fleetmeter.sql.catalog import WarehouseEmpty
 from fleetmeter.web.models import Problem
+
+log = structlog.get_logger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -45,9 +50,23 @@ def install(app: FastAPI) -> None:
                            for error in exc.errors()[:10])
         return problem(422, detail[:2000], request.url.path)
 
+    async def no_data(request: Request, exc: Exception) -> JSONResponse:
+        return problem(503, f"no data to answer from yet: {exc}", request.url.path, {"Retry-After": "60"})
+
+    async def too_slow(request: Request, exc: Exception) -> JSONResponse:
+        return problem(503, "the answer took longer than http.timeout_s: narrow the window or try again",
+                       request.url.path, {"Retry-After": "5"})
+
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed", path=request.url.path, error=repr(exc))
+        return problem(500, "the server failed to answer; its log says why", request.url.path)
+
     app.add_exception_handler(Refusal, refused)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(WarehouseEmpty, no_data)
+    app.add_exception_handler(duckdb.InterruptException, too_slow)
+    app.add_exception_handler(Exception, failed)
 
 
 #: The problems every endpoint may answer, for the OpenAPI document.

@@ -46,13 +46,16 @@ class Snapshots:
     @contextmanager
     def cursor(self, since: datetime = EVERYTHING) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection of its own for one request (DuckDB connections are not shared across threads), with the
-        views' variables (``since`` among them) set on it."""
+        views' variables (``since`` among them) set on it, interrupted after ``http.timeout_s``."""
         snapshot = self.current()
         cursor = snapshot.connection.cursor()
+        deadline = threading.Timer(self._settings.http.timeout_s, cursor.interrupt)  # InterruptException: a 503
+        deadline.start()
         try:
             cursor.execute(snapshot.catalog.variables_sql(since))
             yield cursor
         finally:
+            deadline.cancel()
             cursor.close()
 
     def _take(self) -> Snapshot:

@@ -4,12 +4,16 @@ every endpoint and parameter, tokens rotated while it runs, pagination, ETags an
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from starlette.testclient import TestClient
 
+from fleetmeter.sql.settings import AnalysisSettings
+from fleetmeter.web.app import create_app
 from fleetmeter.web.auth import add_token
 from tests.analysis.fleet import Row, approx_equal, capacity_s, floor, group
 from tests.web.conftest import OTHER, TENANT, Server
@@ -203,3 +207,11 @@ def test_refusals_are_problem_details(server: Server, path: str, params: dict[st
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
     assert body["status"] == status and body["title"] and body["detail"]
+
+
+def test_a_server_started_before_any_data_says_so(tmp_path: Path) -> None:
+    settings = AnalysisSettings.model_validate({"warehouse": str(tmp_path / "nothing-yet"), "http": {"token": "t"}})
+    client = TestClient(create_app(settings))
+    response = client.get("/v1/tenants", headers={"Authorization": "Bearer t"})
+    assert response.status_code == 503 and response.headers["content-type"] == "application/problem+json"
+    assert "no data" in response.json()["detail"]
