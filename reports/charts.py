@@ -67,6 +67,20 @@ def capacity_over_time(times: list[datetime], present: list[float], allocated: l
     return _svg(_time_axis(figure, x))
 
 
+def usage_over_time(times: list[datetime], held: list[float], busy: list[float], wasted: list[float]) -> str:
+    """Device-hours held per point, the busy part of them, and the wasted part (idle and busy but idle)."""
+    figure = Figure(figsize=_SIZE)
+    axes = figure.add_subplot()
+    x = _dates(times)
+    axes.plot(x, held, color=_COLORS["allocated"], label="held", gid="usage-held")
+    axes.fill_between(x, busy, color=_COLORS["busy"], alpha=0.35, label="busy", gid="usage-busy")
+    axes.plot(x, wasted, color=_COLORS["idle"], label="wasted (idle, busy but idle)", gid="usage-wasted")
+    axes.set_ylim(bottom=0)
+    axes.set_ylabel("device-hours")
+    axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, ncols=3)
+    return _svg(_time_axis(figure, x))
+
+
 def waste_by_tenant(tenants: list[str], allocated_hours: list[float], busy_hours: list[float],
                     idle_hours: list[float]) -> str:
     """Each tenant's allocated device-hours split into busy (util x time), idle, and the partly used rest."""

@@ -4,10 +4,15 @@ worker process, warehouse, report and the page, then the commands it prints."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -20,17 +25,31 @@ NODES, DEVICES, HOURS = 3, 2, 1.0
 @pytest.mark.timeout(300)
 def test_demo_runs_the_whole_product(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
-    run = subprocess.run(
+    demo = subprocess.Popen(
         [sys.executable, "-m", "fleetmeter", "demo", "--nodes", str(NODES), "--devices-per-node", str(DEVICES),
          "--hours", str(HOURS), "--seconds", "6", "--partitions", "2", "--directory", str(directory),
          "--metrics-port", str(free_port()), "--pipeline-metrics-port", str(free_port())],
-        capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "fleetmeter report" in run.stdout and f"query --config {directory}/analysis.yaml" in run.stdout
-    page = (directory / "report.html").read_text()
-    assert page.count("<svg") == 4 + 2  # the fleet's four charts, and a demand fan per pool of the history cluster
-    assert "Capacity plan" in run.stdout and f"plan --config {directory}/analysis.yaml" in run.stdout
-    assert "Efficiency by model" in run.stdout and "--file rightsizing" in run.stdout
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | {"COLUMNS": "200"})
+    try:
+        output = _until_served(demo)
+        url = re.search(r"stops them\): (http://127\.0\.0\.1:\d+)/", output)
+        tenant_token = re.search(r"or as tenant research with\s+(fm_\S+)", output)
+        assert url is not None and tenant_token is not None, output
+        _wait_for(f"{url[1]}/health")
+        answer = httpx.get(f"{url[1]}/v1/tenants/research", headers={"Authorization": f"Bearer {tenant_token[1]}"},
+                           timeout=60)
+        assert answer.status_code == 200 and answer.json()["device_hours"] > 0
+        page = httpx.post(f"{url[1]}/login", data={"token": tenant_token[1]}, follow_redirects=True, timeout=60)
+        assert page.status_code == 200 and "Tenant research" in page.text
+    finally:
+        demo.send_signal(signal.SIGINT)  # Ctrl-C ends the demo's server
+        rest, _ = demo.communicate(timeout=30)
+    assert demo.returncode == 0, output + rest
+    assert "fleetmeter report" in output and f"query --config {directory}/analysis.yaml" in output
+    html = (directory / "report.html").read_text()
+    assert html.count("<svg") == 4 + 2  # the fleet's four charts, and a demand fan per pool of the history cluster
+    assert "Capacity plan" in output and f"plan --config {directory}/analysis.yaml" in output
+    assert "Efficiency by model" in output and "--file rightsizing" in output
 
     config = str(directory / "analysis.yaml")
     result = CliRunner().invoke(app, ["query", "--config", config, "--format", "json",
@@ -52,3 +71,28 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--directory", str(tmp_path)])
     assert result.exit_code != 0 and "not a demo directory" in result.output
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def _until_served(demo: subprocess.Popen[str]) -> str:
+    """The demo's output up to the lines that say where its server is."""
+    assert demo.stdout is not None
+    lines: list[str] = []
+    for line in demo.stdout:
+        lines.append(line)
+        if "/openapi.json" in line:
+            break
+    else:
+        raise AssertionError("the demo ended without serving:\n" + "".join(lines))
+    return "".join(lines)
+
+
+def _wait_for(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)

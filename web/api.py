@@ -150,7 +150,7 @@ def tenant_usage(caller: Caller, answer: Answer, tenant: Label, start: From = No
     currency = answer.request.app.state.currency
     return answer(lambda cursor: models.TenantUsage(
         tenant=tenant, granularity=granularity, window=span, currency=currency,
-        points=_list(models.UsagePoint, queries.tenant_usage(cursor, caller, tenant, granularity, span.start,
+        points=_list(models.UsagePoint, queries.usage_series(cursor, caller, tenant, granularity, span.start,
                                                              span.end))))
 
 

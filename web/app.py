@@ -3,6 +3,11 @@ dashboard's pages, and the SQL endpoint for admin tokens (``/query``, ``/queries
 
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
 from fastapi import FastAPI
 from starlette.requests import Request
 
@@ -13,17 +18,31 @@ from fleetmeter.web.auth import TokenStore
 from fleetmeter.web.snapshot import Snapshots
 
 API_VERSION = "1.0.0"
+log = structlog.get_logger(__name__)
 
 
 def create_app(settings: AnalysisSettings) -> FastAPI:
     """The application; a configuration without any token, or with a broken tokens file, raises ConfigError."""
     tokens = TokenStore(settings.http.bearer(), settings.http.tokens_file)
-    app = FastAPI(title="fleetmeter", version=API_VERSION, openapi_url="/openapi.json", docs_url=None,
+    snapshots = Snapshots(settings)
+
+    @asynccontextmanager
+    async def warm(app: FastAPI) -> AsyncIterator[None]:
+        """Take the first snapshot while the server starts listening: the first request does not wait for it."""
+        def first() -> None:
+            try:
+                snapshots.current()
+            except Exception as exc:  # an empty warehouse, say: requests will say so, as a 503
+                log.warning("no snapshot of the warehouse yet", error=str(exc))
+        threading.Thread(target=first, name="first-snapshot", daemon=True).start()
+        yield
+
+    app = FastAPI(title="fleetmeter", version=API_VERSION, openapi_url="/openapi.json", docs_url=None, lifespan=warm,
                   redoc_url=None, description="Accelerator usage, waste and cost per tenant and job. Every answer "
                                               "needs `Authorization: Bearer <token>`; a tenant token sees only its "
                                               "tenant's rows.")
     app.state.tokens = tokens
-    app.state.snapshots = Snapshots(settings)
+    app.state.snapshots = snapshots
     app.state.currency = settings.currency
     app.state.settings = settings
     problems.install(app)

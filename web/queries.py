@@ -90,17 +90,18 @@ def tenants(cursor: duckdb.DuckDBPyConnection, principal: Principal, start: date
     return _rows(cursor, sql, parameters)
 
 
-def tenant_usage(cursor: duckdb.DuckDBPyConnection, principal: Principal, tenant: str, granularity: str,
+def usage_series(cursor: duckdb.DuckDBPyConnection, principal: Principal, tenant: str | None, granularity: str,
                  start: datetime, end: datetime) -> list[Row]:
+    """A tenant's (or, with ``tenant`` None, every visible tenant's) allocated usage per window of ``granularity``."""
     scope = visible(principal)
+    only = "AND tenant = $tenant" if tenant is not None else ""
     sql = f"""
         SELECT window_start AS time, {_USAGE}
         FROM priced_rollups
-        WHERE width = $width AND allocated AND tenant = $tenant AND window_start >= $start AND window_start < $end
-          AND {scope.sql}
+        WHERE width = $width AND allocated AND window_start >= $start AND window_start < $end AND {scope.sql} {only}
         GROUP BY time ORDER BY time"""
-    return _rows(cursor, sql, {"width": granularity, "tenant": tenant, "start": start,
-                               "end": end, **scope.parameters})
+    return _rows(cursor, sql, {"width": granularity, "start": start, "end": end, **scope.parameters,
+                               **({"tenant": tenant} if tenant is not None else {})})
 
 
 def jobs(cursor: duckdb.DuckDBPyConnection, principal: Principal, start: datetime, end: datetime, *,

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import polars as pl
 import typer
+import uvicorn
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -36,7 +37,7 @@ from fleetmeter.collectors.daemon import CollectorDaemon
 from fleetmeter.collectors.settings import CollectorSettings
 from fleetmeter.common import logs
 from fleetmeter.common.settings import LoggingSettings
-from fleetmeter.demo.broker import EmbeddedBroker
+from fleetmeter.demo.broker import EmbeddedBroker, free_port
 from fleetmeter.demo.history import HISTORY_CLUSTER, demo_history, whole_hour
 from fleetmeter.demo.planted import PLANTED_CLUSTER, demo_planted
 from fleetmeter.pipeline.importing.runner import run_import
@@ -50,8 +51,12 @@ from fleetmeter.sql.catalog import Catalog
 from fleetmeter.sql.output import console
 from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.sql.since import parse_since
+from fleetmeter.web.app import create_app
+from fleetmeter.web.auth import add_token
 
 MARKER = ".fleetmeter-demo"
+#: The tenant whose token the demo prints beside the admin's.
+DEMO_TENANT = "research"
 #: Illustrative economics (planning and TCO): what a device costs to buy and run, and what it is worth.
 DEMO_ECONOMICS = [
     {"model": "NVIDIA H100 80GB HBM3", "purchase_price": 30_000, "depreciation_years": 4, "hosting_per_year": 3_000,
@@ -80,6 +85,7 @@ def demo(
     pipeline_metrics_port: Annotated[int, typer.Option(help="Pipeline /metrics port while it runs.")] = 9411,
     history: Annotated[bool, typer.Option(help="Import nine weeks of a second cluster's history and two weeks of "
                                                "a third's with anomalies planted, then forecast and plan.")] = True,
+    serve: Annotated[bool, typer.Option(help="At the end, serve the dashboard and the API until Ctrl-C.")] = True,
 ) -> None:
     """Run a simulated fleet through collector, Kafka and pipeline into a warehouse, then report on it."""
     logs.configure(LoggingSettings(level="warning", format="console"))
@@ -107,8 +113,12 @@ def demo(
             finally:
                 collector.stopping.set()
                 collecting.join()
+    tokens_file = directory / "tokens.yaml"
+    tokens = {"admin": add_token(tokens_file, "demo-admin", "admin", None),
+              DEMO_TENANT: add_token(tokens_file, f"demo-{DEMO_TENANT}", "tenant", DEMO_TENANT)}
     analysis = {"warehouse": str(warehouse), "prices": DEMO_PRICES, "economics": DEMO_ECONOMICS, "per_kwh": 0.12,
                 "procurement": {"quarters": 3, "budget_per_quarter": 2_000_000},
+                "http": {"tokens_file": str(tokens_file)},
                 # the live fleet runs for a few hours: judge jobs seen for two (production's default is 12)
                 "rightsizing": {"min_hours": 2}}
     config = directory / "analysis.yaml"
@@ -131,6 +141,21 @@ def demo(
     html = directory / "report.html"
     write_html(report, html)
     _next_steps(config, html)
+    if serve:
+        _serve(settings, tokens)
+
+
+def _serve(settings: AnalysisSettings, tokens: dict[str, str]) -> None:
+    """The dashboard and the API over the demo's warehouse, on a free port, until Ctrl-C."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    console().print(f"""
+[bold]The dashboard and the REST API[/] (Ctrl-C stops them): {url}/
+  sign in as an admin with   {tokens["admin"]}
+  or as tenant {DEMO_TENANT} with   {tokens[DEMO_TENANT]}
+  curl -H "Authorization: Bearer {tokens[DEMO_TENANT]}" {url}/v1/tenants/{DEMO_TENANT}
+  the API's OpenAPI document: {url}/openapi.json""")
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
 
 
 def _history(progress: Progress, settings: PipelineSettings) -> None:
