@@ -58,6 +58,17 @@ def visible(principal: Principal, column: str = "tenant") -> Scoped:
     return Scoped(f"{column} = $scope_tenant", {"scope_tenant": principal.tenant})
 
 
+def where(principal: Principal, **equal: Any) -> Scoped:
+    """The principal's scope and ``column = value`` for each value given (None: no filter), as one clause."""
+    scope = visible(principal)
+    filters, parameters = [scope.sql], dict(scope.parameters)
+    for name, value in equal.items():
+        if value is not None:
+            filters.append(f"{name} = ${name}")
+            parameters[name] = value
+    return Scoped(" AND ".join(filters), parameters)
+
+
 def _rows(cursor: duckdb.DuckDBPyConnection, sql: str, parameters: dict[str, Any]) -> list[Row]:
     relation = cursor.execute(sql, parameters)
     columns = [column[0] for column in relation.description or []]
@@ -109,15 +120,8 @@ def jobs(cursor: duckdb.DuckDBPyConnection, principal: Principal, start: datetim
          ) -> tuple[list[Row], str | None]:
     """A page of jobs, the largest ``order`` first, and the cursor of the next page (keyset pagination: a page
     follows the last row of the one before, so rows do not repeat or go missing while pages are read)."""
-    scope = visible(principal)
-    filters = ["job_id IS NOT NULL", "allocated", "day >= $start", "day < $end", scope.sql]
-    parameters: dict[str, Any] = {"start": start, "end": end, **scope.parameters, "limit": limit + 1}
-    if tenant is not None:
-        filters.append("tenant = $tenant")
-        parameters["tenant"] = tenant
-    if cluster is not None:
-        filters.append("cluster = $cluster")
-        parameters["cluster"] = cluster
+    clause = where(principal, tenant=tenant, cluster=cluster)
+    parameters: dict[str, Any] = clause.parameters | {"start": start, "end": end, "limit": limit + 1}
     page = ""
     if after is not None:
         value, last = decode_cursor(after)
@@ -127,7 +131,7 @@ def jobs(cursor: duckdb.DuckDBPyConnection, principal: Principal, start: datetim
         WITH per_job AS (
             SELECT cluster, tenant, job_id, {_USAGE},
                    min(day)::DATE AS first_day, max(day)::DATE AS last_day
-            FROM costs WHERE {" AND ".join(filters)}
+            FROM costs WHERE job_id IS NOT NULL AND allocated AND day >= $start AND day < $end AND {clause.sql}
             GROUP BY cluster, tenant, job_id
         ), keyed AS (SELECT *, coalesce({_ORDER[order]}, 0.0)::DOUBLE AS sort_key FROM per_job)
         SELECT * FROM keyed {page}
@@ -184,16 +188,11 @@ def job(cursor: duckdb.DuckDBPyConnection, principal: Principal, cluster: str, t
 def forecasts(cursor: duckdb.DuckDBPyConnection, principal: Principal, *, tenant: str | None,
               cluster: str | None, model: str | None, limit: int) -> list[Row]:
     """Forecast rows; a tenant token sees its own series only (the pools, tenant '*', are fleet-wide)."""
-    scope = visible(principal)
-    filters, parameters = [scope.sql], {**scope.parameters, "limit": limit}
-    for name, value in (("tenant", tenant), ("cluster", cluster), ("model", model)):
-        if value is not None:
-            filters.append(f"{name} = ${name}")
-            parameters[name] = value
+    clause = where(principal, tenant=tenant, cluster=cluster, model=model)
     return _rows(cursor, f"""
         SELECT cluster, tenant, model, measure, day, actual, mean, lo_80, hi_80, lo_95, hi_95, method, note
-        FROM forecasts WHERE {" AND ".join(filters)}
-        ORDER BY cluster, tenant, model, measure, day LIMIT $limit""", parameters)
+        FROM forecasts WHERE {clause.sql}
+        ORDER BY cluster, tenant, model, measure, day LIMIT $limit""", clause.parameters | {"limit": limit})
 
 
 def capacity_plan(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
@@ -207,47 +206,36 @@ def anomalies(cursor: duckdb.DuckDBPyConnection, principal: Principal, *, status
               tenant: str | None, limit: int) -> list[Row]:
     """Anomalies, the costliest first; a tenant token sees those of its tenant (not a node's or a device's that
     no tenant owns)."""
-    scope = visible(principal)
-    filters, parameters = [scope.sql], {**scope.parameters, "limit": limit}
-    for name, value in (("status", status), ("kind", kind), ("tenant", tenant)):
-        if value is not None:
-            filters.append(f"{name} = ${name}")
-            parameters[name] = value
+    clause = where(principal, status=status, kind=kind, tenant=tenant)
     return _rows(cursor, f"""
         SELECT id, kind, status, cluster, tenant, job_id, node, device_uuid, model, start, "end", severity,
                evidence, cost_impact, cost_per_day
-        FROM anomalies WHERE {" AND ".join(filters)}
-        ORDER BY status = 'open' DESC, cost_impact DESC NULLS LAST, id LIMIT $limit""", parameters)
+        FROM anomalies WHERE {clause.sql}
+        ORDER BY status = 'open' DESC, cost_impact DESC NULLS LAST, id LIMIT $limit""",
+                 clause.parameters | {"limit": limit})
 
 
 def efficiency(cursor: duckdb.DuckDBPyConnection, principal: Principal, grain: str, tenant: str | None,
                limit: int) -> list[Row]:
     """The efficiency view at a grain (since the cursor's ``since``); per model is fleet-wide."""
-    scope = visible(principal)
-    filters, parameters = ["grain = $grain", scope.sql], {"grain": grain, **scope.parameters, "limit": limit}
-    if tenant is not None:
-        filters.append("tenant = $tenant")
-        parameters["tenant"] = tenant
+    clause = where(principal, grain=grain, tenant=tenant)
     return _rows(cursor, f"""
         SELECT * EXCLUDE (mem_peak_share, mem_typical_share, device_cost)
-        FROM efficiency WHERE {" AND ".join(filters)}
+        FROM efficiency WHERE {clause.sql}
         ORDER BY coalesce(idle_cost, 0) + coalesce(busy_idle_cost, 0) DESC, device_hours DESC,
                  cluster, tenant, job_id, model
-        LIMIT $limit""", parameters)
+        LIMIT $limit""", clause.parameters | {"limit": limit})
 
 
 def rightsizing(cursor: duckdb.DuckDBPyConnection, principal: Principal, tenant: str | None,
                 limit: int) -> list[Row]:
-    scope = visible(principal)
-    filters, parameters = [scope.sql], {**scope.parameters, "limit": limit}
-    if tenant is not None:
-        filters.append("tenant = $tenant")
-        parameters["tenant"] = tenant
+    clause = where(principal, tenant=tenant)
     return _rows(cursor, f"""
         SELECT cluster, tenant, job_id, model, recommended, change, saving_per_day, saving_in_period,
                per_device_hour, recommended_per_device_hour, compute_reading, compute_quantile, compute_peak_hourly,
                compute_needed,
                recommended_compute_share, mem_peak_bytes, memory_needed, recommended_memory_bytes, device_hours,
                observed_hours
-        FROM rightsizing WHERE {" AND ".join(filters)}
-        ORDER BY saving_per_day DESC, cluster, tenant, job_id, model LIMIT $limit""", parameters)
+        FROM rightsizing WHERE {clause.sql}
+        ORDER BY saving_per_day DESC, cluster, tenant, job_id, model LIMIT $limit""",
+                 clause.parameters | {"limit": limit})
