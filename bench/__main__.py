@@ -23,7 +23,7 @@ import pyarrow as pa
 import typer
 from rich.console import Console
 
-from bench import anomalies, collector, commits, freshness, imports, ingest, planning, queries, storage
+from bench import anomalies, api, collector, commits, freshness, imports, ingest, planning, queries, storage
 from bench.fleet import DEVICES_PER_NODE, messages
 from bench.report import machine, splice, table
 from fleetmeter.common import logs
@@ -252,12 +252,27 @@ def anomalies_section(devices: int, days: int, plant: int) -> str:
     ])
 
 
+def api_section(devices: int, days: int, clients: int, seconds: float) -> str:
+    load = step(f"api: {devices} devices, {days} days, {clients} clients for {seconds:g} s",
+                lambda: api.run(devices, days, clients, seconds))
+    rows = [(latency.endpoint, latency.requests, latency.p50_ms, latency.p99_ms, latency.errors)
+            for latency in load.latencies]
+    return "\n\n".join([
+        "### 10. The REST API's tenant endpoints under load",
+        f"`fleetmeter serve` in a process of its own over {days} days of {devices:,} GPUs (the planted fleet, its "
+        f"tables written in {load.build_s:.0f} s), {clients} clients on 127.0.0.1 with their tenants' tokens, each "
+        f"sending its next request when the last is answered, for {seconds:g} s ({load.requests_per_s:.0f} "
+        "requests/s in all; see `bench/api.py`). Time to the whole answer, ms (target: p99 at most 100):",
+        table(["endpoint", "requests", "p50 ms", "p99 ms", "errors"], rows),
+    ])
+
+
 def main(
     out: Annotated[Path, typer.Option(help="Markdown file whose results block is rewritten.")] = Path(
         "docs/benchmarks.md"),
     only: Annotated[str, typer.Option(
-        help="Sections to run: ingest,freshness,collector,queries,storage,commits,imports,planning,anomalies.")] = (
-        "ingest,freshness,collector,queries,storage,commits,imports,planning,anomalies"),
+        help="Sections to run: ingest,freshness,collector,queries,storage,commits,imports,planning,anomalies,api.")] = (
+        "ingest,freshness,collector,queries,storage,commits,imports,planning,anomalies,api"),
     ingest_devices: Annotated[str, typer.Option(help="Fleet sizes for ingest (multiples of 128).")] = "1024,2048,4096",
     ingest_scrapes: Annotated[int, typer.Option(help="10 s intervals of samples per ingest run.")] = 90,
     fresh_devices: Annotated[str, typer.Option(help="Fleet sizes for freshness.")] = "10240,30720,102400",
@@ -280,6 +295,10 @@ def main(
     anomaly_devices: Annotated[int, typer.Option(help="GPUs of the planted fleet (a multiple of 8).", min=64)] = 10240,
     anomaly_days: Annotated[int, typer.Option(help="Days of the planted fleet.", min=9)] = 30,
     anomaly_plant: Annotated[int, typer.Option(help="Anomalies planted of each kind.", min=1)] = 100,
+    api_devices: Annotated[int, typer.Option(help="GPUs of the API's fleet (a multiple of 8).", min=64)] = 10240,
+    api_days: Annotated[int, typer.Option(help="Days of the API's fleet.", min=9)] = 30,
+    api_clients: Annotated[int, typer.Option(help="Concurrent API clients.", min=1)] = 20,
+    api_seconds: Annotated[float, typer.Option(help="Seconds of load on the API.", min=1)] = 60.0,
     repeats: Annotated[int, typer.Option(help="Runs per figure; the median is reported.")] = 3,
 ) -> None:
     """Run the benchmarks and write their figures."""
@@ -292,7 +311,8 @@ def main(
                f"--commit-log-commits {commit_log_commits} --import-nodes {import_nodes} "
                f"--import-hours {import_hours:g} --forecast-series {forecast_series} --forecast-days {forecast_days} "
                f"--plan-models {plan_models} --plan-quarters {plan_quarters} --anomaly-devices {anomaly_devices} "
-               f"--anomaly-days {anomaly_days} --anomaly-plant {anomaly_plant} --repeats {repeats}`")
+               f"--anomaly-days {anomaly_days} --anomaly-plant {anomaly_plant} --api-devices {api_devices} "
+               f"--api-days {api_days} --api-clients {api_clients} --api-seconds {api_seconds:g} --repeats {repeats}`")
     sections: list[str] = []
     with EmbeddedBroker() as broker:
         if "ingest" in chosen:
@@ -313,6 +333,8 @@ def main(
         sections.append(planning_section(forecast_series, forecast_days, plan_models, plan_quarters))
     if "anomalies" in chosen:
         sections.append(anomalies_section(anomaly_devices, anomaly_days, anomaly_plant))
+    if "api" in chosen:
+        sections.append(api_section(api_devices, api_days, api_clients, api_seconds))
     splice(out, [f"{section}\n\nMeasured {machine()} by {command}." for section in sections])
     console.log(f"figures written to {out}")
 
