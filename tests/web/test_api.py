@@ -3,19 +3,24 @@ every endpoint and parameter, tokens rotated while it runs, pagination, ETags an
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import polars as pl
 import pytest
 import yaml
 from starlette.testclient import TestClient
 
+from fleetmeter.planning.store import replace_table
+from fleetmeter.schemas.warehouse import ANOMALIES
 from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.web.app import create_app
 from fleetmeter.web.auth import add_token
-from tests.analysis.fleet import Row, approx_equal, capacity_s, floor, group
+from tests.analysis.fleet import PRICES, Row, approx_equal, capacity_s, floor, group
 from tests.web.conftest import OTHER, TENANT, Server
 
 ALLOCATED = {"where": lambda row: row["tenant"] != "unallocated"}
@@ -215,3 +220,18 @@ def test_a_server_started_before_any_data_says_so(tmp_path: Path) -> None:
     response = client.get("/v1/tenants", headers={"Authorization": "Bearer t"})
     assert response.status_code == 503 and response.headers["content-type"] == "application/problem+json"
     assert "no data" in response.json()["detail"]
+
+
+def test_answers_follow_the_warehouse_within_the_snapshot_age(server: Server) -> None:
+    """A new version of a table shows in the answers once the snapshot is older than http.snapshot_s (1 s here):
+    the next request starts a new one in the background, and a later one reads it."""
+    settings = AnalysisSettings.model_validate({"warehouse": str(server.warehouse), "prices": PRICES})
+    stored = pl.read_delta(str(server.warehouse / "anomalies")).drop("run_at", strict=False)
+    now = datetime.now(UTC)
+    late = stored.head(1).with_columns(id=pl.lit("late"), tenant=pl.lit(TENANT), job_id=pl.lit(None, pl.String),
+                                       start=pl.lit(now))
+    replace_table(settings, ANOMALIES, pl.concat([stored, late]), now)
+    deadline = time.monotonic() + 30
+    while "late" not in {row["id"] for row in server.get("/v1/anomalies", server.tokens["admin"]).json()}:
+        assert time.monotonic() < deadline, "the new table version never showed"
+        time.sleep(0.5)
