@@ -89,7 +89,7 @@ def test_the_installed_command_runs_outside_the_source_tree(installed: Path, tmp
     directory = tmp_path / "demo"
     fleetmeter("demo", "--nodes", "2", "--devices-per-node", "1", "--hours", "0.25", "--seconds", "3",
                "--partitions", "1", "--directory", str(directory), "--metrics-port", str(free_port()),
-               "--pipeline-metrics-port", str(free_port()), "--no-history", timeout=120)
+               "--pipeline-metrics-port", str(free_port()), "--no-history", "--no-serve", timeout=120)
     assert (directory / "report.html").read_text().count("<svg") == 4
 
     config = str(directory / "analysis.yaml")
