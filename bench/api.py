@@ -34,6 +34,7 @@ from fleetmeter.web.auth import add_token
 
 @dataclass(frozen=True)
 class Latency:
+    kept_answers: bool  # the server's answer cache on (http.answer_cache) or off: every request runs its query
     endpoint: str
     requests: int
     p50_ms: float
@@ -50,9 +51,9 @@ class Load:
     build_s: float
     latencies: list[Latency]
 
-    @property
-    def requests_per_s(self) -> float:
-        return sum(latency.requests for latency in self.latencies) / self.seconds
+    def requests_per_s(self, kept_answers: bool) -> float:
+        return sum(latency.requests for latency in self.latencies if latency.kept_answers == kept_answers) / \
+            self.seconds
 
 
 def _endpoints(url: str, tenant: str, job: tuple[str, str]) -> dict[str, str]:
@@ -75,31 +76,39 @@ def run(devices: int, days: int, clients: int, seconds: float) -> Load:
         build_s = build(f"{root}/warehouse", fleet)
         tenants = fleet.tenants
         tokens = {tenant: add_token(Path(root) / "tokens.yaml", tenant, "tenant", tenant) for tenant in tenants}
-        port = free_port()
-        config = Path(root) / "analysis.yaml"
-        config.write_text(yaml.safe_dump({
-            "warehouse": f"{root}/warehouse", "prices": [{"model": "*", "per_device_hour": 2.0}],
-            "http": {"port": port, "tokens_file": str(Path(root) / "tokens.yaml"), "snapshot_s": 3600}}))
-        server = subprocess.Popen([sys.executable, "-m", "fleetmeter", "serve", "--config", str(config)],
-                                  env=os.environ | {"POLARS_MAX_THREADS": "2"})
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_for(f"{url}/health")
-            plans = {}
-            for tenant, token in tokens.items():
-                headers = {"Authorization": f"Bearer {token}"}
-                first = httpx.get(f"{url}/v1/jobs?tenant={tenant}&limit=1", headers=headers, timeout=600).json()
-                job = first["jobs"][0] if first["jobs"] else {"cluster": "none", "job_id": "none"}
-                plans[tenant] = _endpoints(url, tenant, (job["cluster"], job["job_id"]))
-                for address in plans[tenant].values():  # warm: the first of each query plans and reads footers
-                    httpx.get(address.replace("from=-30", f"from={_days_ago(30)}"), headers=headers, timeout=600)
-            timings = _load(plans, tokens, clients, seconds)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-    latencies = [Latency(name, len(times), _percentile(times, 0.5), _percentile(times, 0.99), errors)
-                 for name, (times, errors) in sorted(timings.items())]
+        latencies = []
+        for kept_answers in (False, True):
+            timings = _serve_and_load(root, tokens, clients, seconds, 1024 if kept_answers else 0)
+            latencies += [Latency(kept_answers, name, len(times), _percentile(times, 0.5), _percentile(times, 0.99),
+                                  errors) for name, (times, errors) in sorted(timings.items())]
     return Load(devices, days, clients, seconds, build_s, latencies)
+
+
+def _serve_and_load(root: str, tokens: dict[str, str], clients: int, seconds: float,
+                    answer_cache: int) -> dict[str, tuple[list[float], int]]:
+    port = free_port()
+    config = Path(root) / "analysis.yaml"
+    config.write_text(yaml.safe_dump({
+        "warehouse": f"{root}/warehouse", "prices": [{"model": "*", "per_device_hour": 2.0}],
+        "http": {"port": port, "tokens_file": str(Path(root) / "tokens.yaml"), "snapshot_s": 3600,
+                 "answer_cache": answer_cache}}))
+    server = subprocess.Popen([sys.executable, "-m", "fleetmeter", "serve", "--config", str(config)],
+                              env=os.environ | {"POLARS_MAX_THREADS": "2"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for(f"{url}/health")
+        plans = {}
+        for tenant, token in tokens.items():
+            headers = {"Authorization": f"Bearer {token}"}
+            first = httpx.get(f"{url}/v1/jobs?tenant={tenant}&limit=1", headers=headers, timeout=600).json()
+            job = first["jobs"][0] if first["jobs"] else {"cluster": "none", "job_id": "none"}
+            plans[tenant] = _endpoints(url, tenant, (job["cluster"], job["job_id"]))
+            for address in plans[tenant].values():  # warm: the first of each query plans and reads footers
+                httpx.get(address.replace("from=-30", f"from={_days_ago(30)}"), headers=headers, timeout=600)
+        return _load(plans, tokens, clients, seconds)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _load(plans: dict[str, dict[str, str]], tokens: dict[str, str], clients: int,

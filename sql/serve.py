@@ -168,11 +168,15 @@ def _check_statement(text: str) -> None:
         raise Refused(f"not available here: {', '.join(internal)}")
 
 
-def sandboxed(catalog: Catalog, http: HttpSettings) -> duckdb.DuckDBPyConnection:
-    """The catalog's session, unable to touch any file outside the warehouse or change its own settings."""
+def sandboxed(catalog: Catalog, http: HttpSettings, memory_limit: str | None = None,
+              threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """The catalog's session, unable to touch any file outside the warehouse or change its own settings (its
+    memory limit ``http.memory_limit`` unless given; DuckDB's threads per query unless given)."""
     connection = catalog.connect()
     allowed = [catalog.local_root + "/"] if catalog.local_root is not None else []
-    connection.execute("SET memory_limit = $limit", {"limit": http.memory_limit})
+    connection.execute("SET memory_limit = $limit", {"limit": memory_limit or http.memory_limit})
+    if threads is not None:
+        connection.execute(f"SET threads = {int(threads)}")
     if http.temp_directory is None:
         connection.execute("SET temp_directory = ''")  # over the memory limit, a query fails; it never spills
     else:

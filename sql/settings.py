@@ -174,7 +174,13 @@ class HttpSettings(EndpointSettings):
     token_file: Path | None = Field(default=None, description="File holding it (e.g. a mounted secret).")
     tokens_file: Path | None = Field(default=None, description="Tokens with scopes, stored as hashes (`fleetmeter "
                                                                "token add`); re-read when it changes.")
-    snapshot_s: float = Field(default=15.0, gt=0, le=3600, description="The API and pages read the warehouse as "
+    api_memory_limit: str = Field(default="4GB", description="DuckDB's memory_limit of the API's and the pages' "
+                                                            "session: its snapshot's tables and every answer.")
+    api_concurrent: int = Field(default=4, gt=0, le=256, description="API and page queries run at once, each on "
+                                                                     "one thread; the others queue.")
+    answer_cache: int = Field(default=1024, ge=0, le=1_000_000, description="API answers kept per snapshot for "
+                                                                           "the next caller who may see them; 0: none.")
+    snapshot_s: float = Field(default=60.0, gt=0, le=3600, description="The API and pages read the warehouse as "
                                                                        "of at most this long ago.")
     max_rows: int = Field(default=10_000, gt=0, description="Rows returned at most; the answer says if cut.")
     timeout_s: float = Field(default=30.0, gt=0, description="A query running longer is interrupted.")

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from fleetmeter.web import models, queries
 from fleetmeter.web.auth import Principal, TokenStore
+from fleetmeter.web.cache import AnswerCache
 from fleetmeter.web.problems import PROBLEMS, Refusal
 from fleetmeter.web.snapshot import Snapshots
 
@@ -65,7 +66,7 @@ def window(start: Moment | None, end: Moment | None, granularity: str = "1d") ->
     """``from`` and ``to`` as a window: the 7 days before the next UTC midnight unless given."""
     tomorrow = datetime.combine(datetime.now(UTC).date() + timedelta(days=1), time(), tzinfo=UTC)
     stop = _utc(end) if end is not None else tomorrow
-    begin = _utc(start) if start is not None else stop - timedelta(days=7)
+    begin = _utc(start) if start is not None else stop - timedelta(days=queries.DEFAULT_DAYS)
     if not _EARLIEST <= begin < stop <= _LATEST:
         raise Refusal(422, "need 2000-01-01 <= from < to <= 2100-01-01")
     if stop - begin > _MAX_SPAN[granularity]:
@@ -78,26 +79,33 @@ To = Annotated[Moment | None, Query(alias="to", description="End (exclusive); de
 
 
 class Answering:
-    """Runs a request's query on the current snapshot, unless the caller already holds the answer (ETag)."""
+    """Runs a request's query on the current snapshot, unless the caller already holds the answer (ETag) or the
+    server kept it (web/cache.py)."""
 
     def __init__(self, request: Request, principal: Caller) -> None:
         self.request, self.principal = request, principal
         self.snapshots: Snapshots = request.app.state.snapshots
+        self.cache: AnswerCache = request.app.state.answers
 
     def __call__(self, produce: Callable[[Any], BaseModel | list[Any]], since: datetime | None = None) -> Response:
         snapshot = self.snapshots.current()
-        tag = hashlib.sha256("\n".join([snapshot.version, self.principal.name, self.principal.scope,
-                                        self.principal.tenant or "", str(self.request.url)]).encode()).hexdigest()
-        etag = f'W/"{tag[:32]}"'
+        # what the answer depends on: the data, what the caller may see, the question, and the day (default windows)
+        key = hashlib.sha256("\n".join([snapshot.version, self.principal.scope, self.principal.tenant or "",
+                                        str(self.request.url), datetime.now(UTC).date().isoformat()]).encode())
+        etag = f'W/"{key.hexdigest()[:32]}"'
         headers = {"ETag": etag, "Cache-Control": "private, max-age=15", "Vary": "Authorization"}
         wanted = {part.strip() for part in self.request.headers.get("if-none-match", "").split(",")}
         if etag in wanted or "*" in wanted:
             return Response(status_code=304, headers=headers)
-        with self.snapshots.cursor(since or datetime(1970, 1, 1, tzinfo=UTC)) as cursor:
-            answer = produce(cursor)
-        body = [row.model_dump(mode="json") for row in answer] if isinstance(answer, list) else \
-            answer.model_dump(mode="json")
-        return JSONResponse(body, headers=headers)
+        body = self.cache.get(etag)
+        if body is None:
+            with self.snapshots.cursor(since or datetime(1970, 1, 1, tzinfo=UTC)) as cursor:
+                answer = produce(cursor)
+            content = [row.model_dump(mode="json") for row in answer] if isinstance(answer, list) else \
+                answer.model_dump(mode="json")
+            body = bytes(JSONResponse(content).body)
+            self.cache.put(etag, body)
+        return Response(body, media_type="application/json", headers=headers)
 
 
 Answer = Annotated[Answering, Depends(Answering)]
@@ -231,7 +239,8 @@ def rightsizing(caller: Caller, answer: Answer, start: From = None, tenant: Labe
                 limit: Limit = 100) -> Response:
     own_tenant(caller, tenant)
     since = window(start, None).start
-    return answer(lambda cursor: _list(models.Rightsizing, queries.rightsizing(cursor, caller, tenant, limit)), since)
+    return answer(lambda cursor: _list(models.Rightsizing, queries.rightsizing(
+        cursor, caller, tenant, limit, default_window=start is None)), since)
 
 
 def _list(model: type[Row], rows: list[dict[str, Any]]) -> list[Row]:

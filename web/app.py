@@ -15,6 +15,7 @@ from fleetmeter.sql.serve import sql_routes
 from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.web import api, pages, problems
 from fleetmeter.web.auth import TokenStore
+from fleetmeter.web.cache import AnswerCache
 from fleetmeter.web.snapshot import Snapshots
 
 API_VERSION = "1.0.0"
@@ -43,6 +44,7 @@ def create_app(settings: AnalysisSettings) -> FastAPI:
                                               "tenant's rows.")
     app.state.tokens = tokens
     app.state.snapshots = snapshots
+    app.state.answers = AnswerCache(settings.http.answer_cache)
     app.state.currency = settings.currency
     app.state.settings = settings
     problems.install(app)

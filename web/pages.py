@@ -128,7 +128,7 @@ def tenant_page(request: Request, tenant: str, days: Days = 7) -> Response:
         jobs, _ = queries.jobs(cursor, principal, start, end, tenant=tenant, cluster=None, order="wasted_cost",
                                limit=TOP, after=None)
         anomalies = queries.anomalies(cursor, principal, status=None, kind=None, tenant=tenant, limit=TOP)
-        rightsizing = queries.rightsizing(cursor, principal, tenant, TOP)
+        rightsizing = queries.rightsizing(cursor, principal, tenant, TOP, default_window=days == queries.DEFAULT_DAYS)
         forecasts = queries.forecasts(cursor, principal, tenant=tenant, cluster=None, model=None, limit=200)
     return _page(request, "tenant.html.j2", tenant=tenant, summary=found[0], chart=_chart(points), jobs=jobs,
                  anomalies=anomalies, rightsizing=rightsizing, forecasts=forecasts, days=days, start=start,

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from fleetmeter.sql.catalog import WarehouseEmpty
+from fleetmeter.sql.serve import Busy
 from fleetmeter.web.models import Problem
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,14 @@ def install(app: FastAPI) -> None:
     async def no_data(request: Request, exc: Exception) -> JSONResponse:
         return problem(503, f"no data to answer from yet: {exc}", request.url.path, {"Retry-After": "60"})
 
+    async def busy(request: Request, exc: Exception) -> JSONResponse:
+        return problem(503, str(exc), request.url.path, {"Retry-After": "2"})
+
+    async def out_of_memory(request: Request, exc: Exception) -> JSONResponse:
+        log.error("an answer ran out of memory", path=request.url.path, error=str(exc).splitlines()[0])
+        return problem(503, "the answers being computed need more memory than http.api_memory_limit: try again "
+                       "shortly", request.url.path, {"Retry-After": "5"})
+
     async def too_slow(request: Request, exc: Exception) -> JSONResponse:
         return problem(503, "the answer took longer than http.timeout_s: narrow the window or try again",
                        request.url.path, {"Retry-After": "5"})
@@ -66,6 +75,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(WarehouseEmpty, no_data)
     app.add_exception_handler(duckdb.InterruptException, too_slow)
+    app.add_exception_handler(Busy, busy)
+    app.add_exception_handler(duckdb.OutOfMemoryException, out_of_memory)
     app.add_exception_handler(Exception, failed)
 
 

@@ -13,7 +13,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
 import duckdb
@@ -34,6 +34,18 @@ _USAGE = """
     sum(wasted_cost) AS idle_cost,
     sum(busy_idle_cost) AS busy_idle_cost,
     sum(wasted_cost) + coalesce(sum(busy_idle_cost), 0) AS wasted_cost"""
+
+
+#: Answers cover the days before the next UTC midnight, this many unless asked otherwise.
+DEFAULT_DAYS = 7
+#: The snapshot's table of right-sizing over the default window (web/snapshot.py).
+RIGHTSIZING_DEFAULT = "rightsizing_default"
+
+
+def default_since() -> datetime:
+    """The start of the default window: ``DEFAULT_DAYS`` before the next UTC midnight."""
+    tomorrow = datetime.combine(datetime.now(UTC).date() + timedelta(days=1), time(), tzinfo=UTC)
+    return tomorrow - timedelta(days=DEFAULT_DAYS)
 
 
 #: What ``jobs`` sorts by (largest first).
@@ -228,14 +240,16 @@ def efficiency(cursor: duckdb.DuckDBPyConnection, principal: Principal, grain: s
 
 
 def rightsizing(cursor: duckdb.DuckDBPyConnection, principal: Principal, tenant: str | None,
-                limit: int) -> list[Row]:
+                limit: int, default_window: bool = False) -> list[Row]:
+    """Right-sizing since the cursor's ``since``; over the default window, from the snapshot's table of it."""
     clause = where(principal, tenant=tenant)
+    relation = RIGHTSIZING_DEFAULT if default_window else "rightsizing"
     return _rows(cursor, f"""
         SELECT cluster, tenant, job_id, model, recommended, change, saving_per_day, saving_in_period,
                per_device_hour, recommended_per_device_hour, compute_reading, compute_quantile, compute_peak_hourly,
                compute_needed,
                recommended_compute_share, mem_peak_bytes, memory_needed, recommended_memory_bytes, device_hours,
                observed_hours
-        FROM rightsizing WHERE {clause.sql}
+        FROM {relation} WHERE {clause.sql}
         ORDER BY saving_per_day DESC, cluster, tenant, job_id, model LIMIT $limit""",
                  clause.parameters | {"limit": limit})

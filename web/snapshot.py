@@ -21,10 +21,12 @@ from time import monotonic
 import duckdb
 import structlog
 
-from fleetmeter.sql.catalog import Catalog
-from fleetmeter.sql.serve import sandboxed
+from fleetmeter.sql.catalog import Catalog, literal
+from fleetmeter.sql.serve import Busy, sandboxed
 from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.sql.since import EVERYTHING
+from fleetmeter.web import queries
+from fleetmeter.web.queries import default_since
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +42,7 @@ class Snapshot:
 class Snapshots:
     def __init__(self, settings: AnalysisSettings) -> None:
         self._settings = settings
+        self._slots = threading.BoundedSemaphore(settings.http.api_concurrent)
         self._lock = threading.Lock()
         self._current: Snapshot | None = None
         self._refreshing = False
@@ -70,23 +73,30 @@ class Snapshots:
     def cursor(self, since: datetime = EVERYTHING) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection of its own for one request (DuckDB connections are not shared across threads), with the
         views' variables (``since`` among them) set on it, interrupted after ``http.timeout_s``."""
-        snapshot = self.current()
-        cursor = snapshot.connection.cursor()
-        deadline = threading.Timer(self._settings.http.timeout_s, cursor.interrupt)  # InterruptException: a 503
-        deadline.start()
+        http = self._settings.http
+        if not self._slots.acquire(timeout=http.queue_timeout_s):
+            raise Busy(f"{http.api_concurrent} answers are being computed; try again shortly")
         try:
-            cursor.execute(snapshot.catalog.variables_sql(since))
-            yield cursor
+            snapshot = self.current()
+            cursor = snapshot.connection.cursor()
+            deadline = threading.Timer(http.timeout_s, cursor.interrupt)  # InterruptException: a 503
+            deadline.start()
+            try:
+                cursor.execute(snapshot.catalog.variables_sql(since))
+                yield cursor
+            finally:
+                deadline.cancel()
+                cursor.close()
         finally:
-            deadline.cancel()
-            cursor.close()
+            self._slots.release()
 
     def _take(self) -> Snapshot:
         catalog = Catalog.open(self._settings, EVERYTHING)
         version = ",".join(f"{name}={table.version() if table is not None else '-'}"
                            for name, table in sorted(catalog.tables.items()))
-        connection = sandboxed(catalog, self._settings.http)
-        _keep_in_memory(connection)
+        http = self._settings.http
+        connection = sandboxed(catalog, http, memory_limit=http.api_memory_limit, threads=1)
+        _keep_in_memory(connection, self._settings.idle_threshold)
         return Snapshot(catalog, connection, version, monotonic())
 
 
@@ -94,7 +104,7 @@ class Snapshots:
 _HOURLY_HISTOGRAMS = ("util_hist_seconds", "sm_hist_seconds", "util_hist_sm_known_seconds")
 
 
-def _keep_in_memory(connection: duckdb.DuckDBPyConnection) -> None:
+def _keep_in_memory(connection: duckdb.DuckDBPyConnection, idle_threshold: float) -> None:
     """Replace some views of the session by tables of their rows (the other views read them by name). The minute
     rollups stay live, merged from their partials at each request (a window of at most two days)."""
     # rollup_partials' minute branch alone: binding the union would read every stored file's footer per request
@@ -120,6 +130,9 @@ def _keep_in_memory(connection: duckdb.DuckDBPyConnection) -> None:
                        "UNION ALL BY NAME SELECT * FROM priced_minutes")
     connection.execute("CREATE TABLE costs_kept AS SELECT * FROM costs")
     connection.execute("CREATE OR REPLACE VIEW costs AS SELECT * FROM costs_kept")
+    # right-sizing over the default window (queries.DEFAULT_DAYS), the dearest answer (seconds at scale)
+    connection.execute(f"SET VARIABLE since = {literal(default_since())}")
+    connection.execute(f"CREATE TABLE {queries.RIGHTSIZING_DEFAULT} AS SELECT * FROM rightsizing")
 
 
 def _copy_view(connection: duckdb.DuckDBPyConnection, view: str, name: str,

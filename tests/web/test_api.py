@@ -20,6 +20,7 @@ from fleetmeter.schemas.warehouse import ANOMALIES
 from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.web.app import create_app
 from fleetmeter.web.auth import add_token
+from fleetmeter.web.cache import AnswerCache
 from tests.analysis.fleet import PRICES, Row, approx_equal, capacity_s, floor, group
 from tests.web.conftest import OTHER, TENANT, Server
 
@@ -235,3 +236,15 @@ def test_answers_follow_the_warehouse_within_the_snapshot_age(server: Server) ->
     while "late" not in {row["id"] for row in server.get("/v1/anomalies", server.tokens["admin"]).json()}:
         assert time.monotonic() < deadline, "the new table version never showed"
         time.sleep(0.5)
+
+
+def test_kept_answers_are_bounded_in_number_and_bytes() -> None:
+    cache = AnswerCache(2, max_bytes=100)
+    for key in ("a", "b", "c"):
+        cache.put(key, b"x" * 10)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, b"x" * 10, b"x" * 10)
+    cache.put("big", b"x" * 30)  # over a quarter of the bytes: never kept
+    assert cache.get("big") is None
+    off = AnswerCache(0)
+    off.put("a", b"x")
+    assert off.get("a") is None
