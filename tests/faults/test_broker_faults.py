@@ -8,15 +8,14 @@ the topic is created anew and its offsets start again from zero.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kafka.errors import TopicAlreadyExistsError
+from kafka import TopicPartition
 
-from fleetmeter.demo.broker import EmbeddedBroker, free_port
+from fleetmeter.demo.broker import EmbeddedBroker
 from fleetmeter.pipeline.worker import PipelineWorker
 from tests.faults.fleet import Collectors, WorkerThread, assert_warehouse_holds_exactly
 from tests.faults.proxy import broker_behind_relay
@@ -93,11 +92,8 @@ def test_broker_outage_of_three_minutes(topic: str, tmp_path: Path) -> None:
 
 
 def test_broker_restarted_with_its_data_gone(topic: str, tmp_path: Path) -> None:
-    port = free_port()
-    servers = f"127.0.0.1:{port}"
     warehouse = tmp_path / "warehouse"
-    broker = EmbeddedBroker(port=port).start()
-    try:
+    with broker_behind_relay() as (broker, relay, servers):
         broker.create_topic(topic, PARTITIONS)
         collectors = Collectors(tmp_path, servers, topic, start_ms=hours_ago(3))
         worker = worker_for(servers, topic, warehouse)
@@ -106,21 +102,43 @@ def test_broker_restarted_with_its_data_gone(topic: str, tmp_path: Path) -> None
         # nobody read yet dies with it (Kafka's answer is replication). So the worker catches up first.
         stored_all = len(unique_valid(collectors.produced()))
         wait_until(lambda: samples_frame(warehouse).height == stored_all, 60, "the worker to catch up")
+        assignments: list[set[int]] = []  # the partitions of each assignment the group gives after the restart
+        assigned = worker.worker.assigned
+
+        def recording_assigned(partitions: set[TopicPartition]) -> None:
+            assigned(partitions)
+            assignments.append({tp.partition for tp in partitions})
+
+        worker.worker.assigned = recording_assigned  # type: ignore[method-assign]
+        relay.cut()
         broker.stop()
         collectors.scrape(30)
         spooled = collectors.daemon.spool.messages
-        broker = EmbeddedBroker(port=port).start()
-        with contextlib.suppress(TopicAlreadyExistsError):  # the collectors' producer may create it first
-            broker.create_topic(topic, PARTITIONS)
-        collectors.scrape(10)
-        wait_until(lambda: collectors.daemon.spool.messages == 0, 90, "the spool to drain")
-        collectors.shutdown()
-        resets = worker.worker.metrics.log_resets.labels("topic_recreated")
-        wait_until(lambda: resets._value.get() > 0, 30, "the worker to notice the new topic")
-        worker.stop()
-        drain(servers, topic, warehouse)
-    finally:
-        broker.stop()
+        # The topic is created on the new broker before any client can reach it (the relay stays cut until
+        # then), as an operator re-provisions it: Tansu acknowledges messages for a topic that does not exist
+        # yet, and a CreateTopics racing them restarts the partitions' offsets under the messages already
+        # stored, so later messages reuse offsets and readers stop short of acknowledged ones. The new
+        # broker advertises its own address, so the topic is created without the relay; clients reach it
+        # through the relay once restored, then directly.
+        restarted = EmbeddedBroker(port=broker.port).start()
+        try:
+            restarted.create_topic(topic, PARTITIONS)
+            relay.restore()
+            collectors.scrape(10)
+            wait_until(lambda: collectors.daemon.spool.messages == 0, 90, "the spool to drain")
+            collectors.shutdown()
+            resets = worker.worker.metrics.log_resets.labels("topic_recreated")
+            wait_until(lambda: resets._value.get() > 0, 30, "the worker to notice the new topic")
+            # and to hold its partitions from the new broker's group: a worker stopped while it rejoins sends
+            # LeaveGroup during its JoinGroup, after which Tansu answered every SyncGroup of the group (the drain's)
+            # with REBALANCE_IN_PROGRESS until the test timed out
+            wait_until(lambda: len(worker.worker.writers) == PARTITIONS
+                       and any(len(partitions) == PARTITIONS for partitions in assignments),
+                       30, "the new broker's group to give the worker the partitions")
+            worker.stop()
+            drain(servers, topic, warehouse)
+        finally:
+            restarted.stop()
 
     assert spooled >= 30
     assert_warehouse_holds_exactly(warehouse, collectors.produced())
