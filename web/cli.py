@@ -47,6 +47,9 @@ def add(
     if scope not in ("admin", "viewer", "tenant"):
         typer.echo("fleetmeter token add: --scope is admin, viewer or tenant", err=True)
         raise typer.Exit(2)
+    if (scope == "tenant") != (tenant is not None):
+        typer.echo("fleetmeter token add: a tenant token needs --tenant, and only a tenant token takes it", err=True)
+        raise typer.Exit(2)
     chosen: Scope = scope  # type: ignore[assignment]
     try:
         token = add_token(file, name, chosen, tenant)
