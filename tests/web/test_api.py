@@ -14,12 +14,14 @@ import polars as pl
 import pytest
 import yaml
 from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
+from fleetmeter.cli import app
 from fleetmeter.planning.store import replace_table
 from fleetmeter.schemas.warehouse import ANOMALIES
 from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.web.app import create_app
-from fleetmeter.web.auth import add_token
+from fleetmeter.web.auth import add_token, digest
 from fleetmeter.web.cache import AnswerCache
 from tests.analysis.fleet import PRICES, Row, approx_equal, capacity_s, floor, group
 from tests.web.conftest import OTHER, TENANT, Server
@@ -248,3 +250,15 @@ def test_kept_answers_are_bounded_in_number_and_bytes() -> None:
     off = AnswerCache(0)
     off.put("a", b"x")
     assert off.get("a") is None
+
+
+def test_token_add_prints_a_token_whose_hash_alone_is_kept(tmp_path: Path) -> None:
+    file = tmp_path / "tokens.yaml"
+    result = CliRunner().invoke(app, ["token", "add", "--file", str(file), "--name", "bot", "--scope", "tenant",
+                                      "--tenant", TENANT])
+    token = result.stdout.strip()
+    assert result.exit_code == 0 and token.startswith("fm_")
+    assert token not in file.read_text() and digest(token) in file.read_text()
+    assert file.stat().st_mode & 0o077 == 0  # the owner's alone
+    refused = CliRunner().invoke(app, ["token", "add", "--file", str(file), "--name", "x", "--scope", "tenant"])
+    assert refused.exit_code == 2 and "needs --tenant" in refused.output
