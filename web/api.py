@@ -1,7 +1,7 @@
 """``/v1``: the self-service REST API. Every endpoint needs a bearer token; what it answers depends on the
 token's scope (``web/auth.py``) and is limited where the query is built (``web/queries.py``). Answers carry an
-ETag (the warehouse snapshot's version, the caller and the request) and a short private cache lifetime; a
-matching ``If-None-Match`` gets 304 without running the query."""
+ETag (the warehouse snapshot's version, what the caller may see, the request) and a short private cache
+lifetime; a matching ``If-None-Match`` gets 304 without running the query."""
 
 from __future__ import annotations
 
