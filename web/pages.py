@@ -11,7 +11,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader
 
@@ -27,6 +27,8 @@ _environment = Environment(loader=PackageLoader("fleetmeter.web"), autoescape=Tr
 _environment.filters["cell"] = cell
 _environment.filters["path"] = lambda value: quote(str(value), safe="")
 Days = Annotated[int, Query(ge=1, le=92, description="Days of history shown.")]
+Label = Annotated[str, Path(min_length=1, max_length=256)]
+_FORM_BYTES = 4096
 
 router = APIRouter(include_in_schema=False)
 
@@ -44,6 +46,16 @@ def _page(request: Request, template: str, status: int = 200, **context: Any) ->
                                                            "style-src 'unsafe-inline'; img-src data:; "
                                                            "form-action 'self'; frame-ancestors 'none'",
                                                            "X-Content-Type-Options": "nosniff"})
+
+
+async def _at_most(request: Request, limit: int) -> bytes:
+    """The request's body, read no further than ``limit`` bytes (a sign-in form is a token and little else)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return body[:limit]
 
 
 def _not_found(request: Request, what: str) -> HTMLResponse:
@@ -71,7 +83,7 @@ def login_form(request: Request) -> Response:
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request) -> Response:
-    form = parse_qs((await request.body())[:4096].decode(errors="replace"))
+    form = parse_qs((await _at_most(request, _FORM_BYTES)).decode(errors="replace"))
     token = (form.get("token") or [""])[0].strip()
     tokens: TokenStore = request.app.state.tokens
     if not token or tokens.principal(token) is None:
@@ -112,7 +124,7 @@ def home(request: Request, days: Days = 14) -> Response:
 
 
 @router.get("/tenants/{tenant}", response_class=HTMLResponse)
-def tenant_page(request: Request, tenant: str, days: Days = 7) -> Response:
+def tenant_page(request: Request, tenant: Label, days: Days = 7) -> Response:
     principal = _principal(request)
     if principal is None:
         return RedirectResponse("/login", status_code=303)
@@ -136,7 +148,7 @@ def tenant_page(request: Request, tenant: str, days: Days = 7) -> Response:
 
 
 @router.get("/jobs/{cluster}/{tenant}/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, cluster: str, tenant: str, job_id: str) -> Response:
+def job_page(request: Request, cluster: Label, tenant: Label, job_id: Label) -> Response:
     principal = _principal(request)
     if principal is None:
         return RedirectResponse("/login", status_code=303)
