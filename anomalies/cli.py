@@ -15,11 +15,12 @@ import polars as pl
 import structlog
 import typer
 from deltalake.exceptions import DeltaError
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from fleetmeter.anomalies import detectors
 from fleetmeter.anomalies.ledger import OPEN, RESOLVED, merge
 from fleetmeter.anomalies.notify import WebhookFailed, pending, send
+from fleetmeter.common.listen import PortUnavailable, serve_metrics
 from fleetmeter.common.signals import stop_on_signals
 from fleetmeter.planning.store import replace_table
 from fleetmeter.schemas.warehouse import ANOMALIES
@@ -95,9 +96,9 @@ def anomalies(
     settings = analysis_settings("anomalies", warehouse, config)  # the warehouse may be empty yet: rounds retry
     if metrics_port is not None:
         try:
-            start_http_server(metrics_port, addr=metrics_address, registry=metrics.registry)
-        except OSError as exc:
-            _fail(f"--metrics-port {metrics_port} on {metrics_address}: {exc.strerror or exc}")
+            serve_metrics(metrics.registry, metrics_address, metrics_port, "--metrics-port")
+        except PortUnavailable as exc:
+            _fail(str(exc))
     stopping = threading.Event()
     stop_on_signals(stopping)
     while not stopping.is_set():

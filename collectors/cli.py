@@ -9,10 +9,11 @@ import typer
 
 from fleetmeter.collectors.backends import open_backends
 from fleetmeter.collectors.backends.base import BackendUnavailable
-from fleetmeter.collectors.daemon import CollectorDaemon, MetricsUnavailable
+from fleetmeter.collectors.daemon import CollectorDaemon
 from fleetmeter.collectors.settings import CollectorSettings
 from fleetmeter.collectors.transport.spool import SpoolLocked
 from fleetmeter.common import logs
+from fleetmeter.common.listen import PortUnavailable
 from fleetmeter.common.settings import ConfigError, flag_section, load_settings
 from fleetmeter.common.signals import stop_on_signals
 
@@ -49,13 +50,10 @@ def collect(
         )
         logs.configure(settings.logging)
         daemon = CollectorDaemon(settings, open_backends(settings))
-    except (ConfigError, BackendUnavailable, SpoolLocked, OSError) as exc:
+        daemon.listen()
+    except (ConfigError, BackendUnavailable, SpoolLocked, PortUnavailable, OSError) as exc:
         typer.echo(f"fleetmeter collect: {exc}", err=True)
         raise typer.Exit(2) from exc
 
     stop_on_signals(daemon.stopping)
-    try:
-        daemon.run()
-    except MetricsUnavailable as exc:
-        typer.echo(f"fleetmeter collect: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    daemon.run()

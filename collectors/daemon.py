@@ -7,9 +7,10 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import structlog
-from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from fleetmeter import __version__
 from fleetmeter.collectors.attribution import Attribution, AttributionSource, BackendHint
@@ -29,6 +30,7 @@ from fleetmeter.collectors.sequences import NodeSequences
 from fleetmeter.collectors.settings import AttributionSettings, CollectorSettings
 from fleetmeter.collectors.transport.sender import KafkaSender
 from fleetmeter.collectors.transport.spool import Spool, SpooledMessage
+from fleetmeter.common.listen import serve_metrics
 from fleetmeter.schemas import wire
 from fleetmeter.schemas.sample_v1 import rows_to_batch
 
@@ -62,10 +64,6 @@ def clock_for(backends: Sequence[Backend]) -> Clock:
     return WallClock()
 
 
-class MetricsUnavailable(Exception):
-    """The /metrics endpoint cannot listen where it is configured to."""
-
-
 class CollectorDaemon:
     def __init__(self, settings: CollectorSettings, backends: Sequence[Backend],
                  registry: CollectorRegistry | None = None) -> None:
@@ -87,7 +85,8 @@ class CollectorDaemon:
         self.sequences = NodeSequences(settings.spool.dir / "sequences.json")
         self.sender = KafkaSender(self.spool, settings.kafka, KAFKA_COMPRESSION, self.health)
         self.stopping = threading.Event()
-        self.metrics_port: int | None = None
+        self.metrics_port: int | None = None  # where /metrics listens, once it does (a port of 0 picks one)
+        self._metrics_server: WSGIServer | None = None
         self._pending_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._pending_scrapes: dict[str, int] = defaultdict(int)
         self._accounted_drops = 0
@@ -147,16 +146,24 @@ class CollectorDaemon:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Serve /metrics, start the sender, scrape on cadence until stopped, then shut down cleanly."""
+    def listen(self) -> int:
+        """Serve /metrics; raises PortUnavailable at once when its port is taken. Returns the port."""
         metrics = self.settings.metrics
-        try:
-            server, _ = start_http_server(metrics.port, metrics.address, registry=self.registry)
-        except OSError as exc:  # the port is taken, the address is not this machine's
-            raise MetricsUnavailable(f"cannot serve /metrics on {metrics.address}:{metrics.port}: {exc}") from exc
-        self.metrics_port = server.server_port
+        self._metrics_server = serve_metrics(self.registry, metrics.address, metrics.port,
+                                             "metrics.port, --metrics-port")
+        self.metrics_port = self._metrics_server.server_port
+        return self.metrics_port
+
+    def run(self) -> None:
+        """Serve /metrics (unless ``listen`` did), start the sender, scrape on cadence until stopped, then shut
+        down cleanly."""
+        server = self._metrics_server
+        if server is None:
+            self.listen()
+            server = self._metrics_server
+            assert server is not None
         self.sender.start()
-        log.info("collector started", metrics=f"http://{metrics.address}:{self.metrics_port}/metrics",
+        log.info("collector started", metrics=f"http://{self.settings.metrics.address}:{self.metrics_port}/metrics",
                  backends=[b.name for b in self.backends], topic=self.settings.kafka.topic)
         try:
             self._loop()

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 from deltalake.exceptions import DeltaError
 from kafka.errors import KafkaError
-from prometheus_client import start_http_server
 
 from fleetmeter.common import logs
+from fleetmeter.common.listen import PortUnavailable, serve_metrics
 from fleetmeter.common.settings import ConfigError, flag_section, load_settings
 from fleetmeter.common.signals import stop_on_signals
 from fleetmeter.pipeline.settings import PipelineSettings
@@ -41,8 +41,9 @@ def run(
         )
         logs.configure(settings.logging)
         worker = PipelineWorker(settings)
-        start_http_server(settings.metrics.port, settings.metrics.address, registry=worker.metrics.registry)
-    except (ConfigError, OSError) as exc:
+        serve_metrics(worker.metrics.registry, settings.metrics.address, settings.metrics.port,
+                      "metrics.port, --metrics-port")
+    except (ConfigError, PortUnavailable, OSError) as exc:
         typer.echo(f"fleetmeter pipeline run: {exc}", err=True)
         raise typer.Exit(2) from exc
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+
+from fleetmeter.pipeline.validate import MESSAGE_REASONS, ROW_REASONS
+from fleetmeter.schemas.warehouse import TABLES
+
+#: Warehouse operations that can fail and are retried (``storage_errors``).
+STORAGE_OPERATIONS = ("open", "flush", "compaction", "vacuum")
 
 
 class PipelineMetrics:
@@ -47,3 +53,27 @@ class PipelineMetrics:
                                      "Messages deleted from Kafka before they were read, by cause.", ["cause"],
                                      registry=r)
         self.assigned = Gauge("fleetmeter_pipeline_assigned_partitions", "Partitions this worker owns.", registry=r)
+        self.info = Info("fleetmeter_pipeline", "This worker: its version, consumer group and topic.", registry=r)
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Every series whose labels are known at start exists from the start at 0: an alert on ``increase``
+        sees the first event, and a panel shows 0 instead of "no data"."""
+        for outcome in ("accepted", "rejected"):
+            self.messages.labels(outcome)
+        for outcome in ("stored", "duplicate", "quarantined"):
+            self.rows.labels(outcome)
+        for kind, reasons in (("message", MESSAGE_REASONS), ("row", ROW_REASONS)):
+            for reason in reasons:
+                self.quarantined.labels(kind, reason)
+        for table in TABLES:
+            self.rows_written.labels(table)
+            self.files_compacted.labels(table)
+        for kind in ("flush", "compaction"):
+            self.commits.labels(kind)
+            self.commit_seconds.labels(kind)
+        for operation in STORAGE_OPERATIONS:
+            self.storage_errors.labels(operation)
+        for cause in ("topic_recreated", "truncated"):
+            self.log_resets.labels(cause)
+        self.messages_lost.labels("retention")

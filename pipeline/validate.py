@@ -10,6 +10,7 @@ schema"). The rules run once over the rows of many messages: their cost is per c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import polars as pl
 import pyarrow as pa
@@ -55,10 +56,15 @@ LENIENT_SCHEMA = pa.schema([field.with_nullable(True) for field in SAMPLE_SCHEMA
 _TYPE_NAMES = {field.name: str(field.type) for field in SAMPLE_SCHEMA}
 
 
+#: Why a whole message is rejected: short stable labels for metrics, all known at start (so exported at 0).
+MessageReason = Literal["unreadable", "unsupported_schema_version", "missing_columns", "wrong_types", "too_large"]
+MESSAGE_REASONS: tuple[MessageReason, ...] = get_args(MessageReason)
+
+
 class MessageRejected(ValueError):
     """The whole message is unreadable; ``reason`` is a short stable label for metrics."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: MessageReason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -75,7 +81,7 @@ def decode(payload: bytes) -> pa.Table:
     try:
         table = wire.decode(payload)
     except wire.WireFormatError as exc:
-        reason = "unsupported_schema_version" if "schema version" in str(exc) else "unreadable"
+        reason: MessageReason = "unsupported_schema_version" if "schema version" in str(exc) else "unreadable"
         raise MessageRejected(reason, str(exc)) from exc
     present = set(table.column_names)
     missing = [name for name in COLUMNS if name not in present and name not in ADDED_SINCE_1_0]
@@ -106,8 +112,8 @@ def _bad_label(text: pl.Expr, max_chars: int) -> pl.Expr:
     return (text.str.len_chars() > max_chars) | text.str.contains(_CONTROL_CHARACTERS)
 
 
-def _first_broken_rule(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int | None) -> pl.Expr:
-    """A string expression naming the first rule a row breaks, or null for a valid row."""
+def _row_rules(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int | None) -> list[tuple[str, pl.Expr]]:
+    """Each rule a row must keep, as (reason, an expression true where a row breaks it), in the order reported."""
     rules: list[tuple[str, pl.Expr]] = [
         (f"{name}_missing", pl.col(name).is_null()) for name in _REQUIRED
     ]
@@ -153,6 +159,16 @@ def _first_broken_rule(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int
         ("share_out_of_range", pl.col("share").is_not_null() & ~pl.col("share").is_between(0.0, 1.0)),
         ("share_rule_unknown", pl.col("share_rule").is_not_null() & ~pl.col("share_rule").is_in(_SHARE_RULES)),
     ]
+    return rules
+
+
+#: Why a row is rejected: every label the row rules can give, known at start (so exported at 0).
+ROW_REASONS = tuple(reason for reason, _ in _row_rules(pl.lit(0), 0, 0))
+
+
+def _first_broken_rule(now_ms: pl.Expr, max_future_ms: int, max_lateness_ms: int | None) -> pl.Expr:
+    """A string expression naming the first rule a row breaks, or null for a valid row."""
+    rules = _row_rules(now_ms, max_future_ms, max_lateness_ms)
     # Fold from the last rule to the first so that the first broken rule is the one reported.
     expression: pl.Expr = pl.lit(None, dtype=pl.String)
     for reason, broken in reversed(rules):

@@ -21,6 +21,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
+from fleetmeter import __version__
 from fleetmeter.common.backoff import Backoff
 from fleetmeter.common.kafka_client import client_kwargs
 from fleetmeter.pipeline.compaction import compact_next
@@ -43,6 +44,8 @@ class PipelineWorker:
     def __init__(self, settings: PipelineSettings, metrics: PipelineMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or PipelineMetrics()
+        self.metrics.info.info({"version": __version__, "group_id": settings.consumer.group_id,
+                                "topic": settings.kafka.topic})
         self.stopping = threading.Event()
         self.writers: dict[int, PartitionWriter] = {}
         self._consumer: KafkaConsumer | None = None

@@ -89,19 +89,34 @@ def test_auto_without_accelerators_says_what_to_do(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--backend simulated" in result.stderr
 
 
-def test_a_taken_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
+#: Each daemon, told to listen on {port} (127.0.0.1), and the setting its error must name.
+DAEMONS = {
+    "collect": (["collect", "--backend", "simulated", "--metrics-port", "{port}", "--spool-dir", "{tmp}/spool",
+                 "--bootstrap-servers", "127.0.0.1:1"], "metrics.port, --metrics-port"),
+    "pipeline run": (["pipeline", "run", "--metrics-port", "{port}", "--warehouse", "{tmp}/warehouse",
+                      "--bootstrap-servers", "127.0.0.1:1"], "metrics.port, --metrics-port"),
+    "serve": (["serve", "--port", "{port}", "--warehouse", "{tmp}/warehouse"], "http.port, --port"),
+    "anomalies": (["anomalies", "--watch", "--metrics-port", "{port}", "--warehouse", "{tmp}/warehouse"],
+                  "--metrics-port"),
+}
+
+
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_a_daemon_whose_port_is_taken_exits_at_once_with_one_line_naming_port_and_setting(
+        daemon: str, tmp_path: Path) -> None:
     import socket
 
+    arguments, setting = DAEMONS[daemon]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [FLEETMETER, "collect", "--backend", "simulated", "--metrics-port", str(port), "--spool-dir",
-             str(tmp_path), "--bootstrap-servers", "127.0.0.1:1"],
-            capture_output=True, text=True, timeout=60, env={**os.environ, "FLEETMETER_METRICS__ADDRESS": "127.0.0.1"},
-        )
-    assert result.returncode == 2 and f"cannot serve /metrics on 127.0.0.1:{port}" in result.stderr
+        command = [FLEETMETER, *(a.format(port=port, tmp=tmp_path) for a in arguments)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, env={
+            **os.environ, "FLEETMETER_METRICS__ADDRESS": "127.0.0.1", "FLEETMETER_HTTP__ADDRESS": "127.0.0.1"})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"fleetmeter {daemon}: cannot listen on 127.0.0.1:{port} (set by {setting}): Address already in use"]
 
 
 def test_auto_mixed_with_named_backends_is_refused_clearly(tmp_path: Path) -> None:

@@ -7,9 +7,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -17,7 +20,6 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetmeter.cli import app
-from fleetmeter.demo.broker import free_port
 
 NODES, DEVICES, HOURS = 3, 2, 1.0
 
@@ -27,11 +29,13 @@ def test_demo_runs_the_whole_product(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
     demo = subprocess.Popen(
         [sys.executable, "-m", "fleetmeter", "demo", "--nodes", str(NODES), "--devices-per-node", str(DEVICES),
-         "--hours", str(HOURS), "--seconds", "6", "--partitions", "2", "--directory", str(directory),
-         "--metrics-port", str(free_port()), "--pipeline-metrics-port", str(free_port())],
+         "--hours", str(HOURS), "--seconds", "6", "--partitions", "2", "--directory", str(directory)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | {"COLUMNS": "200"})
     try:
         output = _until_served(demo)
+        ports = re.search(r"while it runs: http://127\.0\.0\.1:(\d+)/metrics \(collector\), "
+                          r"http://127\.0\.0\.1:(\d+)/metrics \(pipeline worker\)", output)
+        assert ports is not None and ports[1] != ports[2], output  # free ports, picked and printed
         url = re.search(r"stops them\): (http://127\.0\.0\.1:\d+)/", output)
         tenant_token = re.search(r"or as tenant research with\s+(fm_\S+)", output)
         assert url is not None and tenant_token is not None, output
@@ -71,6 +75,49 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--directory", str(tmp_path)])
     assert result.exit_code != 0 and "not a demo directory" in result.output
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(("flag", "setting"), [("--metrics-port", "metrics.port, --metrics-port"),
+                                              ("--pipeline-metrics-port", "--pipeline-metrics-port")])
+def test_a_port_that_is_taken_is_one_line_naming_it(flag: str, setting: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "fleetmeter", "demo", "--directory", str(tmp_path / "demo"),
+                                 flag, str(port)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"fleetmeter demo: cannot listen on 127.0.0.1:{port} (set by {setting}): Address already in use"]
+
+
+def test_progress_reads_only_the_demos_own_worker() -> None:
+    """Another process on the worker's port (a second demo's worker, a production worker) is not read."""
+    from fleetmeter.demo.cli import _stored_rows
+
+    exposition = {"own": b'fleetmeter_pipeline_info{group_id="mine",topic="t",version="1"} 1\n'
+                         b'fleetmeter_pipeline_rows_total{outcome="stored"} 120\n',
+                  "other": b'fleetmeter_pipeline_info{group_id="theirs",topic="t",version="1"} 1\n'
+                           b'fleetmeter_pipeline_rows_total{outcome="stored"} 999\n'}
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = exposition[self.path.strip("/")]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Metrics) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert _stored_rows(f"{url}/own", "mine", 7.0) == 120.0
+        assert _stored_rows(f"{url}/other", "mine", 7.0) == 7.0  # what it read before, kept
+        server.shutdown()
+    assert _stored_rows(url, "mine", 7.0) == 7.0  # nothing listens
 
 
 def _until_served(demo: subprocess.Popen[str]) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from fleetmeter.common.listen import PortUnavailable, listening_socket
 from fleetmeter.common.settings import ConfigError, flag_section, load_settings
 from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.web.app import create_app
@@ -25,11 +26,12 @@ def serve(
     try:
         settings = load_settings(AnalysisSettings, config_file=config, warehouse=warehouse,
                                  http=flag_section(port=port))
+        sock = listening_socket(settings.http.address, settings.http.port, "http.port, --port")
         app = create_app(settings)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, PortUnavailable, OSError) as exc:
         typer.echo(f"fleetmeter serve: {exc}", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(app, host=settings.http.address, port=settings.http.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
 token_app = typer.Typer(help="Tokens for `fleetmeter serve`, stored as hashes in http.tokens_file.",

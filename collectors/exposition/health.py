@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+#: Why the collector drops rows (``fleetmeter_samples_dropped_total``); each exists at 0 from the start, so that
+#: an alert on ``increase`` sees the first drop.
+DROP_REASONS = ("encode_error", "spool_full")
+
 
 class Health:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -29,6 +33,8 @@ class Health:
         self.samples_dropped = Counter(
             "fleetmeter_samples_dropped", "Sample rows dropped, by reason.", ["reason"], registry=registry,
         )
+        for reason in DROP_REASONS:
+            self.samples_dropped.labels(reason)
         self.messages_sent = Counter(
             "fleetmeter_kafka_messages_sent", "Messages acknowledged by Kafka.", registry=registry,
         )

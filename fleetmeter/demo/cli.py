@@ -36,6 +36,7 @@ from fleetmeter.collectors.backends import open_backends
 from fleetmeter.collectors.daemon import CollectorDaemon
 from fleetmeter.collectors.settings import CollectorSettings
 from fleetmeter.common import logs
+from fleetmeter.common.listen import PortUnavailable, listening_socket
 from fleetmeter.common.settings import LoggingSettings
 from fleetmeter.demo.broker import EmbeddedBroker, free_port
 from fleetmeter.demo.history import HISTORY_CLUSTER, demo_history, whole_hour
@@ -55,6 +56,8 @@ from fleetmeter.web.app import create_app
 from fleetmeter.web.auth import add_token
 
 MARKER = ".fleetmeter-demo"
+#: The demo worker's consumer group: this process's own, so that its progress reads no other demo's worker.
+_DEMO_GROUP = f"fleetmeter-demo-{os.getpid()}"
 #: The tenant whose token the demo prints beside the admin's.
 DEMO_TENANT = "research"
 #: Illustrative economics (planning and TCO): what a device costs to buy and run, and what it is worth.
@@ -81,8 +84,10 @@ def demo(
     partitions: Annotated[int, typer.Option(help="Kafka partitions of the samples topic.")] = 4,
     directory: Annotated[Path, typer.Option(help="Where the warehouse, config and report go (replaced).")]
     = Path("fleetmeter-demo"),
-    metrics_port: Annotated[int, typer.Option(help="Collector /metrics port while the demo runs.")] = 9410,
-    pipeline_metrics_port: Annotated[int, typer.Option(help="Pipeline /metrics port while it runs.")] = 9411,
+    metrics_port: Annotated[int, typer.Option(help="Collector /metrics port while the demo runs (0: a free one).",
+                                              min=0, max=65535)] = 0,
+    pipeline_metrics_port: Annotated[int, typer.Option(help="Pipeline /metrics port while it runs (0: a free one).",
+                                                       min=0, max=65535)] = 0,
     history: Annotated[bool, typer.Option(help="Import nine weeks of a second cluster's history and two weeks of "
                                                "a third's with anomalies planted, then forecast and plan.")] = True,
     serve: Annotated[bool, typer.Option(help="At the end, serve the dashboard and the API until Ctrl-C.")] = True,
@@ -97,15 +102,22 @@ def demo(
         broker.create_topic(DEFAULT_TOPIC, partitions)
         collector = CollectorDaemon(*_collector(broker, Path(spool_dir), nodes, devices_per_node, hours, seconds,
                                                 metrics_port))
+        try:
+            collector_port = collector.listen()
+            worker_port = _free_for_worker(pipeline_metrics_port)
+        except PortUnavailable as exc:
+            collector.spool.close()
+            typer.echo(f"fleetmeter demo: {exc}", err=True)
+            raise typer.Exit(2) from exc
         pipeline_config = directory / "pipeline.yaml"
-        pipeline_config.write_text(yaml.safe_dump(_pipeline(broker, warehouse, pipeline_metrics_port)))
+        pipeline_config.write_text(yaml.safe_dump(_pipeline(broker, warehouse, worker_port)))
         out.print(f"[bold]fleetmeter demo[/]: {nodes * devices_per_node} simulated GPUs on {nodes} nodes, "
                   f"{hours:g} h of fleet time in about {seconds:.0f} s; Kafka at {broker.bootstrap_servers}\n"
-                  f"  while it runs: http://127.0.0.1:{metrics_port}/metrics (collector), "
-                  f"http://127.0.0.1:{pipeline_metrics_port}/metrics (pipeline worker)")
+                  f"  while it runs: http://127.0.0.1:{collector_port}/metrics (collector), "
+                  f"http://127.0.0.1:{worker_port}/metrics (pipeline worker)")
         with Progress(TextColumn("{task.description:<30}"), BarColumn(), TaskProgressColumn(),
                       TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=out) as progress:
-            bars = _Bars(progress, collector, hours, pipeline_metrics_port)
+            bars = _Bars(progress, collector, hours, worker_port, _DEMO_GROUP)
             collecting = threading.Thread(target=collector.run, name="collector")
             collecting.start()
             try:
@@ -176,18 +188,28 @@ def _history(progress: Progress, settings: PipelineSettings) -> None:
                                               f"{len(planted.truth)} anomalies planted")
 
 
+def _free_for_worker(port: int) -> int:
+    """The worker's /metrics port: a free one for 0, else ``port`` once it is seen to be free (the worker binds
+    it itself, in its own process, and would only say so in its log)."""
+    listening_socket("127.0.0.1", port, "--pipeline-metrics-port").close()
+    return port or free_port()
+
+
 def _pipeline_settings(path: Path) -> PipelineSettings:
     return PipelineSettings.model_validate(yaml.safe_load(path.read_text()))
 
 
 class _Bars:
-    """Progress: fleet time the collector has streamed, and how many of its samples the warehouse holds."""
+    """Progress: fleet time the collector has streamed, and how many of its samples the warehouse holds (read
+    from the demo's own worker: a /metrics whose ``fleetmeter_pipeline_info`` names the demo's consumer group)."""
 
-    def __init__(self, progress: Progress, collector: CollectorDaemon, hours: float, pipeline_port: int) -> None:
+    def __init__(self, progress: Progress, collector: CollectorDaemon, hours: float, pipeline_port: int,
+                 group_id: str) -> None:
         self.progress = progress
         self.collector = collector
         self.hours = hours
         self.pipeline_metrics = f"http://127.0.0.1:{pipeline_port}/metrics"
+        self.group_id = group_id
         self.start_ms = collector.clock.now_ms()
         self.fleet = progress.add_task("collectors -> Kafka", total=hours, detail="")
         self.stored = progress.add_task("pipeline -> Delta tables", total=None, detail="")
@@ -202,23 +224,26 @@ class _Bars:
         produced = self.collector.registry.get_sample_value("fleetmeter_samples_produced_total") or 0.0
         hours = (self.collector.clock.now_ms() - self.start_ms) / 3_600_000
         self.progress.update(self.fleet, completed=min(hours, self.hours), detail=f"{produced:,.0f} samples")
-        self.stored_now = _scrape(self.pipeline_metrics, "fleetmeter_pipeline_rows_total", "stored", self.stored_now)
+        self.stored_now = _stored_rows(self.pipeline_metrics, self.group_id, self.stored_now)
         stored = self.stored_before + self.stored_now
         self.progress.update(self.stored, total=max(produced, 1), completed=stored, detail=f"{stored:,.0f} stored")
 
 
-def _scrape(url: str, name: str, outcome: str, default: float) -> float:
-    """One sample of the worker's /metrics, read as Prometheus would (``default`` while it is not up)."""
+def _stored_rows(url: str, group_id: str, default: float) -> float:
+    """The rows a worker of ``group_id`` has stored, read off its /metrics as Prometheus would (``default``
+    while it is not up, or when what answers there is some other process)."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             text = response.read().decode()
     except OSError:
         return default
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels.get("outcome") == outcome:
-                return float(sample.value)
-    return default
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    if not any(sample.name == "fleetmeter_pipeline_info" and sample.labels.get("group_id") == group_id
+               for sample in samples):
+        return default
+    return next((float(sample.value) for sample in samples
+                 if sample.name == "fleetmeter_pipeline_rows_total" and sample.labels.get("outcome") == "stored"),
+                default)
 
 
 def _run_pipeline(config: Path, log_path: Path, collecting: threading.Thread, bars: _Bars) -> None:
@@ -242,7 +267,8 @@ def _run_pipeline(config: Path, log_path: Path, collecting: threading.Thread, ba
                     worker.wait()
             bars.finished_run()
             if worker.returncode != 0:
-                typer.echo(f"fleetmeter demo: the pipeline worker exited with status {worker.returncode}; "
+                last = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
+                typer.echo(f"fleetmeter demo: the pipeline worker exited with status {worker.returncode} ({last}); "
                            f"see {log_path}", err=True)
                 raise typer.Exit(1)
             if collector_done is not None and time.monotonic() - idle_s > collector_done:
@@ -281,7 +307,7 @@ def _pipeline(broker: EmbeddedBroker, warehouse: Path, metrics_port: int) -> dic
     settings = {
         "kafka": {"bootstrap_servers": [broker.bootstrap_servers]},
         # The embedded broker holds a JoinGroup for the whole rebalance timeout: keep it short here.
-        "consumer": {"group_id": "fleetmeter-demo", "max_poll_interval_ms": 3000, "session_timeout_ms": 3000,
+        "consumer": {"group_id": _DEMO_GROUP, "max_poll_interval_ms": 3000, "session_timeout_ms": 3000,
                      "heartbeat_interval_ms": 500},
         "warehouse": {"uri": str(warehouse)},
         "flush": {"max_delay_s": 5.0},

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -254,18 +253,6 @@ def test_a_watcher_started_before_the_warehouse_has_data_waits_for_it_and_says_s
         assert watcher.wait(30) == 0
     finally:
         watcher.kill()
-
-
-def test_a_metrics_port_already_taken_is_one_line_and_exit_status_2(warehouse: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = cli.invoke(app, ["anomalies", "--config", str(warehouse / "analysis.yaml"), "--watch",
-                                  "--metrics-port", str(port)])
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [
-        f"fleetmeter anomalies: --metrics-port {port} on 127.0.0.1: Address already in use"]
 
 
 def test_idle_busy_idle_again_is_two_anomalies_and_a_sick_device_stays_one(warehouse: Path) -> None:
