@@ -102,7 +102,7 @@ class CollectorDaemon:
             by_node[reading.device.node].append(reading)
         for node, readings in by_node.items():
             rows = self.builder.rows(readings, now_ms, self.sequences.next(node), self.attribution.shares_of)
-            self.device_metrics.update(rows)
+            self.device_metrics.update(rows, {reading.device.uuid: reading.device for reading in readings})
             self._pending_rows[node].extend(rows)
             self._pending_scrapes[node] += 1
             if self._pending_scrapes[node] >= self.settings.scrapes_per_message:

@@ -132,14 +132,19 @@ class IntervalBuilder:
 
 def per_share(row: dict[str, Any], shares: list[Share]) -> list[dict[str, Any]]:
     """A device's row as one row per owner: amounts split in proportion (integers by largest remainder,
-    so that the parts add up to the device's total), XID events on the row of the largest share."""
+    so that the parts add up to the device's total), XID events on the row of the largest share.
+
+    Each row also holds ``workloads``, the owner's containers with their parts of its share (Share.workloads):
+    /metrics reads it, the wire does not (it is no sample column; ``rows_to_batch`` takes the schema's).
+    """
     if len(shares) == 1 and shares[0].fraction is None:  # the usual case, once per device per scrape: no copy
-        owner = shares[0].owner
-        row.update(tenant=owner.tenant, job_id=owner.job_id, share=None, share_rule=None)
+        share = shares[0]
+        row.update(tenant=share.owner.tenant, job_id=share.owner.job_id, share=None, share_rule=None,
+                   workloads=share.workloads)
         return [row]
     fractions = [share.fraction or 0.0 for share in shares]
     rows = [row | {"tenant": share.owner.tenant, "job_id": share.owner.job_id, "share": share.fraction,
-                   "share_rule": share.rule} for share in shares]
+                   "share_rule": share.rule, "workloads": share.workloads} for share in shares]
     for column in AMOUNT_COLUMNS:
         if row[column] is None:
             continue

@@ -7,11 +7,22 @@ from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
+class Workload:
+    """The Kubernetes container behind an owner's claim on a device (dcgm-exporter's pod labels)."""
+
+    namespace: str
+    pod: str
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
 class Owner:
-    """Who a device's time is charged to."""
+    """Who a device's time is charged to; ``workload``, where known, is the container that holds the device
+    (it names /metrics series, never a sample: the owner is tenant and job)."""
 
     tenant: str
     job_id: str | None = None
+    workload: Workload | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,8 @@ class Device:
     vendor: str
     model: str
     parent_uuid: str | None = None
+    pci_bus_id: str | None = None  # as the driver writes it, e.g. 00000000:1B:00.0 (a MIG instance: its GPU's)
+    driver_version: str | None = None
 
 
 @dataclass(slots=True)

@@ -33,6 +33,8 @@ class SimulatedSettings(Section):
     model: str = "NVIDIA H100 80GB HBM3"
     tenants: list[str] = Field(default=["research", "search-ranking", "vision", "speech"], min_length=1)
     failing_devices: int = Field(default=1, ge=0, description="Devices that degrade and raise XIDs.")
+    time_sliced_per_node: int = Field(default=0, ge=0, le=64, description="The last devices of each node, time-"
+                                      "sliced: a second pod (an inference service) shares each of them.")
 
 
 class NvmlSettings(Section):

@@ -4,6 +4,7 @@ the proto) and a real HTTP server answering the API server's pod list, with /pro
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from fleetmeter.collectors.attribution.kubernetes import KubernetesPods, KubernetesSettings
 from fleetmeter.collectors.attribution.procfs import Procfs
 from fleetmeter.collectors.attribution.sharing import split
-from fleetmeter.collectors.readings import Device, DeviceReading, Owner, ProcessUsage
+from fleetmeter.collectors.readings import Device, DeviceReading, Owner, ProcessUsage, Workload
 from fleetmeter.schemas.sample_v1 import SHARE_BY_PROCESS_UTIL
 from tests.cluster import (
     NODE,
@@ -59,7 +60,12 @@ def device(uuid: str, index: int = 0, processes: tuple[ProcessUsage, ...] = (), 
 
 
 def owners(found: KubernetesPods, reading: DeviceReading) -> list[Owner]:
-    return [claim.owner for claim in found.claims(reading)]
+    """The owners (tenant and job) of the claims on a device."""
+    return [replace(claim.owner, workload=None) for claim in found.claims(reading)]
+
+
+def workloads(found: KubernetesPods, reading: DeviceReading) -> list[Workload | None]:
+    return [claim.owner.workload for claim in found.claims(reading)]
 
 
 def test_pods_devices_and_the_rules_for_tenant_and_job(kubelet: tuple[Kubelet, Path], api_server: ApiServer,
@@ -86,6 +92,8 @@ def test_pods_devices_and_the_rules_for_tenant_and_job(kubelet: tuple[Kubelet, P
     assert owners(found, device("GPU-other", index=3)) == []  # an NVIDIA GPU is never matched by index
     assert owners(found, device("GPU-ddd")) == [Owner("default", "no-metadata")]  # the API has not seen it
     assert owners(found, device("GPU-free")) == []  # not assigned: another source may know
+    assert workloads(found, device("GPU-bbb", 1)) == [Workload("ml", "trainer-0", "main")]
+    assert workloads(found, device("TPU-x", index=3, vendor="google")) == [Workload("team-x", "serve-7f9", "main")]
     assert api_server.requests and all("spec.nodeName" in request for request in api_server.requests)
 
 
@@ -100,11 +108,12 @@ def test_a_time_sliced_gpu_is_split_by_its_pods_processes(kubelet: tuple[Kubelet
     found.refresh()
     reading = device("GPU-shared", processes=(ProcessUsage(1004, 1, 0.6), ProcessUsage(1005, 1, 0.2)))
     claims = found.claims(reading)
-    assert {(c.owner, c.pids) for c in claims} == {(Owner("ta", "one"), frozenset({1004})),
-                                                   (Owner("tb", "two"), frozenset({1005}))}
-    shares = {s.owner.tenant: (s.fraction, s.rule) for s in split(reading, claims)}
-    assert shares == {"ta": (pytest.approx(0.75), SHARE_BY_PROCESS_UTIL),
-                      "tb": (pytest.approx(0.25), SHARE_BY_PROCESS_UTIL)}
+    assert {(c.owner, c.pids) for c in claims} == {
+        (Owner("ta", "one", Workload("a", "one", "main")), frozenset({1004})),
+        (Owner("tb", "two", Workload("b", "two", "main")), frozenset({1005}))}
+    shares = {s.owner.tenant: (s.fraction, s.rule, s.workloads) for s in split(reading, claims)}
+    assert shares == {"ta": (pytest.approx(0.75), SHARE_BY_PROCESS_UTIL, ((Workload("a", "one", "main"), 1.0),)),
+                      "tb": (pytest.approx(0.25), SHARE_BY_PROCESS_UTIL, ((Workload("b", "two", "main"), 1.0),))}
 
 
 def test_the_cost_is_bounded_by_caching(kubelet: tuple[Kubelet, Path], api_server: ApiServer,

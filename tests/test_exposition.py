@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleetmeter.collectors.exposition.device_metrics import DeviceMetrics
 from fleetmeter.collectors.exposition.profiles import DCGM, FLEETMETER, Profile
+from fleetmeter.collectors.readings import Device, Workload
 
 MIB = 1024**2
 
@@ -20,8 +22,13 @@ def row(**values: object) -> dict[str, object]:
         "sm_clock_mhz": 1500.0, "throttle_reasons": ["sw_power_cap"], "energy_j": 3505.0, "ecc_corrected": 2,
         "ecc_uncorrected": 0, "xid_errors": [], "pcie_tx_bytes": 1000, "pcie_rx_bytes": 5000,
         "nvlink_tx_bytes": None, "nvlink_rx_bytes": None, "extras": [("gpm.dram_active", 0.3)],
+        "parent_uuid": None, "share": None, "share_rule": None,
     }
     return base | values
+
+
+DEVICES = {uuid: Device("node-a", uuid, 2, "gpu", "nvidia", "H100", pci_bus_id="00000000:1B:00.0",
+                        driver_version="550.54.15") for uuid in ("GPU-1", "MIG-1")}
 
 
 def scrape(profile: Profile, *updates: list[dict[str, object]]) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -29,7 +36,7 @@ def scrape(profile: Profile, *updates: list[dict[str, object]]) -> dict[str, lis
     metrics = DeviceMetrics(profile)
     registry.register(metrics)
     for rows in updates:
-        metrics.update(rows)
+        metrics.update(rows, DEVICES)
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:
@@ -58,9 +65,12 @@ def test_native_profile_names_units_labels_and_running_totals() -> None:
 def test_dcgm_profile_matches_dcgm_exporter_names_units_and_labels() -> None:
     samples = scrape(DCGM, [row(xid_errors=[43])], [row(energy_j=500.0)])
     [(labels, value)] = samples["DCGM_FI_DEV_GPU_UTIL"]
-    assert labels == {"gpu": "2", "UUID": "GPU-1", "device": "nvidia2", "modelName": "H100",
-                      "Hostname": "node-a", "GPU_I_ID": "", "tenant": "vision", "job_id": "j-9"}
+    assert labels == {"gpu": "2", "UUID": "GPU-1", "pci_bus_id": "00000000:1B:00.0", "device": "nvidia2",
+                      "modelName": "H100", "GPU_I_PROFILE": "", "GPU_I_ID": "", "Hostname": "node-a",
+                      "DCGM_FI_DRIVER_VERSION": "550.54.15", "pod": "", "namespace": "", "container": "",
+                      "tenant": "vision", "job_id": "j-9"}
     assert value == 42.0
+    assert samples["DCGM_FI_PROF_GR_ENGINE_ACTIVE"][0][1] == 0.42
     assert samples["DCGM_FI_DEV_FB_USED"][0][1] == 2048
     assert samples["DCGM_FI_DEV_FB_FREE"][0][1] == 8192 - 2048
     assert samples["DCGM_FI_DEV_POWER_USAGE"][0][1] == 350.5
@@ -69,8 +79,49 @@ def test_dcgm_profile_matches_dcgm_exporter_names_units_and_labels() -> None:
     assert samples["DCGM_FI_DEV_CLOCK_THROTTLE_REASONS"][0][1] == 0x4
     assert samples["DCGM_FI_PROF_DRAM_ACTIVE"][0][1] == 0.3
     assert samples["DCGM_FI_PROF_PCIE_RX_BYTES"][0][1] == 500.0  # 5000 bytes over 10 s
+    assert "DCGM_FI_DEV_DEC_UTIL" not in samples  # no decoder reading: no series
+    dram = scrape(DCGM, [row(extras=[])])["DCGM_FI_PROF_DRAM_ACTIVE"]
+    assert dram[0][1] == 0.1  # without GPM, NVML's memory utilization
 
 
-def test_mig_instances_carry_their_gpu_instance_id_in_the_dcgm_profile() -> None:
-    samples = scrape(DCGM, [row(device_uuid="MIG-1", device_kind="mig", extras=[("mig.gpu_instance_id", 9.0)])])
-    assert samples["DCGM_FI_DEV_FB_USED"][0][0]["GPU_I_ID"] == "9"
+def test_mig_instances_are_named_by_their_gpu_profile_and_instance_in_the_dcgm_profile() -> None:
+    samples = scrape(DCGM, [row(device_uuid="MIG-1", device_kind="mig", parent_uuid="GPU-1",
+                                model="NVIDIA H100 80GB HBM3 MIG 1g.10gb", extras=[("mig.gpu_instance_id", 9.0)])])
+    labels = samples["DCGM_FI_DEV_FB_USED"][0][0]
+    assert (labels["UUID"], labels["gpu"], labels["device"], labels["modelName"], labels["GPU_I_PROFILE"],
+            labels["GPU_I_ID"]) == ("GPU-1", "2", "nvidia2", "NVIDIA H100 80GB HBM3", "1g.10gb", "9")
+
+
+def test_a_time_sliced_device_has_a_series_per_pod_with_its_part_and_a_pod_that_leaves_takes_its_totals() -> None:
+    """Two owners share the device 3:1; the first owner's share is two replicas' (2:1). Quantities that add up
+    are each pod's part, so the pods' sum is the device's; the device's properties are on every series."""
+    api_0, api_1, nb = (Workload("serving", "api-0", "main"), Workload("serving", "api-1", "main"),
+                        Workload("research", "nb", "lab"))
+    shares = [row(share=0.75, energy_j=3000.0, pcie_rx_bytes=3750, workloads=((api_0, 2 / 3), (api_1, 1 / 3))),
+              row(tenant="research", job_id="nb-1", share=0.25, energy_j=1000.0, pcie_rx_bytes=1250,
+                  workloads=((nb, 1.0),))]
+    samples = scrape(DCGM, shares, shares)
+    by_pod = {name: {labels["pod"]: value for labels, value in series} for name, series in samples.items()}
+    parts = {"api-0": 0.5, "api-1": 0.25, "nb": 0.25}
+    assert by_pod["DCGM_FI_DEV_GPU_UTIL"] == pytest.approx({pod: 42.0 * part for pod, part in parts.items()})
+    assert by_pod["DCGM_FI_DEV_FB_USED"] == pytest.approx({pod: 2048 * part for pod, part in parts.items()})
+    assert by_pod["DCGM_FI_DEV_POWER_USAGE"] == pytest.approx({pod: 350.5 * part for pod, part in parts.items()})
+    assert by_pod["DCGM_FI_PROF_PCIE_RX_BYTES"] == pytest.approx({pod: 500.0 * part for pod, part in parts.items()})
+    assert by_pod["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"] == pytest.approx(
+        {pod: 2 * 4000.0 * 1000 * part for pod, part in parts.items()})
+    assert set(by_pod["DCGM_FI_DEV_GPU_TEMP"].values()) == {60.0}  # a property of the device, on every pod
+    assert set(by_pod["DCGM_FI_DEV_FB_FREE"].values()) == {8192 - 2048}
+    namespaces = {labels["pod"]: (labels["namespace"], labels["container"], labels["tenant"])
+                  for labels, _ in samples["DCGM_FI_DEV_GPU_UTIL"]}
+    assert namespaces["nb"] == ("research", "lab", "research") and namespaces["api-1"][:2] == ("serving", "main")
+
+    later = scrape(DCGM, shares, [row(energy_j=4000.0, workloads=((api_0, 1.0),))])  # nb and api-1 left
+    energy = {labels["pod"]: value for labels, value in later["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"]}
+    assert energy == pytest.approx({"api-0": (4000.0 * 0.5 + 4000.0) * 1000})
+
+
+def test_the_native_profile_keeps_one_series_per_device_with_the_devices_totals() -> None:
+    shares = [row(share=0.75, energy_j=3000.0), row(tenant="research", job_id="nb-1", share=0.25, energy_j=1000.0)]
+    samples = scrape(FLEETMETER, shares)
+    [(labels, value)] = samples["fleetmeter_device_energy_joules_total"]
+    assert (labels["tenant"], value) == ("vision", 4000.0)  # the largest owner names it

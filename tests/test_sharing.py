@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fleetmeter.collectors.attribution.sharing import Claim, Share, largest_remainder, split
 from fleetmeter.collectors.intervals import IntervalBuilder
-from fleetmeter.collectors.readings import Counter, Device, DeviceReading, Owner, ProcessUsage
+from fleetmeter.collectors.readings import Counter, Device, DeviceReading, Owner, ProcessUsage, Workload
 from fleetmeter.schemas.sample_v1 import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
 
 DEVICE = Device("node-a", "GPU-1", 0, "gpu", "nvidia", "H100")
@@ -30,6 +30,23 @@ def test_shares_follow_each_owners_processes_sm_utilization() -> None:
     shares = split(reading(processes), [Claim(A, frozenset({1, 2})), Claim(B, frozenset({3}))])
     assert [(s.owner, s.rule) for s in shares] == [(A, SHARE_BY_PROCESS_UTIL), (B, SHARE_BY_PROCESS_UTIL)]
     assert [s.fraction for s in shares] == [pytest.approx(0.5), pytest.approx(0.5)]
+
+
+def test_an_owners_containers_divide_its_share_by_their_processes_and_name_no_sample() -> None:
+    """Two replicas of one service time-slice a GPU with another tenant's pod: the service's row is one (the
+    sample key is tenant and job), its two containers get their parts of it for /metrics."""
+    one, two, other = (Workload("serving", "api-0", "main"), Workload("serving", "api-1", "main"),
+                       Workload("research", "nb", "lab"))
+    processes = (ProcessUsage(1, 10, sm_util=0.30), ProcessUsage(2, 10, sm_util=0.10),
+                 ProcessUsage(3, 10, sm_util=0.40))
+    shares = split(reading(processes), [Claim(dataclasses.replace(A, workload=one), frozenset({1})),
+                                        Claim(dataclasses.replace(A, workload=two), frozenset({2})),
+                                        Claim(dataclasses.replace(B, workload=other), frozenset({3}))])
+    assert [(s.owner, s.fraction) for s in shares] == [(A, pytest.approx(0.5)), (B, pytest.approx(0.5))]
+    assert shares[0].workloads == ((one, pytest.approx(0.75)), (two, pytest.approx(0.25)))
+    assert shares[1].workloads == ((other, 1.0),)
+    alone = split(reading(), [Claim(dataclasses.replace(A, workload=one)), Claim(A)])  # one claim names no pod
+    assert alone == [Share(A, workloads=((one, 1.0),))]
 
 
 @pytest.mark.parametrize("processes", [

@@ -16,7 +16,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from fleetmeter.collectors.attribution.kubelet import podresources_v1_pb2 as pod
 from fleetmeter.collectors.attribution.kubelet.podresources_v1_pb2_grpc import PodResourcesListerStub
 from fleetmeter.collectors.attribution.procfs import Procfs
 from fleetmeter.collectors.attribution.sharing import Claim
-from fleetmeter.collectors.readings import DeviceReading, Owner
+from fleetmeter.collectors.readings import Device, DeviceReading, Owner, Workload
 from fleetmeter.common.settings import Section
 
 log = structlog.get_logger(__name__)
@@ -135,6 +135,7 @@ class KubernetesPods:
         self.clock = clock
         self.list_calls = self.api_calls = self.errors = 0
         self.holders: dict[str, set[PodKey]] = {}  # device id (UUID, or resource/index) -> pods holding it
+        self.containers: dict[tuple[str, PodKey], str] = {}  # (device id, pod) -> the container holding it
         self.pods: dict[PodKey, Pod] = {}
         self._listed_at = self._described_at = -float("inf")
         channel = grpc.insecure_channel(f"unix://{settings.pod_resources_socket}")  # connects when first used
@@ -165,8 +166,13 @@ class KubernetesPods:
             key = self._pod_of(process.pid, uids)
             if key is not None:
                 pids[key].add(process.pid)
-        return [Claim(owner_of(self.settings, key, self.pods.get(key)), frozenset(pids[key]))
-                for key in sorted(keys)]
+        return [Claim(replace(owner_of(self.settings, key, self.pods.get(key)), workload=self._workload(device, key)),
+                      frozenset(pids[key])) for key in sorted(keys)]
+
+    def _workload(self, device: Device, key: PodKey) -> Workload:
+        container = (self.containers.get((device.uuid, key))
+                     or self.containers.get((f"index:{device.index}", key), ""))
+        return Workload(key[0], key[1], container)
 
     def _pod_of(self, pid: int, uids: dict[str, PodKey]) -> PodKey | None:
         for path in self.procfs.cgroups(pid):
@@ -184,13 +190,15 @@ class KubernetesPods:
             log.warning("kubelet PodResources List failed; keeping the last assignment", error=str(exc))
             return
         holders: dict[str, set[PodKey]] = {}
+        containers: dict[tuple[str, PodKey], str] = {}
         for pod in response.pod_resources:
             for container in pod.containers:
                 for devices in container.devices:
                     for device_id in devices.device_ids:
-                        holders.setdefault(self._device_key(devices.resource_name, device_id), set()).add(
-                            (pod.namespace, pod.name))
-        self.holders = holders
+                        device_key = self._device_key(devices.resource_name, device_id)
+                        holders.setdefault(device_key, set()).add((pod.namespace, pod.name))
+                        containers[(device_key, (pod.namespace, pod.name))] = container.name
+        self.holders, self.containers = holders, containers
 
     def _device_key(self, resource: str, device_id: str) -> str:
         if resource in self.settings.index_resources:

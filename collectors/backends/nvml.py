@@ -91,6 +91,7 @@ class NvmlBackend:
             nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX: ("nvlink_rx_bytes", 1024),
         }
         self._event_set = self._q("system", "nvmlEventSetCreate")
+        self._driver_version: str | None = self._q("system", "nvmlSystemGetDriverVersion")
         self._tracked: list[_Tracked] = []
         self._rediscover()
         if not self._tracked:
@@ -123,7 +124,9 @@ class NvmlBackend:
             return None
         mig_mode = q(uuid, "nvmlDeviceGetMigMode", handle) or [nvml.NVML_DEVICE_MIG_DISABLE]
         mig_enabled = mig_mode[0] == nvml.NVML_DEVICE_MIG_ENABLE
-        device = Device(self.node, uuid, index, "gpu", "nvidia", q(uuid, "nvmlDeviceGetName", handle) or "")
+        pci = q(uuid, "nvmlDeviceGetPciInfo", handle)
+        device = Device(self.node, uuid, index, "gpu", "nvidia", q(uuid, "nvmlDeviceGetName", handle) or "",
+                        pci_bus_id=None if pci is None else pci.busId, driver_version=self._driver_version)
         tracked = self._carry_over(previous.get(uuid), _Tracked(device, handle, mig_enabled=mig_enabled))
         if not tracked.xid_registered and self._event_set is not None:
             q(uuid, "nvmlDeviceRegisterEvents", handle, nvml.nvmlEventTypeXidCriticalError, self._event_set)
@@ -139,7 +142,8 @@ class NvmlBackend:
             if uuid is None:
                 continue  # an empty MIG slot answers NOT_FOUND
             device = Device(self.node, uuid, gpu.device.index, "mig", "nvidia",
-                            q(uuid, "nvmlDeviceGetName", handle) or gpu.device.model, parent_uuid=gpu.device.uuid)
+                            q(uuid, "nvmlDeviceGetName", handle) or gpu.device.model, parent_uuid=gpu.device.uuid,
+                            pci_bus_id=gpu.device.pci_bus_id, driver_version=self._driver_version)
             tracked = _Tracked(device, handle, parent_handle=gpu.handle,
                                gpu_instance_id=q(uuid, "nvmlDeviceGetGpuInstanceId", handle),
                                xid_registered=gpu.xid_registered)
@@ -212,6 +216,11 @@ class NvmlBackend:
             reading.processes = tuple(ProcessUsage(int(p.pid), p.usedGpuMemory, sm_util.get(int(p.pid)))
                                       for p in processes)
         reading.xid_errors = tuple(xids.get(key, ())) if tracked.xid_registered else None
+        for extra, function in (("nvml.enc_util", "nvmlDeviceGetEncoderUtilization"),
+                                ("nvml.dec_util", "nvmlDeviceGetDecoderUtilization")):
+            answer = q(key, function, handle)  # [percent, sampling period in us]
+            if answer is not None:
+                reading.extras[extra] = answer[0] / 100
         self._read_gpm(tracked, reading)
         if tracked.mig_enabled:
             reading.extras["mig.enabled"] = 1.0

@@ -4,7 +4,9 @@ Each node's schedule is a sequence of allocations drawn from a per-node random s
 workload of a device at any simulated instant depend only on the seed. Utilization patterns per kind
 of work: training (near full, with checkpoint dips), inference (diurnal), idle allocations (memory held,
 no compute), notebooks (bursty) and free devices; some jobs busy on few SMs, some small enough for a MIG slice
-(``job_habit``). A few devices degrade: ECC errors, then XIDs.
+(``job_habit``). A few devices degrade: ECC errors, then XIDs. Optionally the last devices of each node are
+time-sliced: a second pod runs an inference service on each (``guest_at``). Every owner comes with its pod,
+as a Kubernetes scheduler would place it (namespace: the tenant, pod: the job's, container ``main``).
 Readings at a given timestamp are a pure function of (seed, device, timestamp); counters integrate.
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from fleetmeter.collectors.readings import Counter, Device, DeviceReading, Owner, ProcessUsage
+from fleetmeter.collectors.readings import Counter, Device, DeviceReading, Owner, ProcessUsage, Workload
 from fleetmeter.collectors.settings import SimulatedSettings
 
 HOUR_MS = 3_600_000
@@ -27,6 +29,9 @@ IDLE_W, MAX_W = 70.0, 700.0
 NVLINK_PEAK_BYTES_PER_S = 300e9
 PCIE_PEAK_BYTES_PER_S = 20e9
 FAILURE_AFTER_MS = 2 * HOUR_MS
+#: How long a time-sliced device's guest pod stays before another takes its place.
+GUEST_MS = 3 * HOUR_MS
+DRIVER_VERSION = "550.54.15"
 
 #: kind -> (weight, min hours, max hours)
 WORKLOADS: dict[str, tuple[float, float, float]] = {
@@ -59,6 +64,11 @@ class _DeviceState:
     nvlink_tx: float = 0.0
     nvlink_rx: float = 0.0
     xid_79_sent: bool = False
+
+
+def _pid(job_id: str) -> int:
+    """A job's process id on its devices (stable across processes)."""
+    return 10_000 + zlib.crc32(job_id.encode()) % 50_000
 
 
 def noise(*key: object) -> float:
@@ -142,8 +152,12 @@ class NodeSchedule:
         owner = None
         if workload != "free":
             number = len(timeline)
-            owner = Owner(self.rng.choice(self.tenants), f"{workload}-{self.node_index:03d}-{group}-{number}")
+            owner = pod_owner(self.rng.choice(self.tenants), f"{workload}-{self.node_index:03d}-{group}-{number}")
         return Allocation(start_ms, start_ms + duration_ms, workload, owner)
+
+
+def pod_owner(tenant: str, job_id: str) -> Owner:
+    return Owner(tenant, job_id, Workload(tenant, f"{job_id}-0", "main"))
 
 
 class SimulatedBackend:
@@ -166,7 +180,9 @@ class SimulatedBackend:
             )
             for index in range(settings.devices_per_node):
                 device_uuid = "GPU-" + str(uuid.UUID(int=fleet_rng.getrandbits(128), version=4))
-                device = Device(node, device_uuid, index, "gpu", "nvidia", settings.model)
+                device = Device(node, device_uuid, index, "gpu", "nvidia", settings.model,
+                                pci_bus_id=f"00000000:{0x18 + 0x10 * index % 0xE0:02X}:00.0",
+                                driver_version=DRIVER_VERSION)
                 position = node_index * settings.devices_per_node + index
                 self._states.append(_DeviceState(device, failing=position in failing))
 
@@ -182,38 +198,53 @@ class SimulatedBackend:
     def allocation_at(self, device: Device, ts_ms: int) -> Allocation:
         return self._schedules[device.node].allocation_at(device.index, ts_ms)
 
+    def guest_at(self, device: Device, ts_ms: int) -> Owner | None:
+        """The second pod on a time-sliced device (None on the others): a new one every ``GUEST_MS``."""
+        if device.index < self.settings.devices_per_node - self.settings.time_sliced_per_node:
+            return None
+        stint = (ts_ms - self.start_ms) // GUEST_MS
+        tenants = self.settings.tenants
+        return pod_owner(tenants[zlib.crc32(f"{device.uuid}/{stint}".encode()) % len(tenants)],
+                         f"shared-{device.node}-{device.index}-{stint}")
+
     def read(self, now_ms: int) -> list[DeviceReading]:
         return [self._read(state, now_ms) for state in self._states]
 
     def _read(self, state: _DeviceState, now_ms: int) -> DeviceReading:
         device = state.device
         allocation = self.allocation_at(device, now_ms)
+        guest = self.guest_at(device, now_ms)
         failed = state.failing and now_ms - self.start_ms >= FAILURE_AFTER_MS
-        util = 0.0 if failed else workload_util(allocation.workload, now_ms, device.uuid)
+        host_util = 0.0 if failed else workload_util(allocation.workload, now_ms, device.uuid)
+        guest_util = 0.0 if failed or guest is None else workload_util("inference", now_ms, device.uuid) / 2
+        util = min(1.0, host_util + guest_util)
         power_w = IDLE_W + (MAX_W - IDLE_W) * util ** 1.2
         habit = job_habit(allocation)
         mem_fraction = HABIT_MEMORY.get(habit) or {"training": 0.88, "inference": 0.55, "idle": 0.35,
                                                    "notebook": 0.4}.get(allocation.workload, 0.0)
         mem_used = int(MEM_TOTAL_BYTES * mem_fraction * (1 + 0.02 * noise(device.uuid, "mem")))
+        guest_mem = 0 if guest is None else min(MEM_TOTAL_BYTES // 10, MEM_TOTAL_BYTES - mem_used)
         self._advance_counters(state, now_ms, power_w, util, allocation.workload)
         xids = self._xid_events(state, now_ms, failed)
-        job_id = allocation.owner.job_id if allocation.owner else None
-        pid = None if job_id is None else 10_000 + zlib.crc32(job_id.encode()) % 50_000
+        processes = [ProcessUsage(_pid(owner.job_id), used, share) for owner, used, share in
+                     ((allocation.owner, mem_used, host_util), (guest, guest_mem, guest_util))
+                     if owner is not None and owner.job_id is not None and used]
         temp_c = 32 + 45 * util + 2 * noise(device.uuid, now_ms // 60_000) + (15 if state.failing else 0)
+        sm_active = util * HABIT_SM.get(habit, 0.96)
         return DeviceReading(
             device=device,
             util_compute=util,
             util_mem_bw=util * HABIT_MEM_BW.get(habit, 0.55 if allocation.workload == "training" else 0.35),
-            sm_active=util * HABIT_SM.get(habit, 0.96),
+            sm_active=sm_active,
             tensor_active=util * (0.72 if allocation.workload == "training" else 0.3),
-            mem_used_bytes=mem_used,
+            mem_used_bytes=mem_used + guest_mem,
             mem_total_bytes=MEM_TOTAL_BYTES,
             power_w=power_w,
             temp_c=temp_c,
             sm_clock_mhz=1980.0 if util > 0.05 else 345.0,
             throttle_reasons=("hw_thermal",) if temp_c > 85 else (("gpu_idle",) if util < 0.05 else ()),
             xid_errors=xids,
-            processes=(ProcessUsage(pid, mem_used),) if pid is not None and mem_used else (),
+            processes=tuple(processes),
             counters={
                 "energy_j": Counter(state.energy_j),
                 "ecc_corrected": Counter(state.ecc_corrected),
@@ -223,8 +254,9 @@ class SimulatedBackend:
                 "nvlink_tx_bytes": Counter(state.nvlink_tx),
                 "nvlink_rx_bytes": Counter(state.nvlink_rx),
             },
-            extras={"sim.workload_" + allocation.workload: 1.0},
-            owners=() if allocation.owner is None else (allocation.owner,),
+            extras={"sim.workload_" + allocation.workload: 1.0, "gpm.sm_occupancy": sm_active * 0.45,
+                    "nvml.enc_util": 0.0, "nvml.dec_util": 0.0},
+            owners=tuple(owner for owner in (allocation.owner, guest) if owner is not None),
         )
 
     @staticmethod

@@ -1,9 +1,11 @@
-"""A Prometheus collector that builds the device families from each device's latest sample row."""
+"""A Prometheus collector that builds the device families from each device's latest sample rows."""
 
 from __future__ import annotations
 
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -11,34 +13,83 @@ from prometheus_client.registry import Collector
 
 from fleetmeter.collectors.exposition.profiles import Profile, Row, Totals
 from fleetmeter.collectors.intervals import AMOUNT_COLUMNS
+from fleetmeter.collectors.readings import Device, Workload
+
+#: A series of a pod-aware profile: the owner (tenant, job) and the pod, on one device.
+_SeriesKey = tuple[str, str | None, Workload | None]
+
+
+@dataclass(frozen=True)
+class _Series:
+    row: Row
+    device: Device | None
+    workload: Workload | None
+    fraction: float  # of the device
+    totals: Totals
+
+
+def _accumulate(totals: Totals, row: Row, part: float) -> None:
+    """Add ``part`` of the row's amounts to running totals; XID events count on the row that carries them."""
+    for name in AMOUNT_COLUMNS:
+        if row[name] is not None:
+            totals[name] = totals.get(name, 0.0) + row[name] * part
+    xids = row["xid_errors"]
+    if xids is not None:
+        totals["xid_count"] = totals.get("xid_count", 0.0) + len(xids)
+        totals["last_xid"] = float(xids[-1]) if xids else totals.get("last_xid", 0.0)
 
 
 class DeviceMetrics(Collector):
-    """Holds the latest row and running totals per device; ``collect`` renders them in a profile."""
+    """Holds each device's latest rows and running totals; ``collect`` renders them in a profile.
+
+    A profile with ``per_workload`` gets a series per owner and pod of the device, with running totals of its
+    own (its parts of the device's amounts), kept while the pod holds the device; the other gets one series per
+    device (its largest owner's row) with the device's running totals.
+    """
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self._lock = threading.Lock()
-        self._latest: dict[str, Row] = {}
-        self._totals: dict[str, Totals] = {}
+        self._series: dict[str, list[_Series]] = {}
+        self._device_totals: dict[str, Totals] = {}
+        self._series_totals: dict[str, dict[_SeriesKey, Totals]] = {}
 
-    def update(self, rows: Iterable[Row]) -> None:
+    def update(self, rows: Iterable[Row], devices: Mapping[str, Device] | None = None) -> None:
+        """The rows of one scrape (a device shared by several owners has one each), and what identifies each
+        device (PCI address, driver), by UUID."""
+        by_device: dict[str, list[Row]] = defaultdict(list)
+        for row in rows:
+            by_device[row["device_uuid"]].append(row)
         with self._lock:
-            for row in rows:
-                uuid = row["device_uuid"]
-                self._latest[uuid] = row
-                totals = self._totals.setdefault(uuid, {})
-                for name in AMOUNT_COLUMNS:
-                    if row[name] is not None:
-                        totals[name] = totals.get(name, 0.0) + row[name]
-                xids = row["xid_errors"]
-                if xids is not None:
-                    totals["xid_count"] = totals.get("xid_count", 0.0) + len(xids)
-                    totals["last_xid"] = float(xids[-1]) if xids else totals.get("last_xid", 0.0)
+            for uuid, device_rows in by_device.items():
+                device = (devices or {}).get(uuid)
+                totals = self._device_totals.setdefault(uuid, {})
+                for row in device_rows:
+                    _accumulate(totals, row, 1.0)
+                if self.profile.per_workload:
+                    self._series[uuid] = self._pod_series(uuid, device_rows, device)
+                else:
+                    largest = max(device_rows, key=lambda row: 1.0 if row["share"] is None else row["share"])
+                    self._series[uuid] = [_Series(largest, device, None, 1.0, totals)]
+
+    def _pod_series(self, uuid: str, rows: list[Row], device: Device | None) -> list[_Series]:
+        before = self._series_totals.get(uuid, {})
+        kept: dict[_SeriesKey, Totals] = {}
+        series = []
+        for row in rows:
+            for workload, part in row.get("workloads") or ((None, 1.0),):
+                totals = kept[(row["tenant"], row["job_id"], workload)] = before.get(
+                    (row["tenant"], row["job_id"], workload), {})
+                _accumulate(totals, row, part)
+                share = 1.0 if row["share"] is None else row["share"]
+                series.append(_Series(row, device, workload, share * part, totals))
+        self._series_totals[uuid] = kept  # a pod gone from the device takes its totals with it
+        return series
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            devices = [(row, dict(self._totals[uuid])) for uuid, row in self._latest.items()]
+            series = [(item, dict(item.totals)) for items in self._series.values() for item in items]
+        labels = [self.profile.labels(item.row, item.device, item.workload) for item, _ in series]
         families: dict[str, Any] = {}
         for spec in self.profile.families:
             family = families.get(spec.name)
@@ -50,10 +101,10 @@ class DeviceMetrics(Collector):
                 family = metric_type(spec.name, spec.documentation, labels=label_names)
                 families[spec.name] = family
             extra_values = [value for _, value in spec.labels]
-            for row, totals in devices:
-                value = spec.value(row, totals)
+            for (item, totals), item_labels in zip(series, labels, strict=True):
+                value = spec.value(item.row, totals, item.fraction)
                 if value is not None:
-                    family.add_metric([*self.profile.labels(row), *extra_values], value)
+                    family.add_metric([*item_labels, *extra_values], value)
         yield from families.values()
 
 

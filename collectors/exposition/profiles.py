@@ -1,25 +1,35 @@
-"""Metric naming profiles: fleetmeter's own names (base units), and dcgm-exporter's names and units.
+"""Metric naming profiles: fleetmeter's own names (base units), and dcgm-exporter's names, units and labels.
 
-A profile is a table: each entry names a family and says how to compute its value from a device's
-latest sample row and its running totals. Entries whose value is unknown for a device are left out.
-The dcgm profile types its running totals as gauges: prometheus_client would append ``_total`` to a
-counter's name, and dcgm-exporter's names have none. PromQL over them is unchanged.
+A profile is a table: each entry names a family and says how to compute its value from a series. A series is
+one device's latest sample row; in the dcgm profile, one per pod holding the device (a time-sliced device has
+several), each with its part of the device (``fraction``): a quantity that adds up (utilization, power, memory,
+bytes per second, energy) is that part of the device's, so a sum over pods is the device's; a property of the
+device (temperature, clocks, free memory, throttling) is the device's on every series. Entries whose value is
+unknown for a device are left out.
+
+The dcgm profile types its running totals as gauges: prometheus_client writes a counter's name with ``_total``
+(in TYPE lines too), and dcgm-exporter's names have none. PromQL over them is unchanged.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from fleetmeter.collectors.backends.nvml import THROTTLE_REASONS
+from fleetmeter.collectors.readings import Device, Workload
 
 Row = dict[str, Any]
 Totals = dict[str, float]
-Value = Callable[[Row, Totals], float | None]
+#: A family's value for a series: its row, its running totals, and its fraction of the device.
+Value = Callable[[Row, Totals, float], float | None]
 
 _THROTTLE_BITS = {name: bit for bit, name in THROTTLE_REASONS.items()}
 _MIB = 1024**2
+#: A MIG instance's name as NVML gives it: its GPU's name, then "MIG" and the profile (e.g. 1g.10gb).
+_MIG_NAME = re.compile(r"^(?P<model>.*?) MIG (?P<profile>\S+)$")
 
 
 @dataclass(frozen=True)
@@ -35,60 +45,82 @@ class Family:
 class Profile:
     name: str
     label_names: tuple[str, ...]
-    labels: Callable[[Row], tuple[str, ...]]
+    labels: Callable[[Row, Device | None, Workload | None], tuple[str, ...]]
     families: tuple[Family, ...]
+    per_workload: bool  # a series per pod holding the device (else one per device)
 
 
-def column(name: str, scale: float = 1.0) -> Value:
-    def value(row: Row, totals: Totals) -> float | None:
+def column(name: str, scale: float = 1.0, *, split: bool = False) -> Value:
+    """A sample column; ``split``: the series' part of it."""
+
+    def value(row: Row, totals: Totals, fraction: float) -> float | None:
         raw = row.get(name)
-        return None if raw is None else raw * scale
+        return None if raw is None else raw * scale * (fraction if split else 1.0)
+
+    return value
+
+
+def extra(key: str, scale: float = 1.0, *, split: bool = False, otherwise: str | None = None) -> Value:
+    """A vendor extra (else the column ``otherwise``); ``split``: the series' part of it."""
+
+    def value(row: Row, totals: Totals, fraction: float) -> float | None:
+        raw = dict(row.get("extras") or {}).get(key)
+        if raw is None and otherwise is not None:
+            raw = row.get(otherwise)
+        return None if raw is None else raw * scale * (fraction if split else 1.0)
 
     return value
 
 
 def total(name: str, scale: float = 1.0) -> Value:
-    def value(row: Row, totals: Totals) -> float | None:
+    """A running total (the series' own: its parts of the device's amounts)."""
+
+    def value(row: Row, totals: Totals, fraction: float) -> float | None:
         return None if name not in totals else totals[name] * scale
 
     return value
 
 
 def per_second(name: str) -> Value:
-    def value(row: Row, totals: Totals) -> float | None:
-        raw = row.get(name)
-        return None if raw is None else raw / row["interval_s"]
+    """The series' part of the device's amount over the interval, per second."""
+
+    def value(row: Row, totals: Totals, fraction: float) -> float | None:
+        raw, share = row.get(name), row.get("share")
+        if raw is None:
+            return None
+        device_amount: float = raw if share is None else (raw / share if share > 0 else 0.0)
+        return device_amount * fraction / float(row["interval_s"])
 
     return value
 
 
-def extra(key: str, scale: float = 1.0) -> Value:
-    def value(row: Row, totals: Totals) -> float | None:
-        raw = dict(row.get("extras") or {}).get(key)
-        return None if raw is None else raw * scale
-
-    return value
-
-
-def _fb_free_mib(row: Row, totals: Totals) -> float | None:
+def _fb_free_mib(row: Row, totals: Totals, fraction: float) -> float | None:
     used, capacity = row.get("mem_used_bytes"), row.get("mem_total_bytes")
     return None if used is None or capacity is None else (capacity - used) / _MIB
 
 
-def _throttle_mask(row: Row, totals: Totals) -> float | None:
+def _throttle_mask(row: Row, totals: Totals, fraction: float) -> float | None:
     reasons = row.get("throttle_reasons")
     return None if reasons is None else float(sum(_THROTTLE_BITS.get(r, 0) for r in reasons))
 
 
-def _native_labels(row: Row) -> tuple[str, ...]:
+def _native_labels(row: Row, device: Device | None, workload: Workload | None) -> tuple[str, ...]:
     return (row["cluster"], row["node"], row["device_uuid"], str(row["device_index"]), row["device_kind"],
             row["vendor"], row["model"], row["tenant"], row["job_id"] or "")
 
 
-def _dcgm_labels(row: Row) -> tuple[str, ...]:
+def _dcgm_labels(row: Row, device: Device | None, workload: Workload | None) -> tuple[str, ...]:
+    """dcgm-exporter's labels (a MIG instance is named by its GPU, its profile and instance id), then the pod
+    (empty: Prometheus drops the label), then fleetmeter's tenant and job."""
     instance = dict(row.get("extras") or {}).get("mig.gpu_instance_id")
-    return (str(row["device_index"]), row["device_uuid"], f"nvidia{row['device_index']}", row["model"],
-            row["node"], "" if instance is None else str(int(instance)), row["tenant"], row["job_id"] or "")
+    mig = _MIG_NAME.match(row["model"]) if row["device_kind"] == "mig" else None
+    index = row["device_index"]
+    return (str(index), row["parent_uuid"] or row["device_uuid"], (device and device.pci_bus_id) or "",
+            f"nvidia{index}" if row["vendor"] == "nvidia" else f"{row['device_kind']}{index}",
+            mig["model"] if mig else row["model"], mig["profile"] if mig else "",
+            "" if instance is None else str(int(instance)), row["node"], (device and device.driver_version) or "",
+            *((workload.pod, workload.namespace, workload.container) if workload else ("", "", "")),
+            row["tenant"], row["job_id"] or "")
 
 
 def _direction_pair(name: str, documentation: str, tx: Value, rx: Value) -> tuple[Family, Family]:
@@ -97,7 +129,7 @@ def _direction_pair(name: str, documentation: str, tx: Value, rx: Value) -> tupl
 
 
 def _throttle_active(reason: str) -> Value:
-    def value(row: Row, totals: Totals) -> float | None:
+    def value(row: Row, totals: Totals, fraction: float) -> float | None:
         reasons = row.get("throttle_reasons")
         return None if reasons is None else float(reason in reasons)
 
@@ -114,6 +146,7 @@ FLEETMETER = Profile(
     name="fleetmeter",
     label_names=("cluster", "node", "device", "index", "kind", "vendor", "model", "tenant", "job_id"),
     labels=_native_labels,
+    per_workload=False,
     families=(
         Family("fleetmeter_device_utilization_ratio", "Compute utilization over the last interval (0..1).",
                "gauge", column("util_compute")),
@@ -148,15 +181,22 @@ FLEETMETER = Profile(
 
 DCGM = Profile(
     name="dcgm",
-    label_names=("gpu", "UUID", "device", "modelName", "Hostname", "GPU_I_ID", "tenant", "job_id"),
+    label_names=("gpu", "UUID", "pci_bus_id", "device", "modelName", "GPU_I_PROFILE", "GPU_I_ID", "Hostname",
+                 "DCGM_FI_DRIVER_VERSION", "pod", "namespace", "container", "tenant", "job_id"),
     labels=_dcgm_labels,
+    per_workload=True,
     families=(
-        Family("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", "gauge", column("util_compute", 100)),
-        Family("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", "gauge", column("util_mem_bw", 100)),
+        Family("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", "gauge", column("util_compute", 100, split=True)),
+        Family("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", "gauge",
+               column("util_mem_bw", 100, split=True)),
+        Family("DCGM_FI_DEV_ENC_UTIL", "Encoder utilization (in %).", "gauge",
+               extra("nvml.enc_util", 100, split=True)),
+        Family("DCGM_FI_DEV_DEC_UTIL", "Decoder utilization (in %).", "gauge",
+               extra("nvml.dec_util", 100, split=True)),
         Family("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", "gauge",
-               column("mem_used_bytes", 1 / _MIB)),
+               column("mem_used_bytes", 1 / _MIB, split=True)),
         Family("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", "gauge", _fb_free_mib),
-        Family("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", "gauge", column("power_w")),
+        Family("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", "gauge", column("power_w", split=True)),
         Family("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", "gauge", column("temp_c")),
         Family("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", "gauge", column("sm_clock_mhz")),
         Family("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Energy used since the collector started (in mJ).",
@@ -169,18 +209,20 @@ DCGM = Profile(
                total("last_xid")),
         Family("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "Current clock throttle reasons (NVML bitmask).",
                "gauge", _throttle_mask),
-        Family("DCGM_FI_PROF_SM_ACTIVE", "Ratio of cycles an SM has at least one warp assigned.", "gauge",
-               column("sm_active")),
-        Family("DCGM_FI_PROF_SM_OCCUPANCY", "Ratio of resident warps to the maximum.", "gauge",
-               extra("gpm.sm_occupancy")),
-        Family("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "Ratio of cycles the tensor pipe is active.", "gauge",
-               column("tensor_active")),
-        Family("DCGM_FI_PROF_DRAM_ACTIVE", "Ratio of cycles the memory interface is active.", "gauge",
-               extra("gpm.dram_active")),
-        Family("DCGM_FI_PROF_PCIE_TX_BYTES", "PCIe transmitted bytes per second.", "gauge",
-               per_second("pcie_tx_bytes")),
-        Family("DCGM_FI_PROF_PCIE_RX_BYTES", "PCIe received bytes per second.", "gauge",
-               per_second("pcie_rx_bytes")),
+        Family("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "Ratio of time the graphics engine is active.", "gauge",
+               column("util_compute", split=True)),
+        Family("DCGM_FI_PROF_SM_ACTIVE", "The ratio of cycles an SM has at least 1 warp assigned.", "gauge",
+               column("sm_active", split=True)),
+        Family("DCGM_FI_PROF_SM_OCCUPANCY", "The ratio of number of warps resident on an SM.", "gauge",
+               extra("gpm.sm_occupancy", split=True)),
+        Family("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "Ratio of cycles the tensor (HMMA) pipe is active.", "gauge",
+               column("tensor_active", split=True)),
+        Family("DCGM_FI_PROF_DRAM_ACTIVE", "Ratio of cycles the device memory interface is active sending or "
+               "receiving data.", "gauge", extra("gpm.dram_active", split=True, otherwise="util_mem_bw")),
+        Family("DCGM_FI_PROF_PCIE_TX_BYTES", "The rate of data transmitted over the PCIe bus, in bytes per second.",
+               "gauge", per_second("pcie_tx_bytes")),
+        Family("DCGM_FI_PROF_PCIE_RX_BYTES", "The rate of data received over the PCIe bus, in bytes per second.",
+               "gauge", per_second("pcie_rx_bytes")),
         Family("DCGM_FI_PROF_NVLINK_TX_BYTES", "NVLink transmitted bytes per second.", "gauge",
                per_second("nvlink_tx_bytes")),
         Family("DCGM_FI_PROF_NVLINK_RX_BYTES", "NVLink received bytes per second.", "gauge",

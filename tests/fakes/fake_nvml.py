@@ -42,6 +42,11 @@ def _new_handle() -> Any:
     return pynvml.c_nvmlDevice_t(pynvml.struct_c_nvmlDevice_t())
 
 
+def _bus_id(index: int) -> str:
+    """How the driver writes a PCI address: domain, bus, device and function in upper-case hex."""
+    return f"00000000:{0x18 + 0x10 * index:02X}:00.0"
+
+
 def _key(handle: Any) -> int:
     return ctypes.addressof(handle.contents)
 
@@ -58,6 +63,9 @@ class FakeGpu:
     power_mw: int = 70_000
     energy_mj: int = 1_000_000
     temp_c: int = 30
+    pci_bus_id: str = "00000000:18:00.0"
+    enc_util: int = 0  # percent
+    dec_util: int = 0
     sm_clock_mhz: int = 1980
     graphics_clock_mhz: int = 1755  # other clocks differ from the SM clock, so asking for the wrong one shows
     throttle_mask: int = 0
@@ -86,6 +94,7 @@ class FakeNvml:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.initialised = False
         self.init_error = init_error  # an NVML_ERROR_* that nvmlInit raises (driver not loaded, no permission)
+        self.driver_version = "550.54.15"
         self.gpus = [self._full_gpu(index) for index in range(6)]
         self.gpus.append(self._mig_gpu())
         self.gpus.append(self._limited_gpu())
@@ -97,17 +106,18 @@ class FakeNvml:
 
     @staticmethod
     def _full_gpu(index: int) -> FakeGpu:
-        return FakeGpu(uuid=f"GPU-00000000-0000-0000-0000-00000000000{index}")
+        return FakeGpu(uuid=f"GPU-00000000-0000-0000-0000-00000000000{index}", pci_bus_id=_bus_id(index))
 
     @staticmethod
     def _mig_gpu() -> FakeGpu:
-        gpu = FakeGpu(uuid="GPU-00000000-0000-0000-0000-000000000006", mig_enabled=True,
+        gpu = FakeGpu(uuid="GPU-00000000-0000-0000-0000-000000000006", mig_enabled=True, pci_bus_id=_bus_id(6),
                       unsupported={"nvmlDeviceGetSamples", "nvmlDeviceGetUtilizationRates"})
         no_board_readings = {"nvmlDeviceGetSamples", "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetPowerUsage",
                              "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetTemperature",
                              "nvmlDeviceGetClockInfo", "nvmlDeviceGetCurrentClocksEventReasons",
                              "nvmlDeviceGetCurrentClocksThrottleReasons", "nvmlDeviceGetTotalEccErrors",
-                             "nvmlDeviceGetFieldValues", "nvmlDeviceGetPcieThroughput"}
+                             "nvmlDeviceGetFieldValues", "nvmlDeviceGetPcieThroughput", "nvmlDeviceGetPciInfo",
+                             "nvmlDeviceGetEncoderUtilization", "nvmlDeviceGetDecoderUtilization"}
         big = FakeGpu(uuid="MIG-00000000-0000-0000-0000-0000000000a1", name=f"{H100} MIG 3g.40gb",
                       mem_total=40 * GIB, gpu_instance_id=1, parent=gpu, unsupported=set(no_board_readings))
         small = FakeGpu(uuid="MIG-00000000-0000-0000-0000-0000000000a2", name=f"{H100} MIG 1g.10gb",
@@ -117,7 +127,7 @@ class FakeNvml:
 
     @staticmethod
     def _limited_gpu() -> FakeGpu:
-        return FakeGpu(uuid="GPU-00000000-0000-0000-0000-000000000007", unsupported={
+        return FakeGpu(uuid="GPU-00000000-0000-0000-0000-000000000007", pci_bus_id=_bus_id(7), unsupported={
             "nvmlDeviceGetSamples", "nvmlGpmQueryDeviceSupport", "nvmlDeviceGetFieldValues",
             "nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetCurrentClocksEventReasons"})
 
@@ -219,6 +229,24 @@ class FakeNvml:
             sample.sampleValue.uiVal = value if sampling_type == pynvml.NVML_GPU_UTILIZATION_SAMPLES else value // 2
             samples.append(sample)
         return pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, samples
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        if not self.initialised:
+            _raise(pynvml.NVML_ERROR_UNINITIALIZED)
+        return self.driver_version
+
+    def nvmlDeviceGetPciInfo(self, handle: Any) -> Any:
+        gpu = self._gpu(handle, "nvmlDeviceGetPciInfo")
+        domain, bus, rest = gpu.pci_bus_id.split(":")
+        return pynvml.nvmlPciInfo_t(busIdLegacy=gpu.pci_bus_id[4:].encode(), domain=int(domain, 16), bus=int(bus, 16),
+                                    device=int(rest.split(".")[0], 16), pciDeviceId=0x233010DE,
+                                    busId=gpu.pci_bus_id.encode())
+
+    def nvmlDeviceGetEncoderUtilization(self, handle: Any) -> list[int]:
+        return [self._gpu(handle, "nvmlDeviceGetEncoderUtilization").enc_util, 167_000]
+
+    def nvmlDeviceGetDecoderUtilization(self, handle: Any) -> list[int]:
+        return [self._gpu(handle, "nvmlDeviceGetDecoderUtilization").dec_util, 167_000]
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
         gpu = self._gpu(handle, "nvmlDeviceGetUtilizationRates")
