@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "query": "fleetmeter.sql.cli:query",
     "sql": "fleetmeter.sql.cli:sql",
     "report": "fleetmeter.reports.cli:report",
+    "export": "fleetmeter.reports.cli:export_app",
     "forecast": "fleetmeter.planning.cli:forecast",
     "plan": "fleetmeter.planning.cli:plan",
     "anomalies": "fleetmeter.anomalies.cli:anomalies",

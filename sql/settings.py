@@ -165,6 +165,17 @@ class RightsizingSettings(Section):
                                                    "boards).")
 
 
+class ChargebackSettings(Section):
+    """Who charges whom in a FOCUS export (``fleetmeter export focus``): the FOCUS columns naming the provider
+    (ProviderName, PublisherName, InvoiceIssuerName), the billing account and the service."""
+
+    provider_name: str = Field(default="GPU platform", min_length=1, max_length=256,
+                               description="The team that runs the fleet and charges for it.")
+    billing_account_id: str = Field(default="fleet", min_length=1, max_length=256)
+    billing_account_name: str = Field(default="GPU fleet", min_length=1, max_length=256)
+    service_name: str = Field(default="GPU compute", min_length=1, max_length=256)
+
+
 class HttpSettings(EndpointSettings):
     """``fleetmeter serve``'s endpoint (the other analysis commands read the same file and leave it be)."""
 
@@ -225,6 +236,7 @@ class AnalysisSettings(LayeredSettings):
     anomalies: AnomalySettings = AnomalySettings()
     rightsizing: RightsizingSettings = RightsizingSettings()
     http: HttpSettings = HttpSettings()
+    chargeback: ChargebackSettings = ChargebackSettings()
 
     @property
     def busy_idle_threshold(self) -> float:

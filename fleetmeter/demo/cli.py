@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +45,7 @@ from fleetmeter.pipeline.importing.runner import run_import
 from fleetmeter.pipeline.settings import PipelineSettings
 from fleetmeter.planning.refresh import refresh
 from fleetmeter.reports.build import build_report
+from fleetmeter.reports.focus import focus_export, write_focus
 from fleetmeter.reports.html import write_html
 from fleetmeter.reports.terminal import print_report
 from fleetmeter.schemas.wire import DEFAULT_TOPIC
@@ -152,7 +153,11 @@ def demo(
     print_report(report, out)
     html = directory / "report.html"
     write_html(report, html)
-    _next_steps(config, html)
+    focus = directory / "focus.csv"
+    today = datetime.now(UTC).date()
+    write_focus(focus_export(Catalog.open(settings, parse_since(None)), settings, today - timedelta(days=90),
+                             today + timedelta(days=1)).table, str(focus), "csv")
+    _next_steps(config, html, focus)
     if serve:
         _serve(settings, tokens)
 
@@ -326,10 +331,13 @@ def _command() -> str:
     return "fleetmeter" if on_path and Path(on_path).resolve() == here else os.path.relpath(here)
 
 
-def _next_steps(config: Path, html: Path) -> None:
+def _next_steps(config: Path, html: Path, focus: Path) -> None:
     cmd, python, util_1h = _command(), os.path.relpath(sys.executable), config.parent / "warehouse" / "util_1h"
+    month = datetime.now(UTC).date().replace(day=1)
+    next_month = (month + timedelta(days=32)).replace(day=1)
     console().print(f"""
 [bold]The report as a page with charts:[/] {html.resolve().as_uri()}
+[bold]The chargeback as a FinOps FOCUS dataset:[/] {focus} (a charge per tenant, job, model and day; idle time its own)
 [bold]Go on exploring[/] (the warehouse stays in {config.parent}/):
   {cmd} query --config {config} --list
   {cmd} query --config {config} --file waste_by_job
@@ -341,6 +349,7 @@ def _next_steps(config: Path, html: Path) -> None:
   {python} -c "import polars as pl; print(pl.read_delta('{util_1h}'))"
       (the tables are Delta Lake tables: Spark, Trino, DuckDB and polars read them; docs/warehouse.md)
   {cmd} report --config {config} --since 7d --html report.html
+  {cmd} export focus --config {config} --from {month} --to {next_month} --format parquet --output focus.parquet
   {cmd} collect --help · {cmd} pipeline run --help   (the two daemons, for real hardware and Kafka)
   {cmd} anomalies --config {config} --since 30d   (idle allocations, stragglers, ... with their cost)
   {cmd} plan --config {config}        (what to buy, per quarter: a MILP over the capacity plan)
