@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import structlog
 import typer
 from deltalake.exceptions import DeltaError
 from kafka.errors import KafkaError
 
 from fleetmeter.common import logs
-from fleetmeter.common.listen import PortUnavailable, serve_metrics
+from fleetmeter.common.listen import PortUnavailable, endpoint, serve_metrics
 from fleetmeter.common.settings import ConfigError, flag_section, load_settings
 from fleetmeter.common.signals import stop_on_signals
 from fleetmeter.pipeline.settings import PipelineSettings
@@ -41,12 +42,14 @@ def run(
         )
         logs.configure(settings.logging)
         worker = PipelineWorker(settings)
-        serve_metrics(worker.metrics.registry, settings.metrics.address, settings.metrics.port,
-                      "metrics.port, --metrics-port")
+        server = serve_metrics(worker.metrics.registry, settings.metrics.address, settings.metrics.port,
+                               "metrics.port, --metrics-port")
     except (ConfigError, PortUnavailable, OSError) as exc:
         typer.echo(f"fleetmeter pipeline run: {exc}", err=True)
         raise typer.Exit(2) from exc
 
+    structlog.get_logger(__name__).info(
+        "serving /metrics", url=f"http://{endpoint(settings.metrics.address, server.server_port)}/metrics")
     stop_on_signals(worker.stopping)
     try:
         worker.run()

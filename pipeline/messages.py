@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from fleetmeter.pipeline.validate import LENIENT_SCHEMA, MessageRejected, decode, has_v1_types
-from fleetmeter.schemas.sample_v1 import COLUMNS, SCHEMA_MAJOR, SCHEMA_VERSION_METADATA_KEY
+from fleetmeter.schemas.sample_v1_columns import COLUMNS, SCHEMA_MAJOR, SCHEMA_VERSION_METADATA_KEY
 
 _CONTINUATION = b"\xff\xff\xff\xff"
 _END_OF_STREAM = _CONTINUATION + b"\x00\x00\x00\x00"

@@ -16,7 +16,8 @@ import polars as pl
 import pyarrow as pa
 
 from fleetmeter.schemas import wire
-from fleetmeter.schemas.sample_v1 import ADDED_SINCE_1_0, COLUMNS, SAMPLE_SCHEMA
+from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA
+from fleetmeter.schemas.sample_v1_columns import ADDED_SINCE_1_0, COLUMNS
 
 #: Longest interval a row may cover; a collector never reports more than a few scrape intervals.
 MAX_INTERVAL_S = 3600.0

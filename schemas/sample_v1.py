@@ -12,66 +12,31 @@ from typing import Any
 
 import pyarrow as pa
 
-#: major.minor. A minor bump adds nullable columns only; a major bump means a new topic (``...v2``).
-SCHEMA_VERSION = "1.1"
-SCHEMA_MAJOR = 1
-SCHEMA_VERSION_METADATA_KEY = b"fleetmeter.schema_version"
-
-#: Tenant given to rows that no attribution source claims.
-UNALLOCATED_TENANT = "unallocated"
+from fleetmeter.schemas.sample_v1_columns import (
+    COLUMN_KINDS,
+    COLUMNS,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_METADATA_KEY,
+    Kind,
+)
 
 PROCESS_TYPE = pa.struct([("pid", pa.int64()), ("used_memory_bytes", pa.int64())])
-
-_FIELDS: list[pa.Field] = [
-    pa.field("ts", pa.timestamp("ms", tz="UTC"), nullable=False),
-    pa.field("interval_s", pa.float64(), nullable=False),
-    pa.field("cluster", pa.string(), nullable=False),
-    pa.field("node", pa.string(), nullable=False),
-    pa.field("device_uuid", pa.string(), nullable=False),
-    pa.field("device_index", pa.int32(), nullable=False),
-    pa.field("device_kind", pa.string(), nullable=False),
-    pa.field("parent_uuid", pa.string()),
-    pa.field("vendor", pa.string(), nullable=False),
-    pa.field("model", pa.string(), nullable=False),
-    pa.field("tenant", pa.string(), nullable=False),
-    pa.field("job_id", pa.string()),
-    pa.field("util_compute", pa.float64()),
-    pa.field("util_mem_bw", pa.float64()),
-    pa.field("sm_active", pa.float64()),
-    pa.field("tensor_active", pa.float64()),
-    pa.field("mem_used_bytes", pa.int64()),
-    pa.field("mem_total_bytes", pa.int64()),
-    pa.field("power_w", pa.float64()),
-    pa.field("energy_j", pa.float64()),
-    pa.field("temp_c", pa.float64()),
-    pa.field("sm_clock_mhz", pa.float64()),
-    pa.field("throttle_reasons", pa.list_(pa.string())),
-    pa.field("ecc_corrected", pa.int64()),
-    pa.field("ecc_uncorrected", pa.int64()),
-    pa.field("xid_errors", pa.list_(pa.int32())),
-    pa.field("pcie_tx_bytes", pa.int64()),
-    pa.field("pcie_rx_bytes", pa.int64()),
-    pa.field("nvlink_tx_bytes", pa.int64()),
-    pa.field("nvlink_rx_bytes", pa.int64()),
-    pa.field("processes", pa.list_(PROCESS_TYPE)),
-    pa.field("seq", pa.int64(), nullable=False),
-    pa.field("extras", pa.map_(pa.string(), pa.float64())),
-    # 1.1: a device shared by several owners has one row per owner
-    pa.field("share", pa.float64()),
-    pa.field("share_rule", pa.string()),
-]
-
-#: Columns added by a minor version: a reader fills them with null on messages of an older minor version.
-ADDED_SINCE_1_0 = ("share", "share_rule")
-#: Values of ``share_rule``.
-SHARE_BY_PROCESS_UTIL = "process_util"
-SHARE_EQUALLY = "equal"
+_ARROW_TYPES: dict[Kind, pa.DataType] = {
+    "timestamp_ms": pa.timestamp("ms", tz="UTC"),
+    "float64": pa.float64(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "string": pa.string(),
+    "list<string>": pa.list_(pa.string()),
+    "list<int32>": pa.list_(pa.int32()),
+    "list<process>": pa.list_(PROCESS_TYPE),
+    "map<string,float64>": pa.map_(pa.string(), pa.float64()),
+}
+_FIELDS = [pa.field(column.name, _ARROW_TYPES[column.kind], nullable=column.nullable) for column in COLUMN_KINDS]
 
 SAMPLE_SCHEMA: pa.Schema = pa.schema(
     _FIELDS, metadata={SCHEMA_VERSION_METADATA_KEY: SCHEMA_VERSION.encode()}
 )
-
-COLUMNS: tuple[str, ...] = tuple(SAMPLE_SCHEMA.names)
 
 
 def rows_to_batch(rows: list[dict[str, object]]) -> pa.RecordBatch:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from fleetmeter.schemas.sample_v1 import SCHEMA_MAJOR, SCHEMA_VERSION, SCHEMA_VERSION_METADATA_KEY
+from fleetmeter.schemas.sample_v1_columns import SCHEMA_MAJOR, SCHEMA_VERSION, SCHEMA_VERSION_METADATA_KEY
 
 DEFAULT_TOPIC = f"fleetmeter.samples.v{SCHEMA_MAJOR}"
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"

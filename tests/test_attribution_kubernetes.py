@@ -14,7 +14,7 @@ from fleetmeter.collectors.attribution.kubernetes import KubernetesPods, Kuberne
 from fleetmeter.collectors.attribution.procfs import Procfs
 from fleetmeter.collectors.attribution.sharing import split
 from fleetmeter.collectors.readings import Device, DeviceReading, Owner, ProcessUsage, Workload
-from fleetmeter.schemas.sample_v1 import SHARE_BY_PROCESS_UTIL
+from fleetmeter.schemas.sample_v1_columns import SHARE_BY_PROCESS_UTIL
 from tests.cluster import (
     NODE,
     TOKEN,
@@ -112,8 +112,9 @@ def test_a_time_sliced_gpu_is_split_by_its_pods_processes(kubelet: tuple[Kubelet
         (Owner("ta", "one", Workload("a", "one", "main")), frozenset({1004})),
         (Owner("tb", "two", Workload("b", "two", "main")), frozenset({1005}))}
     shares = {s.owner.tenant: (s.fraction, s.rule, s.workloads) for s in split(reading, claims)}
-    assert shares == {"ta": (pytest.approx(0.75), SHARE_BY_PROCESS_UTIL, ((Workload("a", "one", "main"), 1.0),)),
-                      "tb": (pytest.approx(0.25), SHARE_BY_PROCESS_UTIL, ((Workload("b", "two", "main"), 1.0),))}
+    assert shares == {
+        "ta": (pytest.approx(0.75), SHARE_BY_PROCESS_UTIL, ((Workload("a", "one", "main"), 1.0, {1004}),)),
+        "tb": (pytest.approx(0.25), SHARE_BY_PROCESS_UTIL, ((Workload("b", "two", "main"), 1.0, {1005}),))}
 
 
 def test_the_cost_is_bounded_by_caching(kubelet: tuple[Kubelet, Path], api_server: ApiServer,

@@ -13,7 +13,7 @@ from fleetmeter.collectors.backends.nvml import NvmlBackend
 from fleetmeter.collectors.daemon import CollectorDaemon
 from fleetmeter.demo.broker import EmbeddedBroker
 from fleetmeter.pipeline.worker import PipelineWorker
-from fleetmeter.schemas.sample_v1 import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
+from fleetmeter.schemas.sample_v1_columns import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
 from tests.cluster import NODE, TOKEN, UID_CGROUPFS, UID_SYSTEMD, api_pod, pod, running_api_server, running_kubelet
 from tests.conftest import StepClock, collector_settings
 from tests.fakes.fake_nvml import GIB, FakeNvml

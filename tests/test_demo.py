@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetmeter.cli import app
+from fleetmeter.demo.cli import MARKER
 
 NODES, DEVICES, HOURS = 3, 2, 1.0
 
@@ -77,9 +78,12 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
     assert (tmp_path / "mine.txt").read_text() == "precious"
 
 
-@pytest.mark.parametrize(("flag", "setting"), [("--metrics-port", "metrics.port, --metrics-port"),
-                                              ("--pipeline-metrics-port", "--pipeline-metrics-port")])
-def test_a_port_that_is_taken_is_one_line_naming_it(flag: str, setting: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["--metrics-port", "--pipeline-metrics-port"])
+def test_a_port_that_is_taken_is_one_line_naming_it_and_the_last_demo_stays(flag: str, tmp_path: Path) -> None:
+    last = tmp_path / "demo"
+    last.mkdir()
+    (last / MARKER).touch()
+    (last / "report.html").write_text("the last demo's report")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -88,7 +92,8 @@ def test_a_port_that_is_taken_is_one_line_naming_it(flag: str, setting: str, tmp
                                  flag, str(port)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"fleetmeter demo: cannot listen on 127.0.0.1:{port} (set by {setting}): Address already in use"]
+        f"fleetmeter demo: cannot listen on 127.0.0.1:{port} (set by {flag}): Address already in use"]
+    assert (last / "report.html").read_text() == "the last demo's report"
 
 
 def test_progress_reads_only_the_demos_own_worker() -> None:

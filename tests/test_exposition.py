@@ -97,9 +97,10 @@ def test_a_time_sliced_device_has_a_series_per_pod_with_its_part_and_a_pod_that_
     are each pod's part, so the pods' sum is the device's; the device's properties are on every series."""
     api_0, api_1, nb = (Workload("serving", "api-0", "main"), Workload("serving", "api-1", "main"),
                         Workload("research", "nb", "lab"))
-    shares = [row(share=0.75, energy_j=3000.0, pcie_rx_bytes=3750, workloads=((api_0, 2 / 3), (api_1, 1 / 3))),
+    shares = [row(share=0.75, energy_j=3000.0, pcie_rx_bytes=3750, ecc_uncorrected=1, xid_errors=[48],
+                  workloads=((api_0, 2 / 3, frozenset()), (api_1, 1 / 3, frozenset()))),
               row(tenant="research", job_id="nb-1", share=0.25, energy_j=1000.0, pcie_rx_bytes=1250,
-                  workloads=((nb, 1.0),))]
+                  workloads=((nb, 1.0, frozenset()),))]
     samples = scrape(DCGM, shares, shares)
     by_pod = {name: {labels["pod"]: value for labels, value in series} for name, series in samples.items()}
     parts = {"api-0": 0.5, "api-1": 0.25, "nb": 0.25}
@@ -111,11 +112,14 @@ def test_a_time_sliced_device_has_a_series_per_pod_with_its_part_and_a_pod_that_
         {pod: 2 * 4000.0 * 1000 * part for pod, part in parts.items()})
     assert set(by_pod["DCGM_FI_DEV_GPU_TEMP"].values()) == {60.0}  # a property of the device, on every pod
     assert set(by_pod["DCGM_FI_DEV_FB_FREE"].values()) == {8192 - 2048}
+    assert set(by_pod["DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"].values()) == {2}  # the device's errors, on every pod
+    assert set(by_pod["DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"].values()) == {2 * (2 + 2)}  # both owners, two scrapes
+    assert set(by_pod["DCGM_FI_DEV_XID_ERRORS"].values()) == {48}
     namespaces = {labels["pod"]: (labels["namespace"], labels["container"], labels["tenant"])
                   for labels, _ in samples["DCGM_FI_DEV_GPU_UTIL"]}
     assert namespaces["nb"] == ("research", "lab", "research") and namespaces["api-1"][:2] == ("serving", "main")
 
-    later = scrape(DCGM, shares, [row(energy_j=4000.0, workloads=((api_0, 1.0),))])  # nb and api-1 left
+    later = scrape(DCGM, shares, [row(energy_j=4000.0, workloads=((api_0, 1.0, frozenset()),))])  # two left
     energy = {labels["pod"]: value for labels, value in later["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"]}
     assert energy == pytest.approx({"api-0": (4000.0 * 0.5 + 4000.0) * 1000})
 
@@ -125,3 +129,38 @@ def test_the_native_profile_keeps_one_series_per_device_with_the_devices_totals(
     samples = scrape(FLEETMETER, shares)
     [(labels, value)] = samples["fleetmeter_device_energy_joules_total"]
     assert (labels["tenant"], value) == ("vision", 4000.0)  # the largest owner names it
+
+
+def test_a_pods_memory_on_a_shared_device_is_its_processes_where_the_driver_reports_them() -> None:
+    processes = [{"pid": 1, "used_memory_bytes": 60 * 1024 * MIB}, {"pid": 2, "used_memory_bytes": 8 * 1024 * MIB}]
+    idle, busy = Workload("a", "idle", "main"), Workload("b", "busy", "main")
+    shares = [row(share=0.1, processes=processes, workloads=((idle, 1.0, frozenset({1})),)),
+              row(tenant="b", job_id="j-b", share=0.9, processes=processes, workloads=((busy, 1.0, frozenset({2})),))]
+    used = {labels["pod"]: value for labels, value in scrape(DCGM, shares)["DCGM_FI_DEV_FB_USED"]}
+    assert used == {"idle": 60 * 1024, "busy": 8 * 1024}  # not their SM shares of the device's 2048 MiB
+    hidden = [dict(share, processes=[dict(p, used_memory_bytes=None) for p in processes]) for share in shares]
+    used = {labels["pod"]: value for labels, value in scrape(DCGM, hidden)["DCGM_FI_DEV_FB_USED"]}
+    assert used == pytest.approx({"idle": 2048 * 0.1, "busy": 2048 * 0.9})  # unknown: their fraction
+
+
+def test_the_devices_error_counts_survive_a_change_of_owner() -> None:
+    first = row(ecc_corrected=5, ecc_uncorrected=1, xid_errors=[48])
+    second = row(tenant="research", job_id="next", ecc_corrected=0, ecc_uncorrected=0, xid_errors=[])
+    samples = scrape(DCGM, [first], [second])
+    assert [value for _, value in samples["DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"]] == [1]
+    assert [value for _, value in samples["DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"]] == [5]
+    assert [value for _, value in samples["DCGM_FI_DEV_XID_ERRORS"]] == [48]
+
+
+def test_the_native_profile_keeps_naming_a_shared_device_by_the_same_owner_while_shares_swap() -> None:
+    a, b = row(share=0.6), row(tenant="research", job_id="nb-1", share=0.4)
+    swapped = [dict(a, share=0.4), dict(b, share=0.6)]
+    samples = scrape(FLEETMETER, [a, b], swapped, [a, b])
+    assert {labels["tenant"] for labels, _ in samples["fleetmeter_device_utilization_ratio"]} == {"vision"}
+
+
+def test_mig_instances_without_an_instance_id_keep_their_own_uuid() -> None:
+    instances = [row(device_uuid=f"MIG-{i}", device_kind="mig", parent_uuid="GPU-1",
+                     model="NVIDIA H100 80GB HBM3 MIG 1g.10gb", extras=[]) for i in (1, 2)]
+    samples = scrape(DCGM, instances)
+    assert {labels["UUID"] for labels, _ in samples["DCGM_FI_DEV_FB_USED"]} == {"MIG-1", "MIG-2"}

@@ -5,7 +5,8 @@ import pyarrow as pa
 import pytest
 
 from fleetmeter.schemas import wire
-from fleetmeter.schemas.sample_v1 import COLUMNS, SAMPLE_SCHEMA, SCHEMA_VERSION_METADATA_KEY, rows_to_batch
+from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA, rows_to_batch
+from fleetmeter.schemas.sample_v1_columns import COLUMNS, SCHEMA_VERSION_METADATA_KEY
 
 DOCS = Path(__file__).parent.parent / "schemas" / "sample_v1.md"
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from fleetmeter.collectors.attribution.sharing import Claim, Share, largest_remainder, split
 from fleetmeter.collectors.intervals import IntervalBuilder
 from fleetmeter.collectors.readings import Counter, Device, DeviceReading, Owner, ProcessUsage, Workload
-from fleetmeter.schemas.sample_v1 import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
+from fleetmeter.schemas.sample_v1_columns import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
 
 DEVICE = Device("node-a", "GPU-1", 0, "gpu", "nvidia", "H100")
 A, B, C = Owner("team-a", "job-a"), Owner("team-b", "job-b"), Owner("team-c", "job-c")
@@ -43,10 +43,10 @@ def test_an_owners_containers_divide_its_share_by_their_processes_and_name_no_sa
                                         Claim(dataclasses.replace(A, workload=two), frozenset({2})),
                                         Claim(dataclasses.replace(B, workload=other), frozenset({3}))])
     assert [(s.owner, s.fraction) for s in shares] == [(A, pytest.approx(0.5)), (B, pytest.approx(0.5))]
-    assert shares[0].workloads == ((one, pytest.approx(0.75)), (two, pytest.approx(0.25)))
-    assert shares[1].workloads == ((other, 1.0),)
+    assert shares[0].workloads == ((one, pytest.approx(0.75), {1}), (two, pytest.approx(0.25), {2}))
+    assert shares[1].workloads == ((other, 1.0, {3}),)
     alone = split(reading(), [Claim(dataclasses.replace(A, workload=one)), Claim(A)])  # one claim names no pod
-    assert alone == [Share(A, workloads=((one, 1.0),))]
+    assert alone == [Share(A, workloads=((one, 1.0, frozenset()),))]
 
 
 @pytest.mark.parametrize("processes", [

@@ -3,13 +3,15 @@ scopes, kept as hashes)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 
-from fleetmeter.common.listen import PortUnavailable, listening_socket
+from fleetmeter.common.listen import PortUnavailable, endpoint, listening_socket
 from fleetmeter.common.settings import ConfigError, flag_section, load_settings
 from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.web.app import create_app
@@ -31,7 +33,15 @@ def serve(
     except (ConfigError, PortUnavailable, OSError) as exc:
         typer.echo(f"fleetmeter serve: {exc}", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    host, bound = sock.getsockname()[:2]
+    typer.echo(f"fleetmeter serve: listening on http://{endpoint(host, bound)}/", err=True)
+    serve_on(app, sock)
+
+
+def serve_on(app: Any, sock: socket.socket) -> None:
+    """Serve ``app`` on a bound socket until SIGTERM or Ctrl-C (which ends it as cleanly: exit status 0)."""
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises the Ctrl-C again once it has shut down
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
 token_app = typer.Typer(help="Tokens for `fleetmeter serve`, stored as hashes in http.tokens_file.",

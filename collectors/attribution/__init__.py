@@ -13,7 +13,7 @@ import structlog
 
 from fleetmeter.collectors.attribution.sharing import Claim, Share, split
 from fleetmeter.collectors.readings import DeviceReading, Owner
-from fleetmeter.schemas.sample_v1 import UNALLOCATED_TENANT
+from fleetmeter.schemas.sample_v1_columns import UNALLOCATED_TENANT
 
 log = structlog.get_logger(__name__)
 

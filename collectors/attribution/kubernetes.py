@@ -197,7 +197,9 @@ class KubernetesPods:
                     for device_id in devices.device_ids:
                         device_key = self._device_key(devices.resource_name, device_id)
                         holders.setdefault(device_key, set()).add((pod.namespace, pod.name))
-                        containers[(device_key, (pod.namespace, pod.name))] = container.name
+                        # two containers of a pod on one (time-sliced) GPU: it is named by the first, by name
+                        held = (device_key, (pod.namespace, pod.name))
+                        containers[held] = min(containers.get(held, container.name), container.name)
         self.holders, self.containers = holders, containers
 
     def _device_key(self, resource: str, device_id: str) -> str:

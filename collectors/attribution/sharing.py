@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from fleetmeter.collectors.readings import DeviceReading, Owner, Workload
-from fleetmeter.schemas.sample_v1 import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
+from fleetmeter.schemas.sample_v1_columns import SHARE_BY_PROCESS_UTIL, SHARE_EQUALLY
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +30,13 @@ class Share:
     """The part of a device's interval charged to ``owner``: ``fraction`` None means the whole device.
 
     ``workloads``: the owner's containers on the device (Kubernetes), each with its part of this share (the
-    parts add up to 1). They name per-pod /metrics series; the sample row is the owner's.
+    parts add up to 1) and its processes. They name per-pod /metrics series; the sample row is the owner's.
     """
 
     owner: Owner
     fraction: float | None = None
     rule: str | None = None
-    workloads: tuple[tuple[Workload, float], ...] = ()
+    workloads: tuple[tuple[Workload, float, frozenset[int]], ...] = ()
 
 
 def split(reading: DeviceReading, claims: Sequence[Claim]) -> list[Share]:
@@ -66,13 +66,15 @@ def _fractions(pids: Sequence[set[int]], utilization: Mapping[int, float]) -> tu
 
 
 def _workload_parts(workloads: dict[Workload | None, set[int]], utilization: Mapping[int, float],
-                    ) -> tuple[tuple[Workload, float], ...]:
-    """The owner's containers with their parts of its share (a claim without a container has none)."""
+                    ) -> tuple[tuple[Workload, float, frozenset[int]], ...]:
+    """The owner's containers with their parts of its share and their processes (a claim without a container
+    has none)."""
     known = {workload: pids for workload, pids in workloads.items() if workload is not None}
     if not known:
         return ()
     fractions, _ = _fractions(list(known.values()), utilization)
-    return tuple(zip(known, fractions, strict=True))
+    return tuple((workload, fraction, frozenset(known[workload]))
+                 for workload, fraction in zip(known, fractions, strict=True))
 
 
 def largest_remainder(total: int, fractions: Sequence[float]) -> list[int]:

@@ -181,7 +181,7 @@ class SimulatedBackend:
             for index in range(settings.devices_per_node):
                 device_uuid = "GPU-" + str(uuid.UUID(int=fleet_rng.getrandbits(128), version=4))
                 device = Device(node, device_uuid, index, "gpu", "nvidia", settings.model,
-                                pci_bus_id=f"00000000:{0x18 + 0x10 * index % 0xE0:02X}:00.0",
+                                pci_bus_id=f"00000000:{0x18 + index:02X}:00.0",
                                 driver_version=DRIVER_VERSION)
                 position = node_index * settings.devices_per_node + index
                 self._states.append(_DeviceState(device, failing=position in failing))

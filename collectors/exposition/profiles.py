@@ -23,8 +23,23 @@ from fleetmeter.collectors.readings import Device, Workload
 
 Row = dict[str, Any]
 Totals = dict[str, float]
-#: A family's value for a series: its row, its running totals, and its fraction of the device.
-Value = Callable[[Row, Totals, float], float | None]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a device: its latest row (the owner's), its pod (if known) and the pod's processes, its
+    fraction of the device, its own running totals (its parts of the device's amounts) and the device's."""
+
+    row: Row
+    device: Device | None
+    workload: Workload | None
+    pids: frozenset[int]
+    fraction: float
+    totals: Totals
+    device_totals: Totals
+
+
+Value = Callable[[Series], float | None]
 
 _THROTTLE_BITS = {name: bit for bit, name in THROTTLE_REASONS.items()}
 _MIB = 1024**2
@@ -53,9 +68,9 @@ class Profile:
 def column(name: str, scale: float = 1.0, *, split: bool = False) -> Value:
     """A sample column; ``split``: the series' part of it."""
 
-    def value(row: Row, totals: Totals, fraction: float) -> float | None:
-        raw = row.get(name)
-        return None if raw is None else raw * scale * (fraction if split else 1.0)
+    def value(series: Series) -> float | None:
+        raw = series.row.get(name)
+        return None if raw is None else raw * scale * (series.fraction if split else 1.0)
 
     return value
 
@@ -63,19 +78,20 @@ def column(name: str, scale: float = 1.0, *, split: bool = False) -> Value:
 def extra(key: str, scale: float = 1.0, *, split: bool = False, otherwise: str | None = None) -> Value:
     """A vendor extra (else the column ``otherwise``); ``split``: the series' part of it."""
 
-    def value(row: Row, totals: Totals, fraction: float) -> float | None:
-        raw = dict(row.get("extras") or {}).get(key)
+    def value(series: Series) -> float | None:
+        raw = dict(series.row.get("extras") or {}).get(key)
         if raw is None and otherwise is not None:
-            raw = row.get(otherwise)
-        return None if raw is None else raw * scale * (fraction if split else 1.0)
+            raw = series.row.get(otherwise)
+        return None if raw is None else raw * scale * (series.fraction if split else 1.0)
 
     return value
 
 
-def total(name: str, scale: float = 1.0) -> Value:
-    """A running total (the series' own: its parts of the device's amounts)."""
+def total(name: str, scale: float = 1.0, *, device: bool = False) -> Value:
+    """A running total: the series' own (its parts of the device's amounts), or the ``device``'s."""
 
-    def value(row: Row, totals: Totals, fraction: float) -> float | None:
+    def value(series: Series) -> float | None:
+        totals = series.device_totals if device else series.totals
         return None if name not in totals else totals[name] * scale
 
     return value
@@ -84,23 +100,34 @@ def total(name: str, scale: float = 1.0) -> Value:
 def per_second(name: str) -> Value:
     """The series' part of the device's amount over the interval, per second."""
 
-    def value(row: Row, totals: Totals, fraction: float) -> float | None:
-        raw, share = row.get(name), row.get("share")
+    def value(series: Series) -> float | None:
+        raw, share = series.row.get(name), series.row.get("share")
         if raw is None:
             return None
         device_amount: float = raw if share is None else (raw / share if share > 0 else 0.0)
-        return device_amount * fraction / float(row["interval_s"])
+        return device_amount * series.fraction / float(series.row["interval_s"])
 
     return value
 
 
-def _fb_free_mib(row: Row, totals: Totals, fraction: float) -> float | None:
-    used, capacity = row.get("mem_used_bytes"), row.get("mem_total_bytes")
+def _fb_used_mib(series: Series) -> float | None:
+    """On a shared device, the memory of the pod's own processes where the driver reports it (else the pod's
+    fraction of the device's); on a device of its own, the device's."""
+    if series.fraction < 1 and series.pids:
+        used = [process["used_memory_bytes"] for process in series.row.get("processes") or ()
+                if process["pid"] in series.pids]
+        if used and None not in used:
+            return float(sum(used)) / _MIB
+    return column("mem_used_bytes", 1 / _MIB, split=True)(series)
+
+
+def _fb_free_mib(series: Series) -> float | None:
+    used, capacity = series.row.get("mem_used_bytes"), series.row.get("mem_total_bytes")
     return None if used is None or capacity is None else (capacity - used) / _MIB
 
 
-def _throttle_mask(row: Row, totals: Totals, fraction: float) -> float | None:
-    reasons = row.get("throttle_reasons")
+def _throttle_mask(series: Series) -> float | None:
+    reasons = series.row.get("throttle_reasons")
     return None if reasons is None else float(sum(_THROTTLE_BITS.get(r, 0) for r in reasons))
 
 
@@ -115,7 +142,9 @@ def _dcgm_labels(row: Row, device: Device | None, workload: Workload | None) -> 
     instance = dict(row.get("extras") or {}).get("mig.gpu_instance_id")
     mig = _MIG_NAME.match(row["model"]) if row["device_kind"] == "mig" else None
     index = row["device_index"]
-    return (str(index), row["parent_uuid"] or row["device_uuid"], (device and device.pci_bus_id) or "",
+    # a MIG instance is its GPU's UUID and its instance id; without the id, its own UUID tells it apart
+    uuid = row["parent_uuid"] if mig and instance is not None and row["parent_uuid"] else row["device_uuid"]
+    return (str(index), uuid, (device and device.pci_bus_id) or "",
             f"nvidia{index}" if row["vendor"] == "nvidia" else f"{row['device_kind']}{index}",
             mig["model"] if mig else row["model"], mig["profile"] if mig else "",
             "" if instance is None else str(int(instance)), row["node"], (device and device.driver_version) or "",
@@ -129,8 +158,8 @@ def _direction_pair(name: str, documentation: str, tx: Value, rx: Value) -> tupl
 
 
 def _throttle_active(reason: str) -> Value:
-    def value(row: Row, totals: Totals, fraction: float) -> float | None:
-        reasons = row.get("throttle_reasons")
+    def value(series: Series) -> float | None:
+        reasons = series.row.get("throttle_reasons")
         return None if reasons is None else float(reason in reasons)
 
     return value
@@ -193,20 +222,20 @@ DCGM = Profile(
                extra("nvml.enc_util", 100, split=True)),
         Family("DCGM_FI_DEV_DEC_UTIL", "Decoder utilization (in %).", "gauge",
                extra("nvml.dec_util", 100, split=True)),
-        Family("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", "gauge",
-               column("mem_used_bytes", 1 / _MIB, split=True)),
+        Family("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", "gauge", _fb_used_mib),
         Family("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", "gauge", _fb_free_mib),
         Family("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", "gauge", column("power_w", split=True)),
         Family("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", "gauge", column("temp_c")),
         Family("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", "gauge", column("sm_clock_mhz")),
-        Family("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Energy used since the collector started (in mJ).",
-               "gauge", total("energy_j", 1000)),
-        Family("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "Single-bit ECC errors since the collector started.",
-               "gauge", total("ecc_corrected")),
-        Family("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Double-bit ECC errors since the collector started.",
-               "gauge", total("ecc_uncorrected")),
+        Family("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+               "Energy used since the collector started, the series' owner's part (in mJ).", "gauge",
+               total("energy_j", 1000)),
+        Family("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "Single-bit ECC errors of the device since the collector started.",
+               "gauge", total("ecc_corrected", device=True)),
+        Family("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Double-bit ECC errors of the device since the collector started.",
+               "gauge", total("ecc_uncorrected", device=True)),
         Family("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.", "gauge",
-               total("last_xid")),
+               total("last_xid", device=True)),
         Family("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "Current clock throttle reasons (NVML bitmask).",
                "gauge", _throttle_mask),
         Family("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "Ratio of time the graphics engine is active.", "gauge",

@@ -13,8 +13,13 @@ class PortUnavailable(Exception):
     """A daemon cannot listen where its settings say (the port is taken, or the address is not this machine's)."""
 
 
+def endpoint(address: str, port: int) -> str:
+    """``host:port`` as a URL writes it (an IPv6 address in brackets)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def _unavailable(address: str, port: int, setting: str, exc: OSError) -> PortUnavailable:
-    return PortUnavailable(f"cannot listen on {address}:{port} (set by {setting}): {exc.strerror or exc}")
+    return PortUnavailable(f"cannot listen on {endpoint(address, port)} (set by {setting}): {exc.strerror or exc}")
 
 
 def serve_metrics(registry: CollectorRegistry, address: str, port: int, setting: str) -> WSGIServer:

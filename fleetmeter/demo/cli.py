@@ -25,7 +25,6 @@ from typing import Annotated, Any
 
 import polars as pl
 import typer
-import uvicorn
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -55,6 +54,7 @@ from fleetmeter.sql.settings import AnalysisSettings
 from fleetmeter.sql.since import parse_since
 from fleetmeter.web.app import create_app
 from fleetmeter.web.auth import add_token
+from fleetmeter.web.cli import serve_on
 
 MARKER = ".fleetmeter-demo"
 #: The demo worker's consumer group: this process's own, so that its progress reads no other demo's worker.
@@ -96,6 +96,12 @@ def demo(
     """Run a simulated fleet through collector, Kafka and pipeline into a warehouse, then report on it."""
     logs.configure(LoggingSettings(level="warning", format="console"))
     logging.getLogger("kafka").setLevel(logging.ERROR)  # its event-loop timing warnings are noise here
+    try:  # before anything is replaced: a port that is taken leaves the last demo's results as they were
+        listening_socket("127.0.0.1", metrics_port, "--metrics-port").close()
+        worker_port = _free_for_worker(pipeline_metrics_port)
+    except PortUnavailable as exc:
+        typer.echo(f"fleetmeter demo: {exc}", err=True)
+        raise typer.Exit(2) from exc
     _prepare(directory)
     warehouse = directory / "warehouse"
     out = console()
@@ -105,8 +111,7 @@ def demo(
                                                 metrics_port))
         try:
             collector_port = collector.listen()
-            worker_port = _free_for_worker(pipeline_metrics_port)
-        except PortUnavailable as exc:
+        except PortUnavailable as exc:  # taken since it was checked
             collector.spool.close()
             typer.echo(f"fleetmeter demo: {exc}", err=True)
             raise typer.Exit(2) from exc
@@ -164,15 +169,15 @@ def demo(
 
 def _serve(settings: AnalysisSettings, tokens: dict[str, str]) -> None:
     """The dashboard and the API over the demo's warehouse, on a free port, until Ctrl-C."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    sock = listening_socket("127.0.0.1", 0, "a free port")
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     console().print(f"""
 [bold]The dashboard and the REST API[/] (Ctrl-C stops them): {url}/
   sign in as an admin with   {tokens["admin"]}
   or as tenant {DEMO_TENANT} with   {tokens[DEMO_TENANT]}
   curl -H "Authorization: Bearer {tokens[DEMO_TENANT]}" {url}/v1/tenants/{DEMO_TENANT}
   the API's OpenAPI document: {url}/openapi.json""")
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    serve_on(create_app(settings), sock)
 
 
 def _history(progress: Progress, settings: PipelineSettings) -> None:

@@ -23,7 +23,8 @@ from pydantic import Field, field_validator
 
 from fleetmeter.common.settings import Section
 from fleetmeter.pipeline.importing.runner import Batch
-from fleetmeter.schemas.sample_v1 import COLUMNS, SAMPLE_SCHEMA
+from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA
+from fleetmeter.schemas.sample_v1_columns import COLUMNS
 
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 

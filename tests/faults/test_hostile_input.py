@@ -29,7 +29,8 @@ from fleetmeter.pipeline.quarantine import Message
 from fleetmeter.pipeline.warehouse.delta import DeltaWarehouse
 from fleetmeter.pipeline.worker import PipelineWorker
 from fleetmeter.schemas import wire
-from fleetmeter.schemas.sample_v1 import SCHEMA_VERSION_METADATA_KEY, rows_to_batch
+from fleetmeter.schemas.sample_v1 import rows_to_batch
+from fleetmeter.schemas.sample_v1_columns import SCHEMA_VERSION_METADATA_KEY
 from tests import oracle
 from tests.faults.figures import record
 from tests.pipeline.fleet import assert_rollups_match, pipeline_settings, read_table, samples_frame

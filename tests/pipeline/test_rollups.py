@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from fleetmeter.pipeline import rollups
 from fleetmeter.schemas import warehouse
-from fleetmeter.schemas.sample_v1 import COLUMNS, rows_to_batch
+from fleetmeter.schemas.sample_v1 import rows_to_batch
+from fleetmeter.schemas.sample_v1_columns import COLUMNS
 from fleetmeter.schemas.warehouse import DEVICE_KEYS, DEVICE_MEASURES, JOB_DEVICE_KEYS, MINUTE_KEYS, WINDOW_KEYS
 from tests import oracle
 from tests.pipeline.fleet import assert_same_figures

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from fleetmeter.pipeline.validate import MessageRejected, check, has_v1_types, validate
 from fleetmeter.schemas import wire
-from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA, SCHEMA_VERSION_METADATA_KEY, rows_to_batch
+from fleetmeter.schemas.sample_v1 import SAMPLE_SCHEMA, rows_to_batch
+from fleetmeter.schemas.sample_v1_columns import SCHEMA_VERSION_METADATA_KEY
 from tests import oracle
 from tests.strategies import LENIENT_SCHEMA, encode_rows, hostile_rows
 
