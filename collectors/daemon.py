@@ -14,9 +14,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from fleetmeter import __version__
 from fleetmeter.collectors.attribution import Attribution, AttributionSource, BackendHint
-from fleetmeter.collectors.attribution.kubernetes import KubernetesPods
 from fleetmeter.collectors.attribution.procfs import Procfs
-from fleetmeter.collectors.attribution.slurm import SlurmJobs
 from fleetmeter.collectors.attribution.static import SchedulerFile, StaticRules
 from fleetmeter.collectors.backends.base import Backend
 from fleetmeter.collectors.backends.simulated import SimulatedBackend
@@ -32,7 +30,6 @@ from fleetmeter.collectors.transport.sender import KafkaSender
 from fleetmeter.collectors.transport.spool import Spool, SpooledMessage
 from fleetmeter.common.listen import serve_metrics
 from fleetmeter.schemas import wire
-from fleetmeter.schemas.sample_v1 import rows_to_batch
 
 log = structlog.get_logger(__name__)
 
@@ -48,9 +45,13 @@ def attribution_sources(settings: AttributionSettings, node: str) -> list[Attrib
     if settings.static:
         sources.append(StaticRules(settings.static))
     procfs = Procfs(settings.proc_root)
-    if settings.kubernetes.enabled:
+    if settings.kubernetes.enabled:  # imported here: gRPC and an HTTP client cost a node that does not use them
+        from fleetmeter.collectors.attribution.kubernetes import KubernetesPods
+
         sources.append(KubernetesPods(settings.kubernetes, node, procfs))
     if settings.slurm.enabled:
+        from fleetmeter.collectors.attribution.slurm import SlurmJobs
+
         sources.append(SlurmJobs(settings.slurm, procfs))
     sources.append(BackendHint())
     return sources
@@ -130,8 +131,8 @@ class CollectorDaemon:
         if not rows:
             return
         try:
-            payload = wire.encode(rows_to_batch(rows))
-        except (TypeError, ValueError, OverflowError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            payload = wire.encode_rows(rows)
+        except (TypeError, ValueError, OverflowError) as exc:  # a value the schema cannot hold
             log.error("rows could not be encoded; dropped", node=node, rows=len(rows), error=str(exc))
             self.health.samples_dropped.labels("encode_error").inc(len(rows))
             return
@@ -194,4 +195,5 @@ class CollectorDaemon:
         for backend in self.backends:
             backend.close()
         log.info("collector stopped", spooled=self.spool.messages)
+        self.sequences.close()
         self.spool.close()

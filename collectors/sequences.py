@@ -1,4 +1,11 @@
-"""Per-node scrape sequence numbers that survive daemon restarts (kept beside the spool)."""
+"""Per-node scrape sequence numbers that survive daemon restarts (kept beside the spool).
+
+They are saved at every scrape, so the file is written in place: JSON padded with spaces to a fixed size, one
+``pwrite`` (a few microseconds), where writing a new file and renaming it over cost about 0.4 ms of the
+collector's 2 ms budget per cycle. A file too small for the numbers is replaced whole, atomically. A daemon that
+crashes leaves the last write whole (the page cache has it); a power cut in the middle of a write could leave
+it torn, and the numbers then start again from 1 (rows are unique by device, time and owner, not by ``seq``).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,14 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+_BLOCK = 4096
+
 
 class NodeSequences:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._fd: int | None = None
+        self._capacity = 0
         try:
             self._last: dict[str, int] = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
         except (FileNotFoundError, ValueError):
@@ -25,10 +36,29 @@ class NodeSequences:
 
     def save(self) -> None:
         """Keep the numbers for the next run; a full disk only loses that (they go on in memory)."""
-        temporary = self.path.with_suffix(".tmp")
+        text = json.dumps(self._last).encode()
         try:
-            temporary.write_text(json.dumps(self._last))
-            os.replace(temporary, self.path)
+            if self._fd is not None and len(text) <= self._capacity:
+                os.pwrite(self._fd, text.ljust(self._capacity), 0)
+            else:
+                self._replace(text)
         except OSError as exc:
             log.warning("sequence numbers not saved", path=str(self.path), error=str(exc))
+
+    def _replace(self, text: bytes) -> None:
+        """A new file with room to grow, renamed over the old one, and kept open for the writes in place."""
+        capacity = (len(text) // _BLOCK + 1) * _BLOCK
+        temporary = self.path.with_suffix(".tmp")
+        try:
+            temporary.write_bytes(text.ljust(capacity))
+            os.replace(temporary, self.path)
+        except OSError:
             temporary.unlink(missing_ok=True)
+            raise
+        self.close()
+        self._fd, self._capacity = os.open(self.path, os.O_WRONLY), capacity
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -15,6 +15,7 @@ value of the wrong type a TypeError, an integer out of its column's range an Ove
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
@@ -28,6 +29,7 @@ _END_OF_STREAM = _CONTINUATION + b"\x00\x00\x00\x00"
 _METADATA_V5 = 4
 _RECORD_BATCH = 3
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+_FORMATS = {"float64": "d", "int32": "i", "int64": "q"}
 
 #: One array of a column (a column, or a nested child): its length and null count (a FieldNode), and its buffers.
 Node = tuple[int, int]
@@ -48,7 +50,7 @@ class _Body:
 
     def validity(self, values: Sequence[object]) -> int:
         """The validity bitmap (omitted when nothing is null, as Arrow allows); returns the null count."""
-        nulls = sum(value is None for value in values)
+        nulls = values.count(None) if isinstance(values, list) else sum(value is None for value in values)
         if not nulls:
             self.buffer(b"")
             return 0
@@ -108,11 +110,12 @@ def _strings(values: Iterable[Any]) -> tuple[list[int], bytes]:
 def _write_primitive(body: _Body, values: Sequence[Any], kind: str) -> None:
     nulls = body.validity(values)
     body.nodes.append((len(values), nulls))
-    if kind == "float64":
-        body.buffer(struct.pack(f"<{len(values)}d", *_floats(values)))
-    else:
-        width = "i" if kind == "int32" else "q"
-        body.buffer(struct.pack(f"<{len(values)}{width}", *_integers(values, kind)))
+    layout = f"<{len(values)}{_FORMATS[kind]}"
+    if not nulls and not any(type(value) is bool for value in values):
+        with contextlib.suppress(struct.error):  # the usual case; else the checks below say what is wrong
+            body.buffer(struct.pack(layout, *values))
+            return
+    body.buffer(struct.pack(layout, *(_floats(values) if kind == "float64" else _integers(values, kind))))
 
 
 def _write_string(body: _Body, values: Sequence[Any]) -> None:
@@ -140,14 +143,14 @@ def _write_list(body: _Body, values: Sequence[Any], child: Callable[[_Body, list
 
 
 def _write_processes(body: _Body, processes: list[Any]) -> None:
-    """struct<pid: int64, used_memory_bytes: int64> (a process is never null; its fields may be)."""
+    """struct<pid: int64, used_memory_bytes: int64>; a null process has null fields."""
     fields = []
     for process in processes:
-        if not isinstance(process, Mapping):
+        if process is not None and not isinstance(process, Mapping):
             raise TypeError(f"expected a process as a mapping, got {type(process).__name__}")
-        fields.append((process.get("pid"), process.get("used_memory_bytes")))
-    body.validity(processes)
-    body.nodes.append((len(processes), 0))
+        fields.append((None, None) if process is None else (process.get("pid"), process.get("used_memory_bytes")))
+    nulls = body.validity(processes)
+    body.nodes.append((len(processes), nulls))
     for i in range(2):
         _write_primitive(body, [field[i] for field in fields], "int64")
 
@@ -161,7 +164,7 @@ def _write_entries(body: _Body, entries: list[Any]) -> None:
         if entry[0] is None:
             raise ValueError("a map key is null")
         pairs.append(entry)
-    body.validity(entries)
+    body.validity(entries)  # an entry is never null (checked above)
     body.nodes.append((len(entries), 0))
     _write_string(body, [key for key, _ in pairs])
     _write_primitive(body, [value for _, value in pairs], "float64")

@@ -7,9 +7,14 @@ payload without an Arrow codec. Documented for other consumers in ``wire_v1.md``
 
 from __future__ import annotations
 
-import pyarrow as pa
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fleetmeter.schemas.sample_v1_columns import SCHEMA_MAJOR, SCHEMA_VERSION, SCHEMA_VERSION_METADATA_KEY
+from fleetmeter.schemas.sample_v1_ipc import encode_rows as _encode_rows
+
+if TYPE_CHECKING:  # pyarrow is imported where a batch is encoded or decoded: the collector needs neither
+    import pyarrow as pa
 
 DEFAULT_TOPIC = f"fleetmeter.samples.v{SCHEMA_MAJOR}"
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"
@@ -23,8 +28,15 @@ class WireFormatError(ValueError):
     """A payload that is not a readable Arrow IPC stream of a supported schema version."""
 
 
+def encode_rows(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """Sample rows (dicts keyed by column) as one Arrow IPC stream, written without pyarrow (the collector's)."""
+    return _encode_rows(rows)
+
+
 def encode(batch: pa.RecordBatch) -> bytes:
     """Serialize rows as one Arrow IPC stream (uncompressed: Kafka compresses the batch)."""
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
@@ -43,6 +55,8 @@ def headers(producer: str) -> list[tuple[str, bytes]]:
 
 def decode(payload: bytes) -> pa.Table:
     """Read one message back into a table; reject unreadable or inconsistent payloads and unknown major versions."""
+    import pyarrow as pa
+
     try:
         table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
         # Reading checks the framing, not the buffers: corrupt offsets inside a well-framed stream

@@ -20,13 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import grpc
-import httpx
 import structlog
 from pydantic import Field, field_validator
 
-from fleetmeter.collectors.attribution.kubelet import podresources_v1_pb2 as podresources
-from fleetmeter.collectors.attribution.kubelet.podresources_v1_pb2_grpc import PodResourcesListerStub
 from fleetmeter.collectors.attribution.procfs import Procfs
 from fleetmeter.collectors.attribution.sharing import Claim
 from fleetmeter.collectors.readings import Device, DeviceReading, Owner, Workload
@@ -138,6 +134,12 @@ class KubernetesPods:
         self.containers: dict[tuple[str, PodKey], str] = {}  # (device id, pod) -> the container holding it
         self.pods: dict[PodKey, Pod] = {}
         self._listed_at = self._described_at = -float("inf")
+        # gRPC, protobuf and the HTTP client are imported here, not with the settings: a node without
+        # Kubernetes attribution never loads them (about 15 MB of the daemon's memory)
+        import grpc
+
+        from fleetmeter.collectors.attribution.kubelet.podresources_v1_pb2_grpc import PodResourcesListerStub
+
         channel = grpc.insecure_channel(f"unix://{settings.pod_resources_socket}")  # connects when first used
         self._stub = PodResourcesListerStub(channel)  # type: ignore[no-untyped-call]
         self._api_server = settings.api_server or in_cluster_api_server()
@@ -182,6 +184,10 @@ class KubernetesPods:
         return None
 
     def _list_devices(self) -> None:
+        import grpc
+
+        from fleetmeter.collectors.attribution.kubelet import podresources_v1_pb2 as podresources
+
         self.list_calls += 1
         try:
             response = self._stub.List(podresources.ListPodResourcesRequest(), timeout=5)
@@ -210,6 +216,8 @@ class KubernetesPods:
     def _describe_pods(self) -> None:
         if self._api_server is None:
             return  # not in a cluster and none configured: namespace and pod names only
+        import httpx
+
         self.api_calls += 1
         try:
             token = self.settings.token_file.read_text().strip()  # re-read: projected tokens rotate

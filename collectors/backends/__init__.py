@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
-from fleetmeter.collectors.backends import amd, gaudi, neuron, nvml, simulated, tpu
 from fleetmeter.collectors.backends.base import Backend, BackendUnavailable
-from fleetmeter.collectors.settings import CollectorSettings
+
+if TYPE_CHECKING:  # the settings need pydantic, which the hardware check's bundle leaves out
+    from fleetmeter.collectors.settings import CollectorSettings
 
 log = structlog.get_logger(__name__)
 
@@ -20,28 +22,48 @@ class BackendSpec:
     in_auto: bool  # probed by ``auto``; the simulator never is
 
 
+# Each backend's module is imported when the backend is opened: a node loads only what it reads (the TPU
+# backend's gRPC alone is about 8 MB).
+
+
+def _nvml(settings: CollectorSettings) -> Backend:
+    from fleetmeter.collectors.backends import nvml
+
+    return nvml.create(settings)
+
+
 def _simulated(settings: CollectorSettings) -> Backend:
+    from fleetmeter.collectors.backends import simulated
+
     return simulated.SimulatedBackend(settings.simulated, settings.cluster)
 
 
 def _neuron(settings: CollectorSettings) -> Backend:
+    from fleetmeter.collectors.backends import neuron
+
     return neuron.create(settings.node, settings.neuron)
 
 
 def _amd(settings: CollectorSettings) -> Backend:
+    from fleetmeter.collectors.backends import amd
+
     return amd.create(settings.node)
 
 
 def _gaudi(settings: CollectorSettings) -> Backend:
+    from fleetmeter.collectors.backends import gaudi
+
     return gaudi.create(settings.node)
 
 
 def _tpu(settings: CollectorSettings) -> Backend:
+    from fleetmeter.collectors.backends import tpu
+
     return tpu.create(settings.node, settings.tpu, settings.attribution.proc_root)
 
 
 BACKENDS: dict[str, BackendSpec] = {
-    "nvml": BackendSpec(nvml.create, in_auto=True),
+    "nvml": BackendSpec(_nvml, in_auto=True),
     "amd": BackendSpec(_amd, in_auto=True),
     "neuron": BackendSpec(_neuron, in_auto=True),
     "gaudi": BackendSpec(_gaudi, in_auto=True),

@@ -63,5 +63,11 @@ class LibraryQuery:
                 self.errors[self._describe(exc)] += 1
             return None
 
+    def unsupported(self) -> dict[str, int]:
+        """Each function the library or device does not support, with how many keys (devices, readings) it
+        was asked for."""
+        counts: Counter[str] = Counter(function for function, _ in self._unsupported)
+        return dict(counts)
+
     def is_unsupported(self, key: Hashable, function: str) -> bool:
         return (function, key) in self._unsupported or (function, None) in self._unsupported

@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -21,7 +21,9 @@ from fleetmeter.collectors.backends.base import BackendUnavailable
 from fleetmeter.collectors.backends.library_query import LibraryQuery, Outcome
 from fleetmeter.collectors.backends.nvml_style import read_board
 from fleetmeter.collectors.readings import Counter, Device, DeviceReading, ProcessUsage
-from fleetmeter.collectors.settings import CollectorSettings
+
+if TYPE_CHECKING:  # the settings need pydantic, which the hardware check's bundle leaves out
+    from fleetmeter.collectors.settings import CollectorSettings
 
 log = structlog.get_logger(__name__)
 
@@ -183,6 +185,10 @@ class NvmlBackend:
 
     def read_errors(self) -> Mapping[str, int]:
         return self._q.errors
+
+    def unsupported_calls(self) -> Mapping[str, int]:
+        """NVML functions this driver or these boards answer NOT_SUPPORTED (or lack), with how often asked."""
+        return self._q.unsupported()
 
     def close(self) -> None:
         for tracked in self._tracked:
