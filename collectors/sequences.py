@@ -2,9 +2,10 @@
 
 They are saved at every scrape, so the file is written in place: JSON padded with spaces to a fixed size, one
 ``pwrite`` (a few microseconds), where writing a new file and renaming it over cost about 0.4 ms of the
-collector's 2 ms budget per cycle. A file too small for the numbers is replaced whole, atomically. A daemon that
-crashes leaves the last write whole (the page cache has it); a power cut in the middle of a write could leave
-it torn, and the numbers then start again from 1 (rows are unique by device, time and owner, not by ``seq``).
+collector's 2 ms budget per cycle. A file too small for the numbers, or one removed or replaced behind the
+daemon's back, is replaced whole, atomically. A write of one 4 KiB block (about 150 nodes) survives a crash of
+the daemon whole; a larger one, or a power cut in the middle of a write, could leave it torn, and the numbers
+then start again from 1 (rows are unique by device, time and owner, not by ``seq``).
 """
 
 from __future__ import annotations
@@ -38,12 +39,21 @@ class NodeSequences:
         """Keep the numbers for the next run; a full disk only loses that (they go on in memory)."""
         text = json.dumps(self._last).encode()
         try:
-            if self._fd is not None and len(text) <= self._capacity:
-                os.pwrite(self._fd, text.ljust(self._capacity), 0)
+            if self._fd is not None and len(text) <= self._capacity and self._still_ours():
+                if os.pwrite(self._fd, text.ljust(self._capacity), 0) != self._capacity:
+                    raise OSError("short write")
             else:
                 self._replace(text)
         except OSError as exc:
             log.warning("sequence numbers not saved", path=str(self.path), error=str(exc))
+
+    def _still_ours(self) -> bool:
+        """Whether the open file is still the one at ``path`` (not removed or replaced since it was opened)."""
+        assert self._fd is not None
+        try:
+            return os.fstat(self._fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
 
     def _replace(self, text: bytes) -> None:
         """A new file with room to grow, renamed over the old one, and kept open for the writes in place."""

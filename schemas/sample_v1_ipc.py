@@ -7,10 +7,14 @@ against the schema and rewrites it with FLEETMETER_UPDATE_GOLDEN=1). The record 
 FlatBuffer built here, and its body holds each column's buffers (validity bitmap, offsets, values) in the
 order of the Arrow columnar format, each padded to 8 bytes.
 
-Why not pyarrow: for a node's few rows per scrape, building Arrow arrays from Python values costs more than
-writing the bytes, and loading pyarrow (with numpy and the pandas its conversions import) costs the daemon
-about 70 MB. Values are checked as pyarrow checks them: a required column without a value is a ValueError, a
-value of the wrong type a TypeError, an integer out of its column's range an OverflowError.
+Why not pyarrow: for a node's few rows per scrape (8 rows: 0.17 ms against pyarrow's 0.28), building Arrow
+arrays from Python values costs more than writing the bytes, and loading pyarrow (with numpy and the pandas its
+conversions import) costs the daemon about 70 MB. At 512 rows a message (``scrapes_per_message`` 64) it is
+slower than pyarrow (4.1 ms against 1.3). A required column without a value is a ValueError, a value of the
+wrong type a TypeError, an integer out of its column's range an OverflowError: what the daemon drops as an
+encode error. It is stricter than pyarrow where pyarrow converts quietly (a fractional float in an integer
+column, which pyarrow truncates; True as a number; bytes as a string; a datetime as ``ts``), and looser in
+a few places no backend reaches (Decimal and Fraction as floats, any iterable as a list).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class _Body:
 
     def validity(self, values: Sequence[object]) -> int:
         """The validity bitmap (omitted when nothing is null, as Arrow allows); returns the null count."""
-        nulls = values.count(None) if isinstance(values, list) else sum(value is None for value in values)
+        nulls = sum(value is None for value in values)  # by identity: a value may claim to equal None
         if not nulls:
             self.buffer(b"")
             return 0

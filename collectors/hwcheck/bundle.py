@@ -16,9 +16,15 @@ MODULES = ("fleetmeter/__init__.py", "fleetmeter/collectors/__init__.py", "fleet
            "fleetmeter/collectors/hwcheck/__init__.py", "fleetmeter/collectors/hwcheck/__main__.py",
            "fleetmeter/collectors/hwcheck/check.py", "fleetmeter/collectors/hwcheck/driver_tools.py",
            "fleetmeter/collectors/hwcheck/load.py")
-#: Third-party code it carries: nvidia-ml-py's single module and structlog (pure Python).
-THIRD_PARTY = ("pynvml", "structlog")
-ENTRY = "import runpy\nrunpy.run_module('fleetmeter.collectors.hwcheck', run_name='__main__')\n"
+#: Third-party code it carries: nvidia-ml-py's single module, structlog, and the typing_extensions structlog
+#: needs on Python 3.10 (Ubuntu 22.04's, DGX OS 6's); all pure Python.
+THIRD_PARTY = ("pynvml", "structlog", "typing_extensions")
+ENTRY = """import sys
+if sys.version_info < (3, 10):
+    sys.exit("fleetmeter-hwcheck: needs Python 3.10 or later, this is " + sys.version.split()[0])
+import runpy
+runpy.run_module("fleetmeter.collectors.hwcheck", run_name="__main__")
+"""
 
 
 def _source_root() -> Path:

@@ -50,7 +50,7 @@ class Row:
     verdict: str  # "agrees", "differs", or why it could not be compared
 
 
-def sample(backend: NvmlBackend, phase: Phase, seconds: float, run: driver_tools.Run,
+def sample(backend: NvmlBackend, phase: Phase, seconds: float, tool: driver_tools.DriverTool,
            clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
     """Read both tools once a second for ``seconds``."""
     end = clock() + seconds
@@ -59,13 +59,13 @@ def sample(backend: NvmlBackend, phase: Phase, seconds: float, run: driver_tools
         for reading in backend.read(int(time.time() * 1000)):
             phase.readings[reading.device.uuid].append((now, reading))
         try:
-            for gpu in driver_tools.query_gpus(run):
+            for gpu in tool.query_gpus():
                 phase.smi[gpu.uuid].append(gpu)
         except driver_tools.DriverToolMissing as exc:
             if not phase.notes:  # once is enough
                 phase.notes.append(f"nvidia-smi query: {exc}")
         try:
-            for index, value in driver_tools.dmon_sm_pct(run).items():
+            for index, value in tool.dmon_sm_pct().items():
                 phase.dmon[index].append(value)
         except driver_tools.DriverToolMissing:
             pass  # dmon is absent on some drivers and in containers: said in the report
@@ -73,7 +73,7 @@ def sample(backend: NvmlBackend, phase: Phase, seconds: float, run: driver_tools
             break
         sleep(max(0.0, 1.0 - (clock() - now)))
     try:
-        phase.apps = driver_tools.compute_apps(run)
+        phase.apps = tool.compute_apps()
     except driver_tools.DriverToolMissing as exc:
         phase.notes.append(f"nvidia-smi compute apps: {exc}")
 
@@ -112,15 +112,24 @@ def _energy_row(gpu: str, phase: str, timed: list[tuple[float, DeviceReading]]) 
 
 
 def _activity_rows(gpu: str, phase: str, readings: list[DeviceReading], loaded: bool) -> list[Row]:
-    """GPM's activity against what the phase should give: about 0 idle; under the FMA load, SM activity high and
-    tensor activity about 0."""
+    """Activity against what the phase should give: about 0 idle; under the FMA load, utilization about 100 %,
+    GPM's SM activity high and its tensor activity about 0. The load runs on whole GPUs: a GPU in MIG mode and
+    its instances have no expectation under it."""
+    device = readings[0].device
+    if loaded and (device.kind != "gpu" or any(r.extras.get("mig.enabled") for r in readings)):
+        return [Row(gpu, phase, "activity under the load", "", "", "not compared: the load runs on whole GPUs, "
+                    "not on MIG instances")]
     rows = []
-    for measure, values, expected in (
-            ("GPM SM activity", [r.sm_active for r in readings], (0.5, 1.0) if loaded else (0.0, 0.05)),
-            ("GPM tensor activity", [r.tensor_active for r in readings], (0.0, 0.05))):
+    expectations: list[tuple[str, list[float | None], tuple[float, float]]] = [
+        ("GPM SM activity", [r.sm_active for r in readings], (0.5, 1.0) if loaded else (0.0, 0.05)),
+        ("GPM tensor activity", [r.tensor_active for r in readings], (0.0, 0.05))]
+    if loaded:
+        expectations.append(("utilization under the load", [r.util_compute for r in readings], (0.9, 1.0)))
+    for measure, values, expected in expectations:
         mean = _mean(values)
         low, high = expected
-        verdict = ("not compared: no GPM reading (GPM needs Hopper or later)" if mean is None
+        verdict = (f"not compared: no reading{' (GPM needs Hopper or later)' if 'GPM' in measure else ''}"
+                   if mean is None
                    else "as expected" if low <= mean <= high else "unexpected")
         rows.append(Row(gpu, phase, measure, _shown(mean, "", 3), f"expected {low:g}-{high:g}", verdict))
     return rows
@@ -178,7 +187,8 @@ def _reasons_row(gpu: str, phase: str, readings: list[DeviceReading], smi: list[
 def _processes_row(gpu: str, phase: Phase, uuid: str, readings: list[DeviceReading], load_pid: int | None) -> Row:
     ours = {p.pid for r in readings for p in r.processes or ()}
     theirs = phase.apps.get(uuid, set())
-    if load_pid is not None and readings[0].device.kind == "gpu":
+    whole_gpu = readings[0].device.kind == "gpu" and not any(r.extras.get("mig.enabled") for r in readings)
+    if load_pid is not None and whole_gpu:
         verdict = "agrees" if load_pid in ours and load_pid in theirs else (
             f"differs: the load's pid {load_pid} is {'' if load_pid in ours else 'not '}in fleetmeter's list and "
             f"{'' if load_pid in theirs else 'not '}in nvidia-smi's")
@@ -213,10 +223,11 @@ def run_check(nvml: ModuleType | Any, seconds: float, run: driver_tools.Run = dr
               sleep: Callable[[float], None] = time.sleep) -> Report:
     """The idle phase, then the load phase (``start_load`` returns a load with ``stop()``, or raises)."""
     backend = NvmlBackend(os.uname().nodename, nvml)
+    tool = driver_tools.DriverTool(run)
     try:
         backend.read(int(time.time() * 1000))  # primes the sample buffers and GPM, as the collector's first scrape
         idle = Phase("idle")
-        sample(backend, idle, seconds, run, clock, sleep)
+        sample(backend, idle, seconds, tool, clock, sleep)
         could_not = list(idle.notes)
         rows = compare(idle, loaded=False, load_pid=None)
         if start_load is None:
@@ -230,7 +241,7 @@ def run_check(nvml: ModuleType | Any, seconds: float, run: driver_tools.Run = dr
                 loaded = Phase("load")
                 try:
                     backend.read(int(time.time() * 1000))  # the load's first interval, not the idle one
-                    sample(backend, loaded, seconds, run, clock, sleep)
+                    sample(backend, loaded, seconds, tool, clock, sleep)
                 finally:
                     load.stop()
                 could_not += loaded.notes + [f"the load: {error}" for error in getattr(load, "errors", [])]

@@ -23,13 +23,14 @@ class DriverToolMissing(Exception):
 
 
 def run_tool(arguments: Sequence[str]) -> str:
-    """Run nvidia-smi (or what ``arguments`` names) and return its standard output."""
+    """Run nvidia-smi (or what ``arguments`` names) and return its standard output. It exits non-zero when one
+    GPU fails to answer while printing the others' rows: those are kept; only no output at all is an error."""
     try:
         done = subprocess.run(list(arguments), capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DriverToolMissing(f"{arguments[0]}: {exc}") from exc
-    if done.returncode != 0:
-        raise DriverToolMissing(f"{' '.join(arguments)}: {(done.stdout + done.stderr).strip()[:300]}")
+    if done.returncode != 0 and not done.stdout.strip():
+        raise DriverToolMissing(f"{arguments[0]} said: {(done.stdout + done.stderr).strip()[:300]}")
     return done.stdout
 
 
@@ -76,39 +77,48 @@ def parse_query(text: str) -> list[SmiGpu]:
     return gpus
 
 
-def query_gpus(run: Run = run_tool, command: str = "nvidia-smi") -> list[SmiGpu]:
-    arguments = [command, "--format=csv,noheader,nounits"]
-    try:
-        return parse_query(run([*arguments, f"--query-gpu={','.join(QUERY_FIELDS)}"]))
-    except DriverToolMissing as exc:
-        if "clocks_event_reasons" not in str(exc):
-            raise
-        older = ",".join((*QUERY_FIELDS[:-1], OLD_REASONS_FIELD))
-        return parse_query(run([*arguments, f"--query-gpu={older}"]))
+class DriverTool:
+    """nvidia-smi, asked through ``run``: the per-GPU query (with the throttle reasons' older field name from
+    the first refusal on, on drivers before 535), the compute apps, and dmon."""
 
+    def __init__(self, run: Run = run_tool, command: str = "nvidia-smi") -> None:
+        self.run, self.command = run, command
+        self.fields = ",".join(QUERY_FIELDS)
 
-def compute_apps(run: Run = run_tool, command: str = "nvidia-smi") -> dict[str, set[int]]:
-    """The compute processes on each GPU, by GPU UUID."""
-    text = run([command, "--query-compute-apps=gpu_uuid,pid,used_memory", "--format=csv,noheader,nounits"])
-    apps: dict[str, set[int]] = {}
-    for line in text.strip().splitlines():
-        cells = [cell.strip() for cell in line.split(",")]
-        if len(cells) == 3 and cells[1].isdigit():
-            apps.setdefault(cells[0], set()).add(int(cells[1]))
-    return apps
+    def query_gpus(self) -> list[SmiGpu]:
+        try:
+            return self._query()
+        except DriverToolMissing as exc:
+            if "is not a valid field" not in str(exc) or OLD_REASONS_FIELD in self.fields:
+                raise
+            self.fields = ",".join((*QUERY_FIELDS[:-1], OLD_REASONS_FIELD))
+            return self._query()
 
+    def _query(self) -> list[SmiGpu]:
+        return parse_query(self.run([self.command, "--format=csv,noheader,nounits", f"--query-gpu={self.fields}"]))
 
-def dmon_sm_pct(run: Run = run_tool, command: str = "nvidia-smi") -> dict[int, float]:
-    """``nvidia-smi dmon``'s SM utilization (%) of each GPU, one sample; empty where dmon is absent."""
-    text = run([command, "dmon", "-c", "1", "-s", "u"])
-    columns: list[str] = []
-    found: dict[int, float] = {}
-    for line in text.splitlines():
-        cells = line.lstrip("#").split()
-        if line.startswith("#") and cells and cells[0] == "gpu":
-            columns = cells
-        elif cells and not line.startswith("#") and "sm" in columns and len(cells) == len(columns):
-            value = _number(cells[columns.index("sm")])
-            if cells[0].isdigit() and value is not None:
-                found[int(cells[0])] = value
-    return found
+    def compute_apps(self) -> dict[str, set[int]]:
+        """The compute processes on each GPU, by GPU UUID."""
+        text = self.run([self.command, "--query-compute-apps=gpu_uuid,pid,used_memory",
+                         "--format=csv,noheader,nounits"])
+        apps: dict[str, set[int]] = {}
+        for line in text.strip().splitlines():
+            cells = [cell.strip() for cell in line.split(",")]
+            if len(cells) == 3 and cells[1].isdigit():
+                apps.setdefault(cells[0], set()).add(int(cells[1]))
+        return apps
+
+    def dmon_sm_pct(self) -> dict[int, float]:
+        """``nvidia-smi dmon``'s SM utilization (%) of each GPU, one sample; empty where dmon is absent."""
+        text = self.run([self.command, "dmon", "-c", "1", "-s", "u"])
+        columns: list[str] = []
+        found: dict[int, float] = {}
+        for line in text.splitlines():
+            cells = line.lstrip("#").split()
+            if line.startswith("#") and cells and cells[0] == "gpu":
+                columns = cells
+            elif cells and not line.startswith("#") and "sm" in columns and len(cells) == len(columns):
+                value = _number(cells[columns.index("sm")])
+                if cells[0].isdigit() and value is not None:
+                    found[int(cells[0])] = value
+        return found

@@ -1,7 +1,8 @@
 """A known load on every CUDA device, through the CUDA driver API alone (``libcuda.so.1``, which the NVIDIA
 driver installs): no CUDA toolkit, no framework.
 
-On each device it allocates ``memory_bytes`` and runs, back to back until stopped, a kernel that keeps every SM
+On each device CUDA sees (whole GPUs; a MIG instance only where ``CUDA_VISIBLE_DEVICES`` names it) it allocates
+``memory_bytes`` and runs, back to back until stopped, a kernel that keeps every SM
 busy with dependent single-precision FMAs (8 blocks of 256 threads per SM): the driver's utilization should read
 about 100 %, GPM's SM activity high, its tensor activity about 0 (no tensor-core instruction), and memory in use
 should rise by about the allocation plus the context. The kernel is PTX, compiled by the driver when loaded.
@@ -103,9 +104,10 @@ def start(memory_bytes: int = 2 * 1024**3) -> Load:
 
 
 def _run(cuda: ctypes.CDLL, ordinal: int, load: Load, ready: threading.Barrier) -> None:
+    """Set up one device, wait for the others, then launch until stopped; whatever was made is freed."""
+    device, context, module, function = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+    buffer, sms = ctypes.c_uint64(), ctypes.c_int()
     try:
-        device, context, module, function = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
-        buffer, sms = ctypes.c_uint64(), ctypes.c_int()
         _check(cuda, cuda.cuDeviceGet(ctypes.byref(device), ordinal), "cuDeviceGet")
         _check(cuda, cuda.cuDeviceGetAttribute(ctypes.byref(sms), _SM_COUNT_ATTRIBUTE, device), "cuDeviceGetAttribute")
         _check(cuda, cuda.cuCtxCreate_v2(ctypes.byref(context), 0, device), "cuCtxCreate")
@@ -113,21 +115,21 @@ def _run(cuda: ctypes.CDLL, ordinal: int, load: Load, ready: threading.Barrier) 
         _check(cuda, cuda.cuMemsetD8_v2(buffer, 1, ctypes.c_size_t(load.memory_bytes)), "cuMemsetD8")  # resident
         _check(cuda, cuda.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(_PTX)), "cuModuleLoadData")
         _check(cuda, cuda.cuModuleGetFunction(ctypes.byref(function), module, b"spin"), "cuModuleGetFunction")
-    except LoadUnavailable as exc:
-        load.errors.append(f"device {ordinal}: {exc}")
-        ready.abort()
-        return
-    ready.wait()
-    rounds = ctypes.c_uint32(_ROUNDS)
-    parameters = (ctypes.c_void_p * 2)(ctypes.cast(ctypes.byref(buffer), ctypes.c_void_p),
-                                       ctypes.cast(ctypes.byref(rounds), ctypes.c_void_p))
-    try:
+        ready.wait()
+        rounds = ctypes.c_uint32(_ROUNDS)
+        parameters = (ctypes.c_void_p * 2)(ctypes.cast(ctypes.byref(buffer), ctypes.c_void_p),
+                                           ctypes.cast(ctypes.byref(rounds), ctypes.c_void_p))
         while not load.stopping.is_set():
             _check(cuda, cuda.cuLaunchKernel(function, sms.value * 8, 1, 1, 256, 1, 1, 0, None, parameters, None),
                    "cuLaunchKernel")
             _check(cuda, cuda.cuCtxSynchronize(), "cuCtxSynchronize")
     except LoadUnavailable as exc:
         load.errors.append(f"device {ordinal}: {exc}")
+        ready.abort()
+    except threading.BrokenBarrierError:
+        pass  # another device failed to start: its error says why
     finally:
-        cuda.cuMemFree_v2(buffer)
-        cuda.cuCtxDestroy_v2(context)
+        if buffer.value:
+            cuda.cuMemFree_v2(buffer)
+        if context.value:
+            cuda.cuCtxDestroy_v2(context)
