@@ -4,6 +4,7 @@ runs without loading pyarrow."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from importlib import resources
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -93,6 +95,8 @@ def test_rows_as_the_collector_builds_them() -> None:
     written = wire.decode(encode_rows(rows))
     assert written.to_pylist()[0]["extras"] == [("k", 1.5), ("z", None)]
     assert same(written, wire.decode(pyarrow_stream(rows)))
+    by_polars = pl.read_ipc_stream(io.BytesIO(encode_rows(rows)))  # another reader of the format
+    assert by_polars.equals(pl.read_ipc_stream(io.BytesIO(pyarrow_stream(rows))))
     assert "workloads" not in written.column_names
     assert wire.decode(encode_rows([])).num_rows == 0
 
