@@ -20,9 +20,11 @@ a few places no backend reaches (Decimal and Fraction as floats, any iterable as
 from __future__ import annotations
 
 import contextlib
+import operator
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
+from itertools import repeat
 from typing import Any
 
 from fleetmeter.schemas.sample_v1_columns import COLUMN_KINDS, Kind
@@ -54,7 +56,7 @@ class _Body:
 
     def validity(self, values: Sequence[object]) -> int:
         """The validity bitmap (omitted when nothing is null, as Arrow allows); returns the null count."""
-        nulls = sum(value is None for value in values)  # by identity: a value may claim to equal None
+        nulls = sum(map(operator.is_, values, repeat(None)))  # by identity (a value may claim to equal None)
         if not nulls:
             self.buffer(b"")
             return 0
