@@ -28,7 +28,7 @@ class NodeSequences:
         self._capacity = 0
         try:
             self._last: dict[str, int] = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError, TypeError, AttributeError):  # none yet, torn, or not ours
             self._last = {}
 
     def next(self, node: str) -> int:
@@ -39,6 +39,8 @@ class NodeSequences:
         """Keep the numbers for the next run; a full disk only loses that (they go on in memory)."""
         text = json.dumps(self._last).encode()
         try:
+            if self._fd is None:
+                self._open_existing()
             if self._fd is not None and len(text) <= self._capacity and self._still_ours():
                 if os.pwrite(self._fd, text.ljust(self._capacity), 0) != self._capacity:
                     raise OSError("short write")
@@ -46,6 +48,14 @@ class NodeSequences:
                 self._replace(text)
         except OSError as exc:
             log.warning("sequence numbers not saved", path=str(self.path), error=str(exc))
+
+    def _open_existing(self) -> None:
+        """Write in place into the file an earlier run left (on a full disk, a replace would fail)."""
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY)
+        except FileNotFoundError:
+            return
+        self._capacity = os.fstat(self._fd).st_size
 
     def _still_ours(self) -> bool:
         """Whether the open file is still the one at ``path`` (not removed or replaced since it was opened)."""

@@ -36,3 +36,24 @@ def test_a_file_removed_or_replaced_behind_the_daemon_is_written_again(tmp_path:
     assert json.loads(path.read_text()) == {"a": 7}
     sequences.close()
     assert NodeSequences(path).next("a") == 8
+
+
+def test_a_file_that_is_not_a_map_of_numbers_starts_the_numbers_again(tmp_path: Path) -> None:
+    path = tmp_path / "sequences.json"
+    for text in ("[1, 2]", '{"a": null}', '{"a": [1]}', "\x00\x00"):
+        path.write_text(text)
+        assert NodeSequences(path).next("a") == 1, text
+
+
+def test_a_restart_writes_into_the_file_it_found(tmp_path: Path) -> None:
+    """On a full disk a new file cannot be made; the one the last run left can still be written."""
+    path = tmp_path / "sequences.json"
+    first = NodeSequences(path)
+    first.next("a")
+    first.save()
+    first.close()
+    inode = path.stat().st_ino
+    second = NodeSequences(path)
+    second.next("a")
+    second.save()
+    assert path.stat().st_ino == inode and json.loads(path.read_text()) == {"a": 2}
