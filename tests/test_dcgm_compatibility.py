@@ -87,7 +87,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                  str(DEVICES), "--interval", "10", "--speedup", "10", "--metrics-port", str(port), "--spool-dir",
                  str(directory / "spool"), "--bootstrap-servers", "127.0.0.1:1"]  # Kafka away: the spool keeps it
     environment = {"FLEETMETER_METRICS__ADDRESS": "127.0.0.1",
-                   "FLEETMETER_SIMULATED__TIME_SLICED_PER_NODE": str(TIME_SLICED)}
+                   "FLEETMETER_SIMULATED__TIME_SLICED_PER_NODE": str(TIME_SLICED),
+                   "FLEETMETER_SHUTDOWN_TIMEOUT_S": "0"}  # nothing to deliver to: stop at once
     with daemon(arguments, directory / "collector.log", environment):
         deadline = time.monotonic() + 30
         while "DCGM_FI_DEV_GPU_UTIL" not in _series_or_nothing(port):
