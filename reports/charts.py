@@ -54,31 +54,38 @@ def utilization_over_time(times: list[datetime], utilization: list[float | None]
     return _svg(_time_axis(figure, x))
 
 
-def capacity_over_time(times: list[datetime], present: list[float], allocated: list[float], busy: list[float]) -> str:
+#: One layer of a chart over time: its values, color, legend label, SVG id, and whether it is a filled area.
+_Layer = tuple[list[float], str, str, str, bool]
+
+
+def _layers_over_time(times: list[datetime], layers: list[_Layer], ylabel: str) -> str:
+    """Lines and filled areas over time, drawn in order from 0 up, the legend above."""
     figure = Figure(figsize=_SIZE)
     axes = figure.add_subplot()
     x = _dates(times)
-    axes.plot(x, present, color=_COLORS["present"], label="present", gid="capacity-present")
-    axes.plot(x, allocated, color=_COLORS["allocated"], label="allocated", gid="capacity-allocated")
-    axes.fill_between(x, busy, color=_COLORS["busy"], alpha=0.35, label="busy", gid="capacity-busy")
+    for values, color, label, gid, area in layers:
+        if area:
+            axes.fill_between(x, values, color=color, alpha=0.35, label=label, gid=gid)
+        else:
+            axes.plot(x, values, color=color, label=label, gid=gid)
     axes.set_ylim(bottom=0)
-    axes.set_ylabel("devices (mean)")
+    axes.set_ylabel(ylabel)
     axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, ncols=3)
     return _svg(_time_axis(figure, x))
+
+
+def capacity_over_time(times: list[datetime], present: list[float], allocated: list[float], busy: list[float]) -> str:
+    return _layers_over_time(times, [(present, _COLORS["present"], "present", "capacity-present", False),
+                                     (allocated, _COLORS["allocated"], "allocated", "capacity-allocated", False),
+                                     (busy, _COLORS["busy"], "busy", "capacity-busy", True)], "devices (mean)")
 
 
 def usage_over_time(times: list[datetime], held: list[float], busy: list[float], wasted: list[float]) -> str:
     """Device-hours held per point, the busy part of them, and the wasted part (idle and busy but idle)."""
-    figure = Figure(figsize=_SIZE)
-    axes = figure.add_subplot()
-    x = _dates(times)
-    axes.plot(x, held, color=_COLORS["allocated"], label="held", gid="usage-held")
-    axes.fill_between(x, busy, color=_COLORS["busy"], alpha=0.35, label="busy", gid="usage-busy")
-    axes.plot(x, wasted, color=_COLORS["idle"], label="wasted (idle, busy but idle)", gid="usage-wasted")
-    axes.set_ylim(bottom=0)
-    axes.set_ylabel("device-hours")
-    axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, ncols=3)
-    return _svg(_time_axis(figure, x))
+    return _layers_over_time(times, [(held, _COLORS["allocated"], "held", "usage-held", False),
+                                     (busy, _COLORS["busy"], "busy", "usage-busy", True),
+                                     (wasted, _COLORS["idle"], "wasted (idle, busy but idle)", "usage-wasted", False)],
+                             "device-hours")
 
 
 def waste_by_tenant(tenants: list[str], allocated_hours: list[float], busy_hours: list[float],

@@ -144,6 +144,8 @@ def _write_list(body: _Body, values: Sequence[Any], child: Callable[[_Body, list
                 raise TypeError(f"expected a list, got {type(value).__name__}")
             items.extend(value)
         offsets.append(len(items))
+    if len(items) > 2**31 - 1:
+        raise OverflowError("a list column over 2**31 items")
     body.buffer(struct.pack(f"<{len(offsets)}i", *offsets))
     child(body, items)
 

@@ -94,15 +94,11 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         while "DCGM_FI_DEV_GPU_UTIL" not in _series_or_nothing(port):
             assert time.monotonic() < deadline, (directory / "collector.log").read_text()[-3000:]
             time.sleep(0.2)
-        server = scraping_prometheus(directory, "dcgm-exporter", [f"127.0.0.1:{port}"])
-        url = next(server)
-        try:
+        with contextlib.contextmanager(scraping_prometheus)(directory, "dcgm-exporter", [f"127.0.0.1:{port}"]) as url:
             while len(query(url, "DCGM_FI_DEV_GPU_UTIL[1m]")) == 0 or min(
                     len(series["values"]) for series in query(url, "DCGM_FI_DEV_GPU_UTIL[1m]")) < 4:
                 time.sleep(0.5)  # a few scrapes, so that rates and changes have two points
             yield url
-        finally:
-            server.close()
 
 
 def _series_or_nothing(port: int) -> dict[str, object]:

@@ -198,6 +198,11 @@ def _processes_row(gpu: str, phase: Phase, uuid: str, readings: list[DeviceReadi
                ", ".join(map(str, sorted(theirs))) or "none", verdict)
 
 
+def _cell(text: str) -> str:
+    """Text from the driver (names, error messages) kept inside its table cell or list item."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 @dataclass
 class Report:
     rows: list[Row]
@@ -211,10 +216,10 @@ class Report:
         lines += [f"{agreed} of {len(self.rows)} comparisons agree.", "",
                   "| GPU | phase | measure | fleetmeter | nvidia-smi (or expected) | verdict |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {r.gpu} | {r.phase} | {r.measure} | {r.fleetmeter} | {r.driver} | {r.verdict} |"
-                  for r in self.rows]
+        lines += ["| " + " | ".join(_cell(text) for text in (r.gpu, r.phase, r.measure, r.fleetmeter, r.driver,
+                                                             r.verdict)) + " |" for r in self.rows]
         lines += ["", "## Could not be checked", ""]
-        lines += [f"- {item}" for item in self.could_not_check] or ["- nothing"]
+        lines += [f"- {_cell(item)}" for item in self.could_not_check] or ["- nothing"]
         return "\n".join(lines) + "\n"
 
 

@@ -97,7 +97,8 @@ def demo(
     logs.configure(LoggingSettings(level="warning", format="console"))
     logging.getLogger("kafka").setLevel(logging.ERROR)  # its event-loop timing warnings are noise here
     try:  # before anything is replaced: a port that is taken leaves the last demo's results as they were
-        listening_socket("127.0.0.1", metrics_port, "--metrics-port").close()
+        if metrics_port:
+            listening_socket("127.0.0.1", metrics_port, "--metrics-port").close()
         worker_port = _free_for_worker(pipeline_metrics_port)
     except PortUnavailable as exc:
         typer.echo(f"fleetmeter demo: {exc}", err=True)
@@ -201,8 +202,10 @@ def _history(progress: Progress, settings: PipelineSettings) -> None:
 def _free_for_worker(port: int) -> int:
     """The worker's /metrics port: a free one for 0, else ``port`` once it is seen to be free (the worker binds
     it itself, in its own process, and would only say so in its log)."""
+    if not port:
+        return free_port()
     listening_socket("127.0.0.1", port, "--pipeline-metrics-port").close()
-    return port or free_port()
+    return port
 
 
 def _pipeline_settings(path: Path) -> PipelineSettings:
